@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup setup-test sample lint ui dev
+
+run: setup sample  ## Set up, ingest the sample knowledge base, start the chat UI
+	$(BIN)/hybrid ui
+
+test: setup-test  ## Set up with test tools, lint, run the whole test suite
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+setup:
+	scripts/bootstrap.sh
+
+setup-test:
+	scripts/bootstrap.sh --test
+
+sample: setup
+	$(BIN)/hybrid ingest data/knowledge
+
+lint: setup-test
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+ui: setup
+	$(BIN)/hybrid ui
+
+dev: setup
+	$(BIN)/hybrid dev
