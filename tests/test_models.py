@@ -1,0 +1,77 @@
+"""The model factory: spec parsing, providers, caching, and the embedded provider's prompt rendering."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from hybrid.errors import UnknownModel
+from hybrid.models import ModelSpec, get_chat_model, is_local_model
+from hybrid.models.llamacpp import render_transcript, resolve_gguf
+from hybrid.settings import resolve_settings
+from tests.fakes import FakeModels
+
+
+def test_specs_split_on_the_first_colon_only() -> None:
+    assert ModelSpec.parse("ollama:llama3.1:8b") == ModelSpec("ollama", "llama3.1:8b")
+    assert str(ModelSpec.parse(" OpenAI:gpt-4o ")) == "openai:gpt-4o"
+    for bad in ("gpt-4o", ":x", "ollama:"):
+        with pytest.raises(UnknownModel, match="provider:model"):
+            ModelSpec.parse(bad)
+
+
+def test_unknown_providers_and_packaged_models_are_named() -> None:
+    settings = resolve_settings()
+    with pytest.raises(UnknownModel, match=r"unknown model provider 'anthropic'.*llamacpp, ollama, openai"):
+        get_chat_model("anthropic:claude", settings)
+    with pytest.raises(UnknownModel, match="neither a packaged model"):
+        resolve_gguf("no-such-model")
+
+
+def test_models_are_built_once_per_configuration(fakes: FakeModels) -> None:
+    fakes.set("small", "hi")
+    settings = resolve_settings()
+    first = get_chat_model("fake:small", settings)
+    assert get_chat_model("fake:small", settings) is first
+    assert get_chat_model("fake:small", resolve_settings(max_answer_tokens=7)) is not first
+
+
+def test_remote_openai_endpoints_are_not_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert is_local_model("llamacpp:smollm2-135m-instruct", resolve_settings())
+    assert is_local_model("ollama:qwen2.5:0.5b", resolve_settings())
+    assert not is_local_model("openai:gpt-4o", resolve_settings())
+    monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    assert is_local_model("openai:served", resolve_settings())
+
+
+def test_provider_builders_configure_langchain_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_OLLAMA_BASE_URL", "http://10.0.0.5:11434")
+    monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    settings = resolve_settings(max_answer_tokens=64)
+    ollama = get_chat_model("ollama:qwen2.5:0.5b", settings)
+    assert (ollama.model, ollama.base_url, ollama.num_predict) == (
+        "qwen2.5:0.5b",
+        "http://10.0.0.5:11434",
+        64,
+    )
+    openai = get_chat_model("openai:served", settings)
+    assert (openai.model_name, openai.openai_api_base, openai.max_tokens) == (
+        "served",
+        "http://127.0.0.1:8080/v1",
+        64,
+    )
+
+
+def test_base_models_get_a_few_shot_transcript() -> None:
+    prompt = render_transcript(
+        [
+            SystemMessage("Answer briefly."),
+            HumanMessage("What is the capital of France?"),
+            AIMessage("Paris."),
+            HumanMessage("And of Germany?"),
+        ]
+    )
+    assert prompt.startswith("Answer briefly.\n\nQ: What is the capital of Italy?\nA: Rome.")
+    assert prompt.endswith("Q: What is the capital of France?\nA: Paris.\n\nQ: And of Germany?\nA:")
+    with pytest.raises(ValueError, match="end with a question"):
+        render_transcript([HumanMessage("Hi"), AIMessage("Hello")])

@@ -1,0 +1,83 @@
+"""Configuration precedence: per-run context > HYBRID_* environment > defaults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from hybrid.settings import PER_RUN_FIELDS, RunContext, Settings, resolve_settings
+
+
+def test_defaults_use_the_embedded_profile() -> None:
+    settings = resolve_settings()
+    assert settings.profile == "embedded"
+    assert settings.small_spec == "llamacpp:smollm2-135m-instruct"
+    assert settings.large_spec == "llamacpp:gemma-3-270m"
+    assert settings.price_of(settings.large_spec).output_per_million == 0.0
+
+
+def test_environment_beats_defaults_and_context_beats_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_ROUTE_THRESHOLD", "0.7")
+    monkeypatch.setenv("HYBRID_PROFILE", "ollama")
+    assert resolve_settings().route_threshold == 0.7
+    assert resolve_settings().small_spec == "ollama:qwen2.5:0.5b"
+
+    settings = resolve_settings(RunContext(route_threshold=0.2, profile="embedded"))
+    assert settings.route_threshold == 0.2
+    assert settings.small_spec == "llamacpp:smollm2-135m-instruct"
+    assert resolve_settings({"route_threshold": None}).route_threshold == 0.7  # None means "not set"
+
+
+def test_tier_overrides_win_over_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_LARGE_MODEL", "openai:gpt-4o-mini")
+    settings = resolve_settings()
+    assert settings.small_spec == "llamacpp:smollm2-135m-instruct"
+    assert settings.large_spec == "openai:gpt-4o-mini"
+
+
+def test_profiles_and_prices_come_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "HYBRID_PROFILES", '{"cloud": {"small": "ollama:qwen2.5:0.5b", "large": "openai:gpt-4o"}}'
+    )
+    monkeypatch.setenv(
+        "HYBRID_PRICES", '{"openai:gpt-4o": {"input_per_million": 2.5, "output_per_million": 10}}'
+    )
+    settings = resolve_settings(profile="cloud")
+    assert settings.large_spec == "openai:gpt-4o"
+    assert settings.price_of("openai:gpt-4o").input_per_million == 2.5
+    assert "embedded" in settings.all_profiles
+
+
+def test_unknown_values_are_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="unknown profile 'nope'; known profiles: embedded, ollama"):
+        resolve_settings(profile="nope")
+    with pytest.raises(ValueError, match="unknown per-run setting"):
+        resolve_settings({"data_dir": "/elsewhere"})
+    monkeypatch.setenv("HYBRID_ROUTE_THRESHOLD", "high")
+    with pytest.raises(ValidationError, match="route_threshold"):
+        resolve_settings()
+
+
+def test_run_context_mirrors_the_per_run_settings() -> None:
+    assert set(RunContext.model_fields) == set(PER_RUN_FIELDS)
+    for name in PER_RUN_FIELDS:
+        assert RunContext.model_fields[name].default is None
+        assert name in Settings.model_fields
+
+
+def test_importing_the_api_reads_no_setting_and_loads_no_model() -> None:
+    code = (
+        "import sys, hybrid.api, hybrid.cli, graphs.graph, retrieval.store, retrieval.ingest; "
+        "heavy = {'llama_cpp', 'torch', 'sentence_transformers', 'chromadb'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
+    env = {**os.environ, "HYBRID_MAX_ANSWER_TOKENS": "not a number", "HYBRID_PROFILE": "missing"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
