@@ -1,0 +1,295 @@
+"""The graph's nodes. Each reads the state and the run's settings and returns an update; the
+decisions themselves live in `router`, `verifier` and the pure edge functions of `routing`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from graphs import prompts
+from graphs.router import decide_route
+from graphs.state import (
+    Draft,
+    Hit,
+    Retrieval,
+    Review,
+    ReviewDecision,
+    ReviewDecisionWithoutDraft,
+    ReviewRequest,
+    State,
+    Tier,
+)
+from graphs.verifier import verify_draft
+from hybrid.errors import InvalidQuestion
+from hybrid.models import get_chat_model, is_local_model
+from hybrid.settings import Settings, resolve_settings
+
+Node = Callable[[State, Runtime[Any]], dict[str, Any]]
+
+
+def timed(node: Node) -> Node:
+    """Record the node's wall time in `timings_ms` (a node that resets timings starts afresh)."""
+
+    @functools.wraps(node)
+    def wrapper(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        update = node(state, runtime)
+        timings = dict(update["timings_ms"] if "timings_ms" in update else state.get("timings_ms") or {})
+        timings[node.__name__] = round((time.perf_counter() - started) * 1000, 2)
+        return {**update, "timings_ms": timings}
+
+    return wrapper
+
+
+def check_question(question: object, settings: Settings) -> str:
+    """The question, stripped, or a clear error if it is not a usable question."""
+    if not isinstance(question, str):
+        raise InvalidQuestion(f"the question must be text, not {type(question).__name__}")
+    stripped = question.strip()
+    if not stripped:
+        raise InvalidQuestion("the question is empty")
+    if len(stripped) > settings.max_question_chars:
+        raise InvalidQuestion(
+            f"the question is {len(stripped):,} characters long; the limit is "
+            f"{settings.max_question_chars:,} (HYBRID_MAX_QUESTION_CHARS)"
+        )
+    if "\x00" in stripped:
+        raise InvalidQuestion("the question contains a NUL character (binary data?)")
+    return stripped
+
+
+def conversation_turns(messages: Sequence[AnyMessage], limit: int) -> list[tuple[str, str]]:
+    """The last `limit` answered (question, answer) pairs of a conversation."""
+    pairs: list[tuple[str, str]] = []
+    for earlier, later in itertools.pairwise(messages):
+        if isinstance(earlier, HumanMessage) and isinstance(later, AIMessage):
+            pairs.append((earlier.text, later.text))
+    return pairs[-limit:] if limit else []
+
+
+def _knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool, str | None]:
+    """Term coverage of the question by the knowledge base, whether it has content, and any error."""
+    if settings.retrieval == "never":
+        return 0.0, False, None
+    try:
+        from retrieval.store import term_stats
+
+        stats = term_stats(settings)
+    except Exception as exc:  # retrieval trouble must not stop an answer
+        return 0.0, False, f"{type(exc).__name__}: {exc}"
+    return stats.coverage(question), stats.documents > 0, None
+
+
+@timed
+def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Validate the question and route it; starts a new turn."""
+    settings = resolve_settings(runtime.context)
+    question = check_question(state.get("question"), settings)
+    history = state.get("messages") or []
+    previous = [m.text for m in history if isinstance(m, HumanMessage)]
+    kb_score, kb_available, kb_error = _knowledge_coverage(question, settings)
+    route = decide_route(
+        question,
+        previous_questions=previous,
+        kb_score=kb_score,
+        kb_available=kb_available,
+        tier_is_local={
+            "small": is_local_model(settings.small_spec, settings),
+            "large": is_local_model(settings.large_spec, settings),
+        },
+        settings=settings,
+    )
+    if kb_error:
+        route["reasons"].append(f"knowledge base unavailable: {kb_error}")
+    return {
+        "question": question,
+        "messages": [HumanMessage(question)],
+        "route": route,
+        "retrieval": None,
+        "drafts": [],
+        "verifications": [],
+        "review": None,
+        "answer": None,
+        "answered_by": None,
+        "status": None,
+        "timings_ms": {},
+    }
+
+
+@timed
+def retrieve(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Fetch passages from the knowledge base; keep those similar enough to the question."""
+    settings = resolve_settings(runtime.context)
+    retrieval = Retrieval(hits=[], dropped=0, confidence=0.0, min_score=settings.retrieval_min_score)
+    try:
+        from retrieval.store import search
+
+        found: list[Hit] = search(settings, state["question"], settings.retrieval_k)  # type: ignore[assignment]
+    except Exception as exc:  # answer without the knowledge base rather than not at all
+        retrieval["error"] = f"{type(exc).__name__}: {exc}"
+        return {"retrieval": retrieval}
+    kept = [hit for hit in found if hit["score"] >= settings.retrieval_min_score]
+    retrieval.update(hits=kept, dropped=len(found) - len(kept), confidence=kept[0]["score"] if kept else 0.0)
+    return {"retrieval": retrieval}
+
+
+def answer_messages(state: State, settings: Settings) -> list[BaseMessage]:
+    """The prompt for an answering model: instructions, sources, recent turns, the question."""
+    hits = (state.get("retrieval") or {}).get("hits") or []
+    if hits:
+        passages = "\n\n".join(
+            prompts.CONTEXT_PASSAGE.format(source=hit["source"], text=hit["text"]) for hit in hits
+        )
+        system = prompts.ANSWER_WITH_CONTEXT_SYSTEM.format(context=passages)
+    else:
+        system = prompts.ANSWER_SYSTEM
+    messages: list[BaseMessage] = [SystemMessage(system)]
+    history = (state.get("messages") or [])[:-1]  # the last message is this turn's question
+    for question, answer in conversation_turns(history, settings.history_turns):
+        messages += [HumanMessage(question), AIMessage(answer)]
+    messages.append(HumanMessage(state["question"]))
+    return messages
+
+
+def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
+    spec = settings.small_spec if tier == "small" else settings.large_spec
+    started = time.perf_counter()
+    text, error, finish, meta = "", None, None, {}
+    usage = {"input_tokens": 0, "output_tokens": 0}
+    try:
+        reply = get_chat_model(spec, settings).invoke(answer_messages(state, settings))
+        text = reply.text.strip()
+        finish = reply.response_metadata.get("finish_reason") or reply.response_metadata.get("done_reason")
+        meta = {
+            k: v
+            for k, v in reply.response_metadata.items()
+            if isinstance(v, float | str) and k in ("mean_token_logprob", "min_token_prob", "model_name")
+        }
+        if reply.usage_metadata:
+            usage = {
+                "input_tokens": int(reply.usage_metadata.get("input_tokens", 0)),
+                "output_tokens": int(reply.usage_metadata.get("output_tokens", 0)),
+            }
+    except Exception as exc:  # a failing model is recorded and routed around, never fatal
+        error = f"{type(exc).__name__}: {exc}"
+    price = settings.price_of(spec)
+    cost = (
+        usage["input_tokens"] * price.input_per_million + usage["output_tokens"] * price.output_per_million
+    ) / 1e6
+    return Draft(
+        tier=tier,
+        model=spec,
+        text=text,
+        error=error,
+        finish_reason=finish,
+        usage=usage,  # type: ignore[typeddict-item]
+        cost=round(cost, 8),
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        model_meta=meta,
+    )
+
+
+@timed
+def answer_small(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Draft an answer with the small model."""
+    settings = resolve_settings(runtime.context)
+    return {"drafts": [*state.get("drafts", []), _draft("small", state, settings)]}
+
+
+@timed
+def escalate(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Draft an answer with the large model."""
+    settings = resolve_settings(runtime.context)
+    return {"drafts": [*state.get("drafts", []), _draft("large", state, settings)]}
+
+
+@timed
+def verify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Judge the latest draft."""
+    settings = resolve_settings(runtime.context)
+    draft = state["drafts"][-1]
+    threshold = (
+        settings.small_accept_threshold if draft["tier"] == "small" else settings.large_accept_threshold
+    )
+    hits = (state.get("retrieval") or {}).get("hits") or []
+    verification = verify_draft(state["question"], draft, hits, threshold)
+    return {"verifications": [*state.get("verifications", []), verification]}
+
+
+def usable_draft(state: State) -> Draft | None:
+    """The latest draft that has text, if any."""
+    return next((d for d in reversed(state.get("drafts") or []) if d["text"] and not d["error"]), None)
+
+
+def review_request(state: State) -> ReviewRequest:
+    """What the reviewer sees for this case."""
+    route = state["route"]
+    verifications = state.get("verifications") or []
+    if route["route"] == "human":
+        why = "route forced to human review" if route["forced"] else "no tier may answer this query"
+    elif verifications:
+        last = verifications[-1]
+        why = (
+            f"the {last['tier']} model's answer failed verification "
+            f"({last['score']:.2f} < {last['threshold']:.2f})"
+        )
+    else:
+        why = "no model could answer"
+    return ReviewRequest(
+        question=state["question"],
+        why=why,
+        drafts=state.get("drafts") or [],
+        verifications=verifications,
+        hits=(state.get("retrieval") or {}).get("hits") or [],
+        route=route,
+    )
+
+
+@timed
+def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Pause for a reviewer's verdict (approve, edit or reject), then record it.
+
+    Everything before `interrupt` runs again on resume, so it only reads state.
+    """
+    # The schema says what the reviewer may do; LangGraph refuses any other verdict and keeps
+    # the case pending, so a bad verdict loses nothing.
+    schema = ReviewDecision if usable_draft(state) else ReviewDecisionWithoutDraft
+    decision: ReviewDecision = interrupt(review_request(state), response_schema=schema)
+    review = Review(
+        action=decision.action,
+        reviewer=decision.reviewer,
+        answer=decision.answer,
+        reason=decision.reason,
+        resolved_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if decision.action == "reject":
+        return {"review": review, "status": "rejected", "answer": None, "answered_by": None}
+    return {"review": review}
+
+
+@timed
+def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Make the accepted (or reviewer-approved, or reviewer-written) answer final."""
+    review = state.get("review")
+    if review and review["action"] == "edit":
+        answer, answered_by = review["answer"] or "", f"human:{review['reviewer']}"
+    else:
+        draft = usable_draft(state)
+        if draft is None:  # routing never accepts without a draft; guard the invariant anyway
+            raise RuntimeError("accept reached without an answer")
+        answer, answered_by = draft["text"], draft["model"]
+    return {
+        "answer": answer,
+        "answered_by": answered_by,
+        "status": "answered",
+        "messages": [AIMessage(answer)],
+    }

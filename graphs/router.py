@@ -1,0 +1,179 @@
+"""The router: decides, before any model runs, which tier a query starts on and whether it needs
+the knowledge base. Every decision is data (`RouteDecision`) with the signals and reasons behind it.
+
+Difficulty is a noisy-OR of interpretable signals: each signal alone can make a query hard, and
+they compound. This is the heuristic seam a learned, calibrated router replaces; its output shape
+stays the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from graphs.sensitivity import find_sensitive, sensitivity_level
+from graphs.state import RouteDecision, Tier
+from hybrid.settings import Settings
+from hybrid.text import numbers, words
+
+_ARITHMETIC = re.compile(r"\d\s*(?:[-+*/×÷^]|\bx\b)\s*\(?\s*\d")
+_MATH_WORDS = re.compile(
+    r"\b(calculate|compute|solve|how many|how much|percent(age)?|total|sum|average|mean|median|ratio|"
+    r"equation|probability|remainder|divided|multiplied|times|squared|square root|integral|derivative)\b"
+)
+_STEP_WORDS = re.compile(
+    r"\b(then|after|each|per|remaining|left|twice|half|more than|less than|if|every|altogether|"
+    r"in total|difference)\b"
+)
+_REASONING_WORDS = re.compile(
+    r"\b(why|explain|compare|contrast|prove|derive|analy[sz]e|evaluate|justify|step by step|"
+    r"implications?|trade-?offs?|pros and cons|reason)\b"
+)
+_CODE = re.compile(
+    r"```|\bdef\s+\w+\(|\bclass\s+\w+|\b(function|code|python|javascript|typescript|sql|regex|"
+    r"implement|compile|stack ?trace|exception|bug|api)\b|[{};]\s*$",
+    re.MULTILINE,
+)
+_LONG_FORM = re.compile(r"\b(write|essay|story|poem|summari[sz]e|draft|letter|translate|rewrite)\b")
+_FOLLOW_UP = re.compile(
+    r"^(and|what about|how about|why|also|then|so|but|or)\b|\b(it|that|this|they|those|them)\b"
+)
+
+# Weight of each signal: the probability it alone makes the small model fail (heuristic).
+WEIGHTS = {
+    "arithmetic": 0.8,
+    "math_words": 0.25,
+    "several_numbers": 0.45,
+    "multi_step": 0.2,
+    "reasoning": 0.35,
+    "code": 0.45,
+    "long_form": 0.4,
+    "length": 0.5,
+    "several_questions": 0.3,
+}
+
+_LABELS = {
+    "arithmetic": "arithmetic expression",
+    "math_words": "math vocabulary",
+    "several_numbers": "several numbers to combine",
+    "multi_step": "multi-step wording",
+    "reasoning": "asks for reasoning",
+    "code": "code",
+    "long_form": "asks for long-form writing",
+    "length": "long question",
+    "several_questions": "several questions at once",
+}
+
+
+def routing_text(question: str, previous_questions: Sequence[str]) -> str:
+    """The text the router judges: a short follow-up is judged with the question it follows."""
+    if previous_questions and len(words(question)) <= 8 and _FOLLOW_UP.search(question.casefold()):
+        return f"{previous_questions[-1]}\n{question}"
+    return question
+
+
+def difficulty_signals(text: str) -> dict[str, float]:
+    """Each difficulty signal of a text, as a strength in [0, 1]."""
+    lowered = text.casefold()
+    n_words = len(words(text))
+    n_numbers = len(numbers(text))
+    return {
+        "arithmetic": 1.0 if _ARITHMETIC.search(lowered) else 0.0,
+        "math_words": min(1.0, len(_MATH_WORDS.findall(lowered)) / 2),
+        "several_numbers": min(1.0, max(0, n_numbers - 1) / 3),
+        "multi_step": min(1.0, len(_STEP_WORDS.findall(lowered)) / 4),
+        "reasoning": min(1.0, len(_REASONING_WORDS.findall(lowered)) / 2),
+        "code": 1.0 if _CODE.search(text) else 0.0,
+        "long_form": 1.0 if _LONG_FORM.search(lowered) else 0.0,
+        "length": min(1.0, max(0, n_words - 25) / 75),
+        "several_questions": 1.0 if text.count("?") >= 2 else 0.0,
+    }
+
+
+def difficulty_score(signals: dict[str, float]) -> tuple[float, list[tuple[str, float]]]:
+    """Noisy-OR of weighted signals, and each signal's contribution, largest first."""
+    survive = 1.0
+    contributions = []
+    for name, strength in signals.items():
+        p = WEIGHTS[name] * strength
+        if p > 0:
+            contributions.append((name, p))
+            survive *= 1.0 - p
+    contributions.sort(key=lambda item: -item[1])
+    return 1.0 - survive, contributions
+
+
+def decide_route(
+    question: str,
+    *,
+    previous_questions: Sequence[str],
+    kb_score: float,
+    kb_available: bool,
+    tier_is_local: dict[Tier, bool],
+    settings: Settings,
+) -> RouteDecision:
+    """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons."""
+    text = routing_text(question, previous_questions)
+    signals = difficulty_signals(text)
+    score, contributions = difficulty_score(signals)
+    reasons: list[str] = []
+    if text != question:
+        reasons.append("short follow-up: judged together with the previous question")
+
+    findings = find_sensitive(question)
+    sensitivity = sensitivity_level(findings)
+    allowed: list[Tier] = [
+        tier for tier in ("small", "large") if sensitivity == "none" or tier_is_local[tier]
+    ]
+    if findings:
+        kinds = ", ".join(f.kind for f in findings)
+        blocked = [t for t in ("small", "large") if t not in allowed]
+        reasons.append(
+            f"sensitive data ({kinds}): "
+            + (f"{', '.join(blocked)} tier not local, not allowed" if blocked else "all tiers are local")
+        )
+
+    route: str
+    if settings.force_route:
+        route = settings.force_route
+        reasons.insert(0, f"route forced to {route} by configuration (router bypassed)")
+    else:
+        route = "large" if score >= settings.route_threshold else "small"
+        drivers = ", ".join(f"{_LABELS[name]} +{p:.2f}" for name, p in contributions[:3]) or "no signal"
+        comparison = ">=" if route == "large" else "<"
+        reasons.insert(0, f"difficulty {score:.2f} {comparison} {settings.route_threshold:.2f} ({drivers})")
+    if route in ("small", "large") and route not in allowed:
+        fallback = next(iter(allowed), None)
+        reasons.append(f"{route} tier not allowed for sensitive data: " + (fallback or "human review"))
+        route = fallback or "human"
+
+    if settings.retrieval == "never":
+        needs_kb = False
+        reasons.append("knowledge base off for this run")
+    elif not kb_available:
+        needs_kb = False
+        reasons.append("knowledge base empty or unavailable")
+    elif settings.retrieval == "always":
+        needs_kb = True
+        reasons.append("knowledge base always consulted in this run")
+    else:
+        needs_kb = kb_score >= settings.kb_need_threshold
+        comparison = ">=" if needs_kb else "<"
+        reasons.append(
+            f"knowledge-base term coverage {kb_score:.2f} {comparison} {settings.kb_need_threshold:.2f}: "
+            + ("retrieve" if needs_kb else "no retrieval")
+        )
+
+    return RouteDecision(
+        route=route,  # type: ignore[typeddict-item]
+        forced=settings.force_route is not None,
+        difficulty=round(score, 4),
+        threshold=settings.route_threshold,
+        needs_kb=needs_kb,
+        kb_score=round(kb_score, 4),
+        kb_threshold=settings.kb_need_threshold,
+        sensitivity=sensitivity,
+        allowed_tiers=allowed,
+        signals={name: round(v, 4) for name, v in signals.items()},
+        reasons=reasons,
+    )

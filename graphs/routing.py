@@ -1,0 +1,52 @@
+"""Pure edge functions: map the decisions recorded in the state to the next node."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.graph import END
+
+from graphs.state import RouteDecision, State
+
+FirstAnswer = Literal["answer_small", "escalate", "human_review"]
+
+
+def first_answer(route: RouteDecision) -> FirstAnswer:
+    """The node that answers first. A human-routed case gets a small-model draft for the reviewer."""
+    if route["route"] == "large" and "large" in route["allowed_tiers"]:
+        return "escalate"
+    if route["route"] in ("small", "human") and "small" in route["allowed_tiers"]:
+        return "answer_small"
+    return "human_review"
+
+
+def after_classify(state: State) -> Literal["retrieve", "answer_small", "escalate", "human_review"]:
+    """Consult the knowledge base first when the router said so."""
+    route = state["route"]
+    return "retrieve" if route["needs_kb"] else first_answer(route)
+
+
+def after_retrieve(state: State) -> FirstAnswer:
+    """After retrieval, answer on the routed tier."""
+    return first_answer(state["route"])
+
+
+def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
+    """Accept a verified draft; otherwise escalate a small draft, or ask a person."""
+    route, verification = state["route"], state["verifications"][-1]
+    if route["route"] == "human":
+        return "human_review"
+    if verification["passed"]:
+        return "accept"
+    usable = not state["drafts"][-1]["error"] and bool(state["drafts"][-1]["text"])
+    if route["forced"] and route["route"] == verification["tier"] and usable:
+        return "accept"  # a forced route is the caller's choice; the failed check stays on record
+    if verification["tier"] == "small" and "large" in route["allowed_tiers"]:
+        return "escalate"
+    return "human_review"
+
+
+def after_review(state: State) -> Literal["accept", "__end__"]:
+    """An approved or edited case is finalised; a rejected one ends."""
+    review = state.get("review")
+    return END if review and review["action"] == "reject" else "accept"

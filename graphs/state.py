@@ -1,0 +1,183 @@
+"""The graph's state: a narrow input, the full per-turn record, and the typed decisions inside it.
+
+Everything is plain JSON-able data (TypedDicts), so checkpoints, the `langgraph dev` API and the
+Python `Answer` all carry the same record. Fields are overwritten per turn unless a reducer says
+otherwise; the graph runs its nodes one at a time, so no two nodes write a field at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import TypedDict
+
+Tier = Literal["small", "large"]
+Route = Literal["small", "large", "human"]
+Sensitivity = Literal["none", "personal", "secret"]
+Status = Literal["answered", "pending_review", "rejected"]
+
+
+class RouteDecision(TypedDict):
+    """What the router decided before any model ran, and why. Written by `classify`."""
+
+    route: Route
+    """Tier the query starts on: `small`, `large`, or `human` (straight to a reviewer)."""
+    forced: bool
+    """True when a per-run override chose the route instead of the router."""
+    difficulty: float
+    """Router score in [0, 1]: how likely the small model is to fail."""
+    threshold: float
+    """Difficulty at or above which the query starts on the large model."""
+    needs_kb: bool
+    """Whether the knowledge base is consulted."""
+    kb_score: float
+    """Share of the query's informative terms the knowledge base contains, in [0, 1]."""
+    kb_threshold: float
+    """`kb_score` at or above which retrieval runs (in `auto` retrieval mode)."""
+    sensitivity: Sensitivity
+    """Most sensitive kind of data found in the query."""
+    allowed_tiers: list[Tier]
+    """Tiers the query may be sent to (sensitive queries only go to local models)."""
+    signals: dict[str, float]
+    """Every feature the score was computed from, by name."""
+    reasons: list[str]
+    """Human-readable reasons, most important first."""
+
+
+class Hit(TypedDict):
+    """One retrieved chunk. Written by `retrieve`."""
+
+    id: str
+    text: str
+    source: str
+    score: float
+    """Cosine similarity between query and chunk, in [-1, 1]."""
+    metadata: dict[str, str | int | float | bool]
+
+
+class Retrieval(TypedDict):
+    """Result of consulting the knowledge base. Written by `retrieve`."""
+
+    hits: list[Hit]
+    """Hits kept (score at or above the minimum), best first."""
+    dropped: int
+    """Hits returned by the store but below the minimum score."""
+    confidence: float
+    """Best hit's score, 0 when nothing was kept: a signal for router and verifier."""
+    min_score: float
+    error: NotRequired[str]
+    """Why the knowledge base could not be searched, if it could not."""
+
+
+class TokenUsage(TypedDict):
+    input_tokens: int
+    output_tokens: int
+
+
+class Draft(TypedDict):
+    """One model's answer (or its failure). Written by `answer_small` and `escalate`."""
+
+    tier: Tier
+    model: str
+    """Model spec that produced it, `provider:model`."""
+    text: str
+    error: str | None
+    """Why the model call failed, if it did; the text is then empty."""
+    finish_reason: str | None
+    usage: TokenUsage
+    cost: float
+    """Estimated cost from the configured prices of `model`."""
+    latency_ms: float
+    model_meta: dict[str, float | str]
+    """Extra signals the model reported (e.g. mean token log-probability)."""
+
+
+class Verification(TypedDict):
+    """The verifier's judgement of one draft. Written by `verify`."""
+
+    tier: Tier
+    model: str
+    score: float
+    """Confidence in [0, 1] that the draft is a good answer."""
+    threshold: float
+    passed: bool
+    signals: dict[str, float]
+    reasons: list[str]
+
+
+class ReviewDecision(BaseModel):
+    """A reviewer's verdict on a pending case: the value a paused graph is resumed with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["approve", "edit", "reject"]
+    answer: str | None = Field(None, description="The reviewer's answer; required for `edit`.")
+    reason: str | None = Field(None, description="Why; recommended for `reject`.")
+    reviewer: str = Field("anonymous", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _edit_has_answer(self) -> ReviewDecision:
+        if self.action == "edit" and not (self.answer or "").strip():
+            raise ValueError("an edit needs the reviewer's answer text")
+        return self
+
+
+class ReviewDecisionWithoutDraft(ReviewDecision):
+    """A verdict on a case where no model produced an answer: there is nothing to approve."""
+
+    action: Literal["edit", "reject"]  # type: ignore[assignment]
+
+
+class Review(TypedDict):
+    """A resolved review. Written by `human_review`."""
+
+    action: Literal["approve", "edit", "reject"]
+    reviewer: str
+    answer: str | None
+    reason: str | None
+    resolved_at: str
+    """ISO-8601 UTC time of the verdict."""
+
+
+class ReviewRequest(TypedDict):
+    """What a reviewer is shown: the payload of the `human_review` interrupt."""
+
+    question: str
+    why: str
+    drafts: list[Draft]
+    verifications: list[Verification]
+    hits: list[Hit]
+    route: RouteDecision
+
+
+class InputState(TypedDict):
+    """What a caller sends for one turn."""
+
+    question: str
+    """The user's question for this turn."""
+
+
+class State(InputState):
+    """The full record of a conversation thread; per-turn fields are reset by `classify`."""
+
+    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
+    """The conversation so far (questions and final answers), appended by `classify` and the
+    final node of each turn."""
+    route: NotRequired[RouteDecision]
+    retrieval: NotRequired[Retrieval | None]
+    """None when the knowledge base was not consulted this turn."""
+    drafts: NotRequired[list[Draft]]
+    """Every model answer this turn, in call order."""
+    verifications: NotRequired[list[Verification]]
+    """One per draft, in the same order."""
+    review: NotRequired[Review | None]
+    answer: NotRequired[str | None]
+    """The final answer of this turn; None while pending or when rejected."""
+    answered_by: NotRequired[str | None]
+    """Model spec of the final answer, or `human:<reviewer>` for an edited one."""
+    status: NotRequired[Status | None]
+    timings_ms: NotRequired[dict[str, float]]
+    """Wall time of each node this turn, in milliseconds."""
