@@ -1,0 +1,249 @@
+"""The `hybrid` command. Every subcommand goes through the Python API façade (`hybrid.api`)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from hybrid.errors import HybridError
+
+# The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
+LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph"}
+DEV_PORT = 2025  # 2024, langgraph's default, is taken on our machines
+
+
+def _fail(message: str) -> NoReturn:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected errors into one clear line on stderr and exit code 1."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HybridError as exc:
+            _fail(str(exc))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+            )
+            _fail(f"invalid setting: {problems}")
+
+    return wrapper
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        overrides[key.strip().replace("-", "_")] = value
+    return overrides
+
+
+def _reviewer() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "anonymous"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hybrid-ai")
+def cli() -> None:
+    """Hybrid AI: answer with the cheapest model that answers well, and show why."""
+
+
+@cli.command()
+@click.argument("question")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole answer record as one JSON object.")
+@click.option("--route", type=click.Choice(["small", "large", "human"]), help="Force a route.")
+@click.option("--profile", help="Model profile (e.g. embedded, ollama).")
+@click.option("--thread", "thread_id", help="Continue this conversation.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a per-run setting.")
+@_handle_errors
+def ask(
+    question: str,
+    *,
+    as_json: bool,
+    route: str | None,
+    profile: str | None,
+    thread_id: str | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Answer QUESTION and explain the route it took."""
+    from hybrid import api
+
+    overrides = {**_parse_sets(sets), "force_route": route, "profile": profile}
+    answer = api.ask(question, thread_id=thread_id, **overrides)
+    if as_json:
+        click.echo(answer.model_dump_json())
+        return
+    if answer.status == "answered":
+        click.echo(answer.answer)
+    elif answer.status == "pending_review":
+        click.secho(f"Waiting for human review (thread {answer.thread_id}).", fg="yellow")
+        click.echo(f"Resolve it with: hybrid review approve|edit|reject {answer.thread_id}")
+    else:
+        click.secho("The answer was rejected by a reviewer.", fg="red")
+    click.secho(f"route: {answer.explanation}", dim=True)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--collection", help="Collection to add to (default: the configured one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_handle_errors
+def ingest(paths: tuple[Path, ...], collection: str | None, as_json: bool) -> None:
+    """Add files and folders to the knowledge base."""
+    from hybrid import api
+
+    show = sys.stderr.isatty() and not as_json
+    report = api.ingest(
+        paths,
+        collection=collection,
+        progress=(lambda path: click.echo(f"  {path}", err=True)) if show else None,
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "files": report.files,
+                    "chunks_added": report.chunks_added,
+                    "chunks_unchanged": report.chunks_unchanged,
+                    "failed": report.failed,
+                    "seconds": round(report.seconds, 3),
+                }
+            )
+        )
+    else:
+        click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.group()
+def review() -> None:
+    """List and resolve answers waiting for a human."""
+
+
+@review.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def review_list(as_json: bool) -> None:
+    """Cases waiting for a reviewer."""
+    from hybrid import api
+
+    pending = api.pending_reviews()
+    if as_json:
+        click.echo(json.dumps([p.model_dump() for p in pending]))
+        return
+    if not pending:
+        click.echo("No pending reviews.")
+    for case in pending:
+        click.echo(f"{case.thread_id}  {case.request['question'][:70]!r}  ({case.request['why']})")
+
+
+@review.command("show")
+@click.argument("thread_id")
+@_handle_errors
+def review_show(thread_id: str) -> None:
+    """Everything about one case, as JSON."""
+    from hybrid import api
+
+    click.echo(api.answer_for(thread_id).model_dump_json(indent=2))
+
+
+def _resolve(thread_id: str, **decision: Any) -> None:
+    from hybrid import api
+
+    answer = api.resume(thread_id, {k: v for k, v in decision.items() if v is not None})
+    click.echo(f"{thread_id}: {answer.status}" + (f": {answer.answer}" if answer.answer else ""))
+
+
+_reviewer_option = click.option("--reviewer", default=_reviewer, show_default="current user")
+
+
+@review.command("approve")
+@click.argument("thread_id")
+@_reviewer_option
+@_handle_errors
+def review_approve(thread_id: str, reviewer: str) -> None:
+    """Accept the latest model answer as it is."""
+    _resolve(thread_id, action="approve", reviewer=reviewer)
+
+
+@review.command("edit")
+@click.argument("thread_id")
+@click.option("--answer", required=True, help="The answer to give instead.")
+@_reviewer_option
+@_handle_errors
+def review_edit(thread_id: str, answer: str, reviewer: str) -> None:
+    """Answer with your own text."""
+    _resolve(thread_id, action="edit", answer=answer, reviewer=reviewer)
+
+
+@review.command("reject")
+@click.argument("thread_id")
+@click.option("--reason", help="Why the question is not answered.")
+@_reviewer_option
+@_handle_errors
+def review_reject(thread_id: str, reason: str | None, reviewer: str) -> None:
+    """Decline to answer."""
+    _resolve(thread_id, action="reject", reason=reason, reviewer=reviewer)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
+def ui(streamlit_args: tuple[str, ...]) -> None:
+    """Start the Streamlit chat (extra arguments go to `streamlit run`)."""
+    import importlib.util
+
+    app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]
+    env = {
+        # Defaults only: any STREAMLIT_* already set wins.
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        "STREAMLIT_SERVER_HEADLESS": "true",
+        **os.environ,
+    }
+    command = [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_args]
+    os.execvpe(command[0], command, env)
+
+
+@cli.command()
+@click.option("--port", default=DEV_PORT, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@_handle_errors
+def dev(port: int, host: str) -> None:
+    """Serve the graph with `langgraph dev` (offline; state kept under the data directory)."""
+    from hybrid.settings import resolve_settings
+
+    workdir = resolve_settings().data_dir / "langgraph"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "langgraph.json"
+    config.write_text(json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS}, indent=2))
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true"}
+    command = [
+        sys.executable, "-m", "langgraph_cli", "dev",
+        "--config", str(config), "--host", host, "--port", str(port), "--no-browser", "--no-reload",
+    ]  # fmt: skip
+    os.chdir(workdir)  # langgraph dev keeps its state in ./.langgraph_api
+    os.execvpe(command[0], command, env)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
