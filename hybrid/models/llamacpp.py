@@ -8,7 +8,9 @@ GGUF's chat template when it has one, or as a few-shot `Q:`/`A:` transcript when
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import math
 import os
 import threading
@@ -94,14 +96,23 @@ class _LoadedModel:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self.llm = Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            logits_all=logits_all,
-            verbose=False,
-        )
+        # llama.cpp logs some load-time notices at a level `verbose=False` lets through; keep
+        # them for the error message if loading fails, out of the user's terminal otherwise.
+        load_log = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(load_log):
+                self.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    logits_all=logits_all,
+                    verbose=False,
+                )
+        except Exception as exc:
+            raise RuntimeError(
+                f"llama.cpp could not load {path}: {exc}\n{load_log.getvalue()[-2000:]}"
+            ) from exc
         self.lock = threading.Lock()
         template = self.llm.metadata.get("tokenizer.chat_template")
         self.formatter = None
