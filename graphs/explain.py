@@ -23,7 +23,6 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         return "not routed yet"
     parts: list[str] = []
     verifications = values.get("verifications") or []
-    drafts = values.get("drafts") or []
     review = values.get("review")
 
     if pending:
@@ -46,7 +45,7 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         elif review["action"] == "edit":
             parts.append(f"answer written by reviewer {review['reviewer']}")
         else:
-            parts.append(f"reviewer {review['reviewer']} approved the {drafts[-1]['tier']} model's answer")
+            parts.append(f"reviewer {review['reviewer']} approved the answer of {values.get('answered_by')}")
     elif verifications:
         last = verifications[-1]
         tier = last["tier"]

@@ -3,6 +3,7 @@ the installed `hybrid` command and a real `langgraph dev` server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -86,34 +87,64 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def dev_server(isolated: Path) -> Iterator[str]:
-    """`hybrid dev` on a free port, with its own data directory."""
-    port = _free_port()
-    log = isolated.parent / "dev.log"
+@contextlib.contextmanager
+def serving(command: list[str], health_url: str, log: Path) -> Iterator[None]:
+    """Run a server process until the block ends; fail with its log if it does not come up."""
     with log.open("w") as out:
-        process = subprocess.Popen(
-            [HYBRID, "dev", "--port", str(port)], env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                if httpx.get(health_url, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"langgraph dev did not start:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"{command[0]} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield
     finally:
         process.terminate()
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def dev_server(isolated: Path) -> Iterator[str]:
+    """`hybrid dev` on a free port, with its own data directory."""
+    url = f"http://127.0.0.1:{_free_port()}"
+    port = url.rsplit(":", 1)[1]
+    with serving([HYBRID, "dev", "--port", port], f"{url}/ok", isolated.parent / "dev.log"):
+        yield url
+
+
+def test_the_openai_provider_talks_to_a_real_openai_compatible_server(isolated: Path) -> None:
+    from hybrid.models.llamacpp import resolve_gguf
+
+    port = str(_free_port())
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf("smollm2-135m-instruct")),
+        "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", port, "--n_ctx", "2048",
+    ]  # fmt: skip
+    with serving(command, f"http://127.0.0.1:{port}/v1/models", isolated.parent / "llama-server.log"):
+        result = hybrid(
+            "ask",
+            "What is the capital of France?",
+            "--json",
+            env={
+                "HYBRID_SMALL_MODEL": "openai:smollm2",
+                "HYBRID_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            },
+        )
+
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["answered_by"] == "openai:smollm2"
+    assert "Paris" in answer["answer"]
+    assert answer["usage"]["openai:smollm2"]["input_tokens"] > 0
 
 
 def test_langgraph_dev_runs_to_a_review_and_resumes(dev_server: str) -> None:

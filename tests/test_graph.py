@@ -264,3 +264,16 @@ def test_unknown_settings_are_refused_before_anything_runs(fakes: FakeModels) ->
     with pytest.raises(ValueError, match="route_threshhold"):
         api.ask("Hello?", route_threshhold=0.3)
     assert fakes.calls("small") == []
+
+
+def test_approving_after_a_failed_escalation_keeps_the_usable_draft(fakes: FakeModels) -> None:
+    fakes.set("small", "381")
+    fakes.set("large", ConnectionError("large tier down"))
+    pending = api.ask("What is 17 * 23?", route_threshold=1.0)
+    assert [bool(d["error"]) for d in pending.drafts] == [False, True]
+
+    resolved = api.resume(pending.thread_id, {"action": "approve", "reviewer": "ana"})
+
+    assert resolved.answer == "381"
+    assert resolved.answered_by == "fake:small"
+    assert resolved.explanation.startswith("reviewer ana approved the answer of fake:small")
