@@ -81,12 +81,12 @@ def _knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool,
     if settings.retrieval == "never":
         return 0.0, False, None
     try:
-        from retrieval.store import term_stats
+        from retrieval.lexical import lexical_index
 
-        stats = term_stats(settings)
+        index = lexical_index(settings)
     except Exception as exc:  # retrieval trouble must not stop an answer
         return 0.0, False, f"{type(exc).__name__}: {exc}"
-    return stats.coverage(question), stats.documents > 0, None
+    return index.coverage(question), index.documents > 0, None
 
 
 @timed
@@ -129,16 +129,26 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
 def retrieve(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Fetch passages from the knowledge base; keep those similar enough to the question."""
     settings = resolve_settings(runtime.context)
-    retrieval = Retrieval(hits=[], dropped=0, confidence=0.0, min_score=settings.retrieval_min_score)
+    retrieval = Retrieval(
+        mode=settings.retrieval_mode,
+        hits=[],
+        dropped=0,
+        confidence=0.0,
+        min_score=settings.retrieval_min_score,
+    )
     try:
-        from retrieval.store import search
+        from retrieval.search import search
 
         found: list[Hit] = search(settings, state["question"], settings.retrieval_k)  # type: ignore[assignment]
     except Exception as exc:  # answer without the knowledge base rather than not at all
         retrieval["error"] = f"{type(exc).__name__}: {exc}"
         return {"retrieval": retrieval}
-    kept = [hit for hit in found if hit["score"] >= settings.retrieval_min_score]
-    retrieval.update(hits=kept, dropped=len(found) - len(kept), confidence=kept[0]["score"] if kept else 0.0)
+    kept = [hit for hit in found if hit["similarity"] >= settings.retrieval_min_score]
+    retrieval.update(
+        hits=kept,
+        dropped=len(found) - len(kept),
+        confidence=max((hit["similarity"] for hit in kept), default=0.0),
+    )
     return {"retrieval": retrieval}
 
 

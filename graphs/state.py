@@ -54,19 +54,25 @@ class Hit(TypedDict):
     text: str
     source: str
     score: float
-    """Cosine similarity between query and chunk, in [-1, 1]."""
+    """The score the hit was ranked by: cosine (dense), BM25 (bm25) or fused RRF score (hybrid)."""
+    similarity: float
+    """Cosine similarity between query and chunk, in [-1, 1], whatever the ranking mode."""
+    ranks: dict[str, int]
+    """Rank of the hit in each ranker that found it (`dense`, `bm25`), from 1."""
     metadata: dict[str, str | int | float | bool]
 
 
 class Retrieval(TypedDict):
     """Result of consulting the knowledge base. Written by `retrieve`."""
 
+    mode: str
+    """Ranking used: dense, bm25 or hybrid."""
     hits: list[Hit]
-    """Hits kept (score at or above the minimum), best first."""
+    """Hits kept (similarity at or above the minimum), best first."""
     dropped: int
-    """Hits returned by the store but below the minimum score."""
+    """Hits ranked but less similar to the query than the minimum."""
     confidence: float
-    """Best hit's score, 0 when nothing was kept: a signal for router and verifier."""
+    """Best similarity among kept hits, 0 when nothing was kept: a signal for router and verifier."""
     min_score: float
     error: NotRequired[str]
     """Why the knowledge base could not be searched, if it could not."""

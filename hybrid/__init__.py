@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Answer", "ReviewDecision", "answer_for", "ask", "ingest", "pending_reviews", "resume", "stream"]
+__all__ = [
+    "Answer",
+    "ReviewDecision",
+    "answer_for",
+    "ask",
+    "ingest",
+    "pending_reviews",
+    "resume",
+    "search",
+    "stream",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ from graphs.graph import compile_graph
 from graphs.nodes import check_question
 from graphs.state import (
     Draft,
+    Hit,
     Retrieval,
     Review,
     ReviewDecision,
@@ -38,6 +39,7 @@ from graphs.state import (
 )
 from hybrid.errors import ReviewError
 from hybrid.settings import RunContext, Settings, resolve_settings
+from retrieval.ingest import IngestReport, Progress
 
 __all__ = [
     "Answer",
@@ -49,6 +51,7 @@ __all__ = [
     "ingest",
     "pending_reviews",
     "resume",
+    "search",
     "stream",
 ]
 
@@ -129,11 +132,15 @@ def _store(settings: Settings) -> _Store:
 
 
 def reset() -> None:
-    """Close databases and forget compiled graphs (as a process restart would)."""
+    """Close databases and stores and forget compiled graphs (as a process restart would)."""
+    from retrieval import lexical, store
+
     with _stores_lock:
-        for store in _stores.values():
-            store.close()
+        for opened in _stores.values():
+            opened.close()
         _stores.clear()
+    store.reset()
+    lexical.reset()
 
 
 def _config(thread_id: str) -> dict[str, Any]:
@@ -276,8 +283,26 @@ def pending_reviews() -> list[PendingReview]:
     return pending
 
 
-def ingest(paths: Iterable[str | Path], *, collection: str | None = None, progress: Any = None) -> Any:
-    """Add files and folders to the knowledge base; returns an `IngestReport`."""
+def ingest(
+    paths: Iterable[str | Path],
+    *,
+    collection: str | None = None,
+    sync: bool = False,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Add files and folders to the knowledge base (Markdown, text, HTML, PDF, JSON/JSONL corpora).
+
+    Unchanged chunks are skipped; with `sync`, chunks of deleted or changed files under `paths`
+    are removed. Unreadable files are listed in the report's `failed`, the rest is ingested.
+    """
     from retrieval.ingest import ingest as run_ingest
 
-    return run_ingest(paths, resolve_settings(), collection=collection, progress=progress)
+    return run_ingest(paths, resolve_settings(), collection=collection, sync=sync, progress=progress)
+
+
+def search(query: str, *, k: int | None = None, collection: str | None = None, **overrides: Any) -> list[Hit]:
+    """Search the knowledge base directly, with the configured (or overridden) ranking mode."""
+    from retrieval.search import search as run_search
+
+    settings, _ = _run_settings(overrides)
+    return run_search(settings, query, k or settings.retrieval_k, collection=collection)  # type: ignore[return-value]

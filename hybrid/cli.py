@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from hybrid.errors import HybridError
 
 # The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
-LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph"}
+LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph", "ingest": "graphs.ingestion:graph"}
 DEV_PORT = 2025  # 2024, langgraph's default, is taken on our machines
 
 
@@ -102,33 +102,52 @@ def ask(
     click.secho(f"route: {answer.explanation}", dim=True)
 
 
+class _ProgressBar:
+    """A progress bar over chunks stored, on stderr, for `hybrid ingest` on a terminal."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0, unit="chunk", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def file_started(self, path: Path, chunks: int) -> None:
+        self.bar.set_description(path.name[:40])
+        self.bar.total = (self.bar.total or 0) + chunks
+        self.bar.refresh()
+
+    def chunks_stored(self, count: int) -> None:
+        self.bar.update(count)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--collection", help="Collection to add to (default: the configured one).")
+@click.option(
+    "--sync",
+    is_flag=True,
+    help="Also remove chunks of files under PATHS that are gone or changed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_handle_errors
-def ingest(paths: tuple[Path, ...], collection: str | None, as_json: bool) -> None:
-    """Add files and folders to the knowledge base."""
+def ingest(paths: tuple[Path, ...], collection: str | None, sync: bool, as_json: bool) -> None:
+    """Add files and folders to the knowledge base.
+
+    Markdown, text, HTML, PDF, and JSON/JSONL corpora (BEIR corpus.jsonl, SQuAD-format JSON).
+    Exits with 1 if any file could not be ingested (the others are).
+    """
     from hybrid import api
 
-    show = sys.stderr.isatty() and not as_json
-    report = api.ingest(
-        paths,
-        collection=collection,
-        progress=(lambda path: click.echo(f"  {path}", err=True)) if show else None,
-    )
+    bar = _ProgressBar() if sys.stderr.isatty() and not as_json else None
+    try:
+        report = api.ingest(paths, collection=collection, sync=sync, progress=bar)
+    finally:
+        if bar:
+            bar.close()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "files": report.files,
-                    "chunks_added": report.chunks_added,
-                    "chunks_unchanged": report.chunks_unchanged,
-                    "failed": report.failed,
-                    "seconds": round(report.seconds, 3),
-                }
-            )
-        )
+        click.echo(report.model_dump_json())
     else:
         click.echo(report.summary())
     if not report.ok:
@@ -204,6 +223,40 @@ def review_edit(thread_id: str, answer: str, reviewer: str) -> None:
 def review_reject(thread_id: str, reason: str | None, reviewer: str) -> None:
     """Decline to answer."""
     _resolve(thread_id, action="reject", reason=reason, reviewer=reviewer)
+
+
+@cli.group("eval")
+def eval_() -> None:
+    """Benchmarks that print figures."""
+
+
+@eval_.command("retrieval")
+@click.option(
+    "--beir",
+    "folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/test.tsv).",
+)
+@click.option(
+    "--reference",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of MTEB results to print beside ours [default: ../mteb-reference next to --beir].",
+)
+@click.option("--max-queries", type=int, help="Run only the first N test queries.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_retrieval(folder: Path, reference: Path | None, max_queries: int | None, as_json: bool) -> None:
+    """nDCG@10, Recall@100 (dense, BM25, hybrid), ingestion throughput and query latency."""
+    from hybrid.evals.retrieval import evaluate_beir, format_table
+
+    figures = evaluate_beir(
+        folder,
+        reference=reference or folder.parent / "mteb-reference",
+        max_queries=max_queries,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(figures) if as_json else format_table(figures))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -8,8 +8,10 @@ function the rest of the code calls to get one.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Route = Literal["small", "large", "human"]
 RetrievalMode = Literal["auto", "always", "never"]
+RankingMode = Literal["dense", "bm25", "hybrid"]
 
 
 class Profile(BaseModel):
@@ -91,10 +94,15 @@ class Settings(BaseSettings):
     kb_need_threshold: float = Field(
         0.5, ge=0, le=1, description="Share of the query's informative terms the knowledge base must know."
     )
-    retrieval_k: int = Field(4, ge=1, le=50)
+    retrieval_k: int = Field(4, ge=1, le=100)
+    retrieval_mode: RankingMode = Field(
+        "hybrid", description="Ranking: dense (embeddings), bm25 (lexical), or hybrid (both, fused by RRF)."
+    )
     retrieval_min_score: float = Field(
         0.35, ge=-1, le=1, description="Cosine similarity below which a hit is dropped."
     )
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant: score = sum 1/(rrf_k + rank).")
+    fusion_candidates: int = Field(50, ge=1, description="Hits taken from each ranker before fusion.")
     history_turns: int = Field(3, ge=0, description="Earlier turns of the conversation shown to models.")
 
     # Verifier (after a model answers)
@@ -105,6 +113,15 @@ class Settings(BaseSettings):
     max_question_chars: int = Field(8000, ge=1)
     data_dir: Path = Field(default_factory=_default_data_dir)
     collection: str = Field("knowledge", min_length=3, max_length=63)
+    chroma_url: str | None = Field(
+        None, description="Chroma server (http://host:port); unset: the embedded store in the data directory."
+    )
+    chunk_size: int = Field(800, ge=100, description="Characters per chunk of prose documents.")
+    chunk_overlap: int = Field(120, ge=0)
+    record_max_chars: int = Field(
+        4000, ge=100, description="Corpus records (JSONL, BEIR, SQuAD) longer than this are split."
+    )
+    embed_batch_size: int = Field(64, ge=1)
 
     @model_validator(mode="after")
     def _known_profile(self) -> Settings:
@@ -154,6 +171,7 @@ PER_RUN_FIELDS = (
     "retrieval",
     "kb_need_threshold",
     "retrieval_k",
+    "retrieval_mode",
     "retrieval_min_score",
     "history_turns",
     "small_accept_threshold",
@@ -182,8 +200,10 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
     `context` may be a `RunContext`, a mapping of its fields, a complete `Settings` (returned
     as is), or None.
     """
-    if isinstance(context, Settings) and not overrides:
-        return context
+    if isinstance(context, Settings):
+        if not overrides:
+            return context
+        return Settings(**{**dict(context), **{k: v for k, v in overrides.items() if v is not None}})
     if isinstance(context, BaseModel):
         values = context.model_dump(exclude_none=True)
     elif isinstance(context, Mapping):
@@ -194,8 +214,18 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
         raise TypeError(f"cannot read run settings from {type(context).__name__}")
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(PER_RUN_FIELDS))
-    if unknown and not isinstance(context, Settings):
+    if unknown:
         raise ValueError(
             f"unknown per-run setting(s): {', '.join(unknown)}; allowed: {', '.join(PER_RUN_FIELDS)}"
         )
-    return Settings(**values)
+    # Building Settings parses the environment (~2 ms) and every node of a run asks for it:
+    # cache on the inputs, the environment included, so the precedence stays exact.
+    environment = tuple(
+        sorted((k, v) for k, v in os.environ.items() if k.startswith("HYBRID_") or k.startswith("XDG_"))
+    )
+    return _settings_for(json.dumps(values, sort_keys=True, default=str), environment, os.environ.get("HOME"))
+
+
+@lru_cache(maxsize=256)
+def _settings_for(values: str, environment: tuple[tuple[str, str], ...], home: str | None) -> Settings:
+    return Settings(**json.loads(values))

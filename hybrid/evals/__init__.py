@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (`hybrid eval ...`); separate from the tests."""
