@@ -17,6 +17,7 @@ setup:
 
 setup-test:
 	scripts/bootstrap.sh --test
+	scripts/test-services.sh
 
 sample: setup
 	$(BIN)/hybrid ingest data/knowledge

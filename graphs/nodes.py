@@ -7,30 +7,37 @@ from __future__ import annotations
 import functools
 import itertools
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graphs import prompts
 from graphs.router import decide_route
 from graphs.state import (
+    REVIEW_ACTIONS,
     Draft,
     Hit,
     Retrieval,
     Review,
+    ReviewAction,
     ReviewDecision,
-    ReviewDecisionWithoutDraft,
     ReviewRequest,
     State,
     Tier,
+    decision_schema,
 )
 from graphs.verifier import verify_draft
+from hybrid import audit, reviews
 from hybrid.errors import InvalidQuestion
-from hybrid.models import get_chat_model, is_local_model
+from hybrid.feedback import record_review_feedback
+from hybrid.models import get_chat_model, is_local_model, model_version
+from hybrid.reviews import case_id_for
 from hybrid.settings import Settings, resolve_settings
 
 Node = Callable[[State, Runtime[Any]], dict[str, Any]]
@@ -122,6 +129,8 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         "answered_by": None,
         "status": None,
         "timings_ms": {},
+        "trace_id": uuid.uuid4().hex,
+        "review_round": 0,
     }
 
 
@@ -240,11 +249,32 @@ def usable_draft(state: State) -> Draft | None:
     return next((d for d in reversed(state.get("drafts") or []) if d["text"] and not d["error"]), None)
 
 
-def review_request(state: State) -> ReviewRequest:
+def _thread_id() -> str:
+    return str(get_config()["configurable"].get("thread_id", ""))
+
+
+def _turn(state: State) -> int:
+    return sum(isinstance(m, HumanMessage) for m in state.get("messages") or [])
+
+
+def allowed_actions(state: State) -> tuple[ReviewAction, ...]:
+    """What a reviewer may do: approve only an existing answer, escalate only to an unused large tier."""
+    large_tried = any(d["tier"] == "large" for d in state.get("drafts") or [])
+    return tuple(
+        action
+        for action in REVIEW_ACTIONS
+        if (action != "approve" or usable_draft(state))
+        and (action != "escalate" or ("large" in state["route"]["allowed_tiers"] and not large_tried))
+    )
+
+
+def review_request(state: State, case_id: str) -> ReviewRequest:
     """What the reviewer sees for this case."""
     route = state["route"]
     verifications = state.get("verifications") or []
-    if route["route"] == "human":
+    if state.get("review_round"):
+        why = "the large model's answer, requested by a reviewer, failed verification"
+    elif route["route"] == "human":
         why = "route forced to human review" if route["forced"] else "no tier may answer this query"
     elif verifications:
         last = verifications[-1]
@@ -255,6 +285,8 @@ def review_request(state: State) -> ReviewRequest:
     else:
         why = "no model could answer"
     return ReviewRequest(
+        case_id=case_id,
+        actions=list(allowed_actions(state)),
         question=state["question"],
         why=why,
         drafts=state.get("drafts") or [],
@@ -266,29 +298,77 @@ def review_request(state: State) -> ReviewRequest:
 
 @timed
 def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
-    """Pause for a reviewer's verdict (approve, edit or reject), then record it.
+    """Open a review case and pause for the verdict (approve, edit, reject or escalate); record it.
 
-    Everything before `interrupt` runs again on resume, so it only reads state.
+    Everything before `interrupt` runs again on resume, so it only reads state or writes
+    idempotently (the case and its audit row are keyed by the case id).
     """
+    settings = resolve_settings(runtime.context)
+    thread_id = _thread_id()
+    case_id = case_id_for(thread_id, _turn(state), state.get("review_round") or 0)
+    request = review_request(state, case_id)
+    trace_id = state.get("trace_id")
+    origin = "langgraph-api" if runtime.server_info is not None else "local"
+    if reviews.open_case(
+        settings,
+        case_id=case_id,
+        thread_id=thread_id,
+        trace_id=trace_id,
+        request=dict(request),
+        origin=origin,
+    ):
+        audit.record(
+            settings,
+            "review_requested",
+            data={"why": request["why"], "actions": request["actions"], "origin": origin},
+            trace_id=trace_id,
+            thread_id=thread_id,
+            case_id=case_id,
+            key=f"{case_id}:requested",
+        )
     # The schema says what the reviewer may do; LangGraph refuses any other verdict and keeps
     # the case pending, so a bad verdict loses nothing.
-    schema = ReviewDecision if usable_draft(state) else ReviewDecisionWithoutDraft
-    decision: ReviewDecision = interrupt(review_request(state), response_schema=schema)
+    decision: ReviewDecision = interrupt(request, response_schema=decision_schema(allowed_actions(state)))
+    verdict = decision.model_dump(exclude={"claim"}, exclude_none=True)
+    reviews.confirm(settings, case_id, decision.claim, reviewer=decision.reviewer, decision=verdict)
     review = Review(
+        case_id=case_id,
         action=decision.action,
         reviewer=decision.reviewer,
         answer=decision.answer,
         reason=decision.reason,
         resolved_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    audit.record(
+        settings,
+        "review_resolved",
+        data=verdict,
+        trace_id=trace_id,
+        thread_id=thread_id,
+        case_id=case_id,
+        actor=decision.reviewer,
+        key=f"{case_id}:resolved",
+    )
+    approved = usable_draft(state) if decision.action == "approve" else None
+    record_review_feedback(
+        settings,
+        case_id=case_id,
+        thread_id=thread_id,
+        trace_id=trace_id,
+        question=state["question"],
+        action=decision.action,
+        approved_tier=approved["tier"] if approved else None,
+        small_tried=any(d["tier"] == "small" for d in state.get("drafts") or []),
+    )
+    update: dict[str, Any] = {"review": review, "review_round": (state.get("review_round") or 0) + 1}
     if decision.action == "reject":
-        return {"review": review, "status": "rejected", "answer": None, "answered_by": None}
-    return {"review": review}
+        update |= {"status": "rejected", "answer": None, "answered_by": None}
+    return update
 
 
 @timed
 def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
-    """Make the accepted (or reviewer-approved, or reviewer-written) answer final."""
+    """Make the accepted (or reviewer-approved, or reviewer-written) answer final, and audit it."""
     review = state.get("review")
     if review and review["action"] == "edit":
         answer, answered_by = review["answer"] or "", f"human:{review['reviewer']}"
@@ -297,6 +377,29 @@ def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         if draft is None:  # routing never accepts without a draft; guard the invariant anyway
             raise RuntimeError("accept reached without an answer")
         answer, answered_by = draft["text"], draft["model"]
+    settings = resolve_settings(runtime.context)
+    audit.record(
+        settings,
+        "answered",
+        data={
+            "question": state["question"],
+            "answered_by": answered_by,
+            "route": state["route"],
+            "retrieval": {k: v for k, v in (state.get("retrieval") or {}).items() if k != "hits"}
+            | {"sources": [h["source"] for h in (state.get("retrieval") or {}).get("hits", [])]},
+            "drafts": [
+                {k: d[k] for k in ("tier", "model", "error", "usage", "cost", "latency_ms", "finish_reason")}
+                | {"model_version": model_version(d["model"])}
+                for d in state.get("drafts") or []
+            ],
+            "verifications": state.get("verifications") or [],
+            "review": review,
+            "timings_ms": state.get("timings_ms") or {},
+        },
+        trace_id=state.get("trace_id"),
+        thread_id=_thread_id(),
+        key=f"{state.get('trace_id')}:answered",
+    )
     return {
         "answer": answer,
         "answered_by": answered_by,

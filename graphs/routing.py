@@ -34,8 +34,8 @@ def after_retrieve(state: State) -> FirstAnswer:
 def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
     """Accept a verified draft; otherwise escalate a small draft, or ask a person."""
     route, verification = state["route"], state["verifications"][-1]
-    if route["route"] == "human":
-        return "human_review"
+    if route["route"] == "human" and not state.get("review_round"):
+        return "human_review"  # after a reviewer escalated, the usual policy applies
     if verification["passed"]:
         return "accept"
     usable = not state["drafts"][-1]["error"] and bool(state["drafts"][-1]["text"])
@@ -46,7 +46,9 @@ def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
     return "human_review"
 
 
-def after_review(state: State) -> Literal["accept", "__end__"]:
-    """An approved or edited case is finalised; a rejected one ends."""
-    review = state.get("review")
-    return END if review and review["action"] == "reject" else "accept"
+def after_review(state: State) -> Literal["accept", "escalate", "__end__"]:
+    """Approved or edited: finalise; escalated: ask the large model; rejected: end."""
+    action = (state.get("review") or {}).get("action")
+    if action == "reject":
+        return END
+    return "escalate" if action == "escalate" else "accept"

@@ -7,11 +7,12 @@ otherwise; the graph runs its nodes one at a time, so no two nodes write a field
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from typing_extensions import TypedDict
 
 Tier = Literal["small", "large"]
@@ -114,15 +115,22 @@ class Verification(TypedDict):
     reasons: list[str]
 
 
+ReviewAction = Literal["approve", "edit", "reject", "escalate"]
+REVIEW_ACTIONS: tuple[ReviewAction, ...] = ("approve", "edit", "reject", "escalate")
+
+
 class ReviewDecision(BaseModel):
     """A reviewer's verdict on a pending case: the value a paused graph is resumed with."""
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["approve", "edit", "reject"]
+    action: ReviewAction = Field(
+        description="approve the latest answer, edit (answer yourself), reject, or escalate (large model)."
+    )
     answer: str | None = Field(None, description="The reviewer's answer; required for `edit`.")
     reason: str | None = Field(None, description="Why; recommended for `reject`.")
     reviewer: str = Field("anonymous", min_length=1, max_length=200)
+    claim: str | None = Field(None, description="Set by Hybrid AI when it claimed the case; leave empty.")
 
     @model_validator(mode="after")
     def _edit_has_answer(self) -> ReviewDecision:
@@ -131,16 +139,23 @@ class ReviewDecision(BaseModel):
         return self
 
 
-class ReviewDecisionWithoutDraft(ReviewDecision):
-    """A verdict on a case where no model produced an answer: there is nothing to approve."""
-
-    action: Literal["edit", "reject"]  # type: ignore[assignment]
+@lru_cache(maxsize=16)
+def decision_schema(actions: tuple[ReviewAction, ...]) -> type[ReviewDecision]:
+    """`ReviewDecision` narrowed to the actions a case allows (LangGraph refuses the others)."""
+    if actions == REVIEW_ACTIONS:
+        return ReviewDecision
+    return create_model(
+        "ReviewDecision_" + "_".join(actions),
+        __base__=ReviewDecision,
+        action=(Literal[actions], Field(description=f"One of: {', '.join(actions)}.")),  # type: ignore[valid-type]
+    )
 
 
 class Review(TypedDict):
     """A resolved review. Written by `human_review`."""
 
-    action: Literal["approve", "edit", "reject"]
+    case_id: str
+    action: ReviewAction
     reviewer: str
     answer: str | None
     reason: str | None
@@ -151,6 +166,10 @@ class Review(TypedDict):
 class ReviewRequest(TypedDict):
     """What a reviewer is shown: the payload of the `human_review` interrupt."""
 
+    case_id: str
+    """Conversation, turn and review round: `<thread>:<turn>:<round>`."""
+    actions: list[ReviewAction]
+    """What the reviewer may do with this case."""
     question: str
     why: str
     drafts: list[Draft]
@@ -187,3 +206,7 @@ class State(InputState):
     status: NotRequired[Status | None]
     timings_ms: NotRequired[dict[str, float]]
     """Wall time of each node this turn, in milliseconds."""
+    trace_id: NotRequired[str]
+    """Id of this turn, carried into every audit row."""
+    review_round: NotRequired[int]
+    """Reviews resolved this turn (a reviewer's escalation leads to another review round)."""

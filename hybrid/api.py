@@ -1,4 +1,4 @@
-"""The public Python API: the one façade the CLI, the UI and the server all use.
+"""The public Python API: the one façade the CLI, the UI and the servers all use.
 
     from hybrid import ask
     answer = ask("What is the capital of France?")
@@ -10,14 +10,13 @@ Each call takes per-run overrides as keywords (any field of `RunContext`), which
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError
@@ -37,6 +36,8 @@ from graphs.state import (
     TokenUsage,
     Verification,
 )
+from hybrid import audit, reviews
+from hybrid.database import database_for
 from hybrid.errors import ReviewError
 from hybrid.settings import RunContext, Settings, resolve_settings
 from retrieval.ingest import IngestReport, Progress
@@ -48,6 +49,9 @@ __all__ = [
     "ReviewDecision",
     "answer_for",
     "ask",
+    "audit_export",
+    "expire_reviews",
+    "feedback",
     "ingest",
     "pending_reviews",
     "resume",
@@ -60,6 +64,7 @@ class Answer(BaseModel):
     """Everything Hybrid AI did with one question: the answer and every decision behind it."""
 
     thread_id: str
+    trace_id: str | None = Field(None, description="Id of this turn in the audit log.")
     status: Status
     question: str
     answer: str | None = Field(description="Final answer; None while pending review or if rejected.")
@@ -81,15 +86,19 @@ class Answer(BaseModel):
         """Which tier produced the final answer."""
         if self.answered_by is None:
             return None
-        if self.answered_by.startswith("human:") or (self.review and self.review["action"] == "edit"):
+        if self.answered_by.startswith("human:"):
             return "human"
-        return self.drafts[-1]["tier"] if self.drafts else None
+        return next((d["tier"] for d in reversed(self.drafts) if d["model"] == self.answered_by), None)
 
 
 class PendingReview(BaseModel):
     """A case waiting for a reviewer."""
 
     thread_id: str
+    case_id: str
+    created_at: datetime
+    deadline: datetime
+    claimed_by: str | None = Field(None, description="Reviewer whose resolution is in progress, if any.")
     request: ReviewRequest
 
 
@@ -103,42 +112,28 @@ class Event(BaseModel):
     answer: Answer | None = None
 
 
-class _Store:
-    """The compiled graph over one checkpoint database, opened once per process."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(str(path), check_same_thread=False)
-        self.connection.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
-        self.checkpointer = SqliteSaver(self.connection)
-        self.checkpointer.setup()
-        self.graph: CompiledStateGraph = compile_graph(self.checkpointer)
-
-    def close(self) -> None:
-        self.connection.close()
-
-
 _ANSWER_NODES = {"answer_small", "escalate"}
-_stores: dict[Path, _Store] = {}
-_stores_lock = threading.Lock()
+_graphs: dict[str, CompiledStateGraph] = {}
+_graphs_lock = threading.Lock()
 
 
-def _store(settings: Settings) -> _Store:
-    path = settings.checkpoint_path.resolve()
-    with _stores_lock:
-        if path not in _stores:
-            _stores[path] = _Store(path)
-        return _stores[path]
+def _graph(settings: Settings) -> CompiledStateGraph:
+    """The graph compiled over the configured database, once per process."""
+    database = database_for(settings)
+    with _graphs_lock:
+        if database.url not in _graphs:
+            _graphs[database.url] = compile_graph(database.checkpointer)
+        return _graphs[database.url]
 
 
 def reset() -> None:
     """Close databases and stores and forget compiled graphs (as a process restart would)."""
+    from hybrid import database
     from retrieval import lexical, store
 
-    with _stores_lock:
-        for opened in _stores.values():
-            opened.close()
-        _stores.clear()
+    with _graphs_lock:
+        _graphs.clear()
+    database.reset()
     store.reset()
     lexical.reset()
 
@@ -160,6 +155,7 @@ def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterabl
     status = "pending_review" if pending is not None else values.get("status") or "answered"
     return Answer(
         thread_id=thread_id,
+        trace_id=values.get("trace_id"),
         status=status,
         question=values["question"],
         answer=values.get("answer"),
@@ -190,7 +186,7 @@ def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
 
 def answer_for(thread_id: str) -> Answer:
     """The latest answer of a conversation (pending, answered or rejected)."""
-    snapshot = _store(resolve_settings()).graph.get_state(_config(thread_id))
+    snapshot = _graph(resolve_settings()).get_state(_config(thread_id))
     if not snapshot.values:
         raise ReviewError(f"no conversation with thread id {thread_id!r}")
     return _build_answer(thread_id, snapshot.values, snapshot.interrupts)
@@ -199,13 +195,14 @@ def answer_for(thread_id: str) -> Answer:
 def ask(question: str, *, thread_id: str | None = None, **overrides: Any) -> Answer:
     """Answer a question, continuing the conversation `thread_id` if given.
 
-    Returns an `Answer` whose `status` is `answered`, `pending_review` (resume it with `resume`)
-    or `rejected`. Raises `InvalidQuestion` for an empty or oversized question, before anything runs.
+    Returns an `Answer` whose `status` is `answered`, `pending_review` (resume it with `resume`;
+    the final answer is then available from `answer_for(thread_id)`) or `rejected`. Raises
+    `InvalidQuestion` for an empty or oversized question, before anything runs.
     """
     settings, context = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
-    graph = _store(settings).graph
+    graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
     graph.invoke({"question": question}, _config(thread_id), context=context)
     return answer_for(thread_id)
@@ -216,7 +213,7 @@ def stream(question: str, *, thread_id: str | None = None, **overrides: Any) -> 
     settings, context = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
-    graph = _store(settings).graph
+    graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
     for mode, chunk in graph.stream(
         {"question": question},
@@ -236,51 +233,137 @@ def stream(question: str, *, thread_id: str | None = None, **overrides: Any) -> 
     yield Event(kind="answer", answer=answer_for(thread_id))
 
 
-def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answer:
-    """Resolve a pending review with approve, edit or reject, and return the final answer.
+def _heal(settings: Settings, graph: CompiledStateGraph, case: reviews.Case) -> bool:
+    """Mark a case resolved if the conversation shows its verdict applied, or a later turn.
 
-    Raises `ReviewError` if the conversation does not exist, is not waiting for review (for
-    instance because someone already resolved it), or the decision is malformed.
+    A case is recorded just before its interrupt is checkpointed, so "no interrupt yet" does not
+    mean "done": until the conversation records this case's review, it stays open.
     """
-    graph = _store(resolve_settings()).graph
-    snapshot = graph.get_state(_config(thread_id))
-    if not snapshot.values:
-        raise ReviewError(f"no conversation with thread id {thread_id!r}")
-    if not snapshot.interrupts:
-        review = snapshot.values.get("review")
-        if review:
-            raise ReviewError(
-                f"conversation {thread_id} has no pending review: already resolved "
-                f"({review['action']}) by {review['reviewer']} at {review['resolved_at']}"
-            )
-        raise ReviewError(f"conversation {thread_id} has no pending review")
+    values = graph.get_state(_config(case.thread_id)).values or {}
+    review = values.get("review") or {}
+    if review.get("case_id") == case.case_id:
+        reviews.mark_resolved(
+            settings, case.case_id, reviewer=review.get("reviewer"), action=review.get("action")
+        )
+        return True
+    turn, round_ = reviews.case_position(case.case_id)
+    turns = sum(1 for m in values.get("messages") or [] if m.type == "human")
+    applied_turn, applied_round = reviews.case_position(review["case_id"]) if review else (0, -1)
+    if turns > turn or (applied_turn == turn and applied_round > round_):
+        reviews.mark_resolved(settings, case.case_id, reviewer=None, action=None)  # superseded
+        return True
+    return False
+
+
+def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answer:
+    """Resolve a conversation's pending review (approve, edit, reject, escalate); return the answer.
+
+    Exactly once: the case is claimed atomically before the graph resumes, so when two reviewers
+    act at once one wins and the other gets a `ReviewError` naming who resolved it. Raises
+    `ReviewError` too if there is no such case or the decision is malformed.
+    """
+    settings = resolve_settings()
+    graph = _graph(settings)
     try:
         verdict = decision if isinstance(decision, ReviewDecision) else ReviewDecision(**decision)
-        schema = snapshot.interrupts[0].response_schema or {}
-        allowed = schema.get("properties", {}).get("action", {}).get("enum")
-        if allowed and verdict.action not in allowed:
-            raise ReviewError(
-                f"cannot {verdict.action} conversation {thread_id}: no model produced an answer; "
-                f"choose one of: {', '.join(allowed)}"
-            )
     except ValidationError as exc:
         raise ReviewError(f"invalid review decision: {exc.errors()[0]['msg']}") from None
-    graph.invoke(Command(resume=verdict.model_dump(exclude_none=True)), _config(thread_id))
+    case = reviews.latest_case(settings, thread_id)
+    if case is None:
+        if not graph.get_state(_config(thread_id)).values:
+            raise ReviewError(f"no conversation with thread id {thread_id!r}")
+        raise ReviewError(f"conversation {thread_id} has no pending review")
+    if case.origin != "local":
+        raise ReviewError(
+            f"conversation {thread_id} lives in a LangGraph server; resolve it through that server's API"
+        )
+    if case.status != "resolved" and _heal(settings, graph, case):
+        case = reviews.get_case(settings, case.case_id) or case
+    if case.status == "resolved":
+        raise ReviewError(f"conversation {thread_id} has no pending review: {case.describe()}")
+    allowed = case.request.get("actions")
+    if allowed and verdict.action not in allowed:
+        raise ReviewError(
+            f"cannot {verdict.action} conversation {thread_id}: "
+            + ("no model produced an answer; " if verdict.action == "approve" else "")
+            + f"choose one of: {', '.join(allowed)}"
+        )
+    body = verdict.model_dump(exclude={"claim"}, exclude_none=True)
+    token = reviews.claim(settings, case.case_id, reviewer=verdict.reviewer, decision=body)
+    try:
+        graph.invoke(Command(resume={**body, "claim": token}), _config(thread_id))
+    except BaseException:
+        reviews.release(settings, case.case_id, token)
+        raise
+    reviews.mark_resolved(settings, case.case_id, reviewer=verdict.reviewer, action=verdict.action)
     return answer_for(thread_id)
 
 
 def pending_reviews() -> list[PendingReview]:
-    """Every conversation waiting for a reviewer, oldest first."""
-    store = _store(resolve_settings())
-    latest: dict[str, None] = {}
-    for checkpoint in store.checkpointer.list(None):
-        latest.setdefault(checkpoint.config["configurable"]["thread_id"], None)
+    """Every case waiting for a reviewer, oldest first, with what the reviewer needs to decide."""
+    settings = resolve_settings()
+    graph = _graph(settings)
     pending = []
-    for thread_id in reversed(list(latest)):
-        snapshot = store.graph.get_state(_config(thread_id))
-        if snapshot.interrupts:
-            pending.append(PendingReview(thread_id=thread_id, request=snapshot.interrupts[0].value))
+    for case in reviews.open_cases(settings):
+        if _heal(settings, graph, case):
+            continue
+        pending.append(
+            PendingReview(
+                thread_id=case.thread_id,
+                case_id=case.case_id,
+                created_at=case.created_at,
+                deadline=case.deadline,
+                claimed_by=case.reviewer if case.status == "claimed" else None,
+                request=case.request,  # type: ignore[arg-type]
+            )
+        )
     return pending
+
+
+def expire_reviews(now: datetime | None = None) -> list[Answer]:
+    """Resolve every case past its deadline with the configured fallback (escalate or reject)."""
+    settings = resolve_settings()
+    moment = now or datetime.now(UTC)
+    resolved = []
+    for case in pending_reviews():
+        if case.deadline > moment:
+            continue
+        action = settings.review_fallback
+        if action == "escalate" and "escalate" not in case.request["actions"]:
+            action = "reject"  # nothing left to escalate to
+        decision = {"action": action, "reviewer": "system:deadline"}
+        if action == "reject":
+            decision["reason"] = settings.review_fallback_message
+        try:
+            answer = resume(case.thread_id, decision)
+        except ReviewError:
+            continue  # a reviewer got there first
+        audit.record(
+            settings,
+            "review_expired",
+            data={"deadline": case.deadline.isoformat(), "fallback": action},
+            thread_id=case.thread_id,
+            case_id=case.case_id,
+            actor="system:deadline",
+            key=f"{case.case_id}:expired",
+        )
+        resolved.append(answer)
+    return resolved
+
+
+def feedback(thread_id: str, rating: Literal["up", "down"], *, comment: str | None = None) -> None:
+    """Record a user's thumbs up or down on the latest answer of a conversation."""
+    from hybrid.feedback import record_user_feedback
+
+    answer = answer_for(thread_id)
+    if answer.status != "answered":
+        raise ReviewError(f"conversation {thread_id} has no answer to rate ({answer.status})")
+    record_user_feedback(resolve_settings(), answer, rating, comment)
+
+
+def audit_export(*, since: datetime | None = None, fmt: Literal["jsonl", "csv"] = "jsonl") -> Iterator[str]:
+    """The audit log, as JSON lines or CSV."""
+    return audit.export(resolve_settings(), since=since, fmt=fmt)
 
 
 def ingest(
@@ -306,3 +389,8 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
 
     settings, _ = _run_settings(overrides)
     return run_search(settings, query, k or settings.retrieval_k, collection=collection)  # type: ignore[return-value]
+
+
+def database_path() -> Path:
+    """Where the default SQLite database lives (for people looking for their data)."""
+    return resolve_settings().database_path

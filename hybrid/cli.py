@@ -168,12 +168,16 @@ def review_list(as_json: bool) -> None:
 
     pending = api.pending_reviews()
     if as_json:
-        click.echo(json.dumps([p.model_dump() for p in pending]))
+        click.echo(json.dumps([p.model_dump(mode="json") for p in pending]))
         return
     if not pending:
         click.echo("No pending reviews.")
     for case in pending:
-        click.echo(f"{case.thread_id}  {case.request['question'][:70]!r}  ({case.request['why']})")
+        claimed = f", being resolved by {case.claimed_by}" if case.claimed_by else ""
+        click.echo(
+            f"{case.thread_id}  {case.created_at:%Y-%m-%d %H:%M}  {case.request['question'][:60]!r}  "
+            f"({case.request['why']}{claimed}; may: {', '.join(case.request['actions'])})"
+        )
 
 
 @review.command("show")
@@ -223,6 +227,64 @@ def review_edit(thread_id: str, answer: str, reviewer: str) -> None:
 def review_reject(thread_id: str, reason: str | None, reviewer: str) -> None:
     """Decline to answer."""
     _resolve(thread_id, action="reject", reason=reason, reviewer=reviewer)
+
+
+@review.command("escalate")
+@click.argument("thread_id")
+@_reviewer_option
+@_handle_errors
+def review_escalate(thread_id: str, reviewer: str) -> None:
+    """Send the question to the large model (its answer is verified, and reviewed again if it fails)."""
+    _resolve(thread_id, action="escalate", reviewer=reviewer)
+
+
+@review.command("expire")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def review_expire(as_json: bool) -> None:
+    """Resolve cases past their deadline with the configured fallback (for cron)."""
+    from hybrid import api
+
+    answers = api.expire_reviews()
+    if as_json:
+        click.echo(json.dumps([{"thread_id": a.thread_id, "status": a.status} for a in answers]))
+        return
+    click.echo(f"{len(answers)} overdue case(s) resolved")
+    for answer in answers:
+        click.echo(f"  {answer.thread_id}: {answer.status}")
+
+
+@cli.command()
+@click.argument("thread_id")
+@click.argument("rating", type=click.Choice(["up", "down"]))
+@click.option("--comment", help="What was good or wrong.")
+@_handle_errors
+def feedback(thread_id: str, rating: str, comment: str | None) -> None:
+    """Rate the latest answer of a conversation (teaches the router)."""
+    from hybrid import api
+
+    api.feedback(thread_id, rating, comment=comment)  # type: ignore[arg-type]
+    click.echo(f"{thread_id}: thumbs {rating} recorded")
+
+
+@cli.group()
+def audit() -> None:
+    """The audit log of every decision."""
+
+
+@audit.command("export")
+@click.option("--since", type=click.DateTime(), help="Only events at or after this time (UTC).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@_handle_errors
+def audit_export(since: Any, fmt: str) -> None:
+    """Print the audit log (route, scores, models, reviewers, verdicts, timestamps)."""
+    from datetime import UTC
+
+    from hybrid import api
+
+    moment = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+    for chunk in api.audit_export(since=moment, fmt=fmt):  # type: ignore[arg-type]
+        click.echo(chunk, nl=False)
 
 
 @cli.group("eval")

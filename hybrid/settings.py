@@ -122,6 +122,21 @@ class Settings(BaseSettings):
         4000, ge=100, description="Corpus records (JSONL, BEIR, SQuAD) longer than this are split."
     )
     embed_batch_size: int = Field(64, ge=1)
+    checkpoint_url: str | None = Field(
+        None, description="postgresql:// URL for checkpoints, review queue and audit; unset: SQLite."
+    )
+
+    # Human review
+    review_timeout_s: float = Field(
+        86400, gt=0, description="A case pending longer than this is resolved by the fallback."
+    )
+    review_fallback: Literal["escalate", "reject"] = Field(
+        "reject", description="What `hybrid review expire` does with an overdue case."
+    )
+    review_fallback_message: str = "No reviewer answered in time."
+    review_claim_lease_s: float = Field(
+        300, gt=0, description="A claimed case whose resolution did not finish becomes claimable again."
+    )
 
     @model_validator(mode="after")
     def _known_profile(self) -> Settings:
@@ -146,9 +161,9 @@ class Settings(BaseSettings):
         return self.large_model or self.all_profiles[self.profile].large
 
     @property
-    def checkpoint_path(self) -> Path:
-        """SQLite database holding graph checkpoints (pending reviews survive restarts)."""
-        return self.data_dir / "checkpoints.sqlite"
+    def database_path(self) -> Path:
+        """SQLite database of checkpoints, review cases, audit log and feedback (unless PostgreSQL)."""
+        return self.data_dir / "hybrid.sqlite"
 
     @property
     def chroma_path(self) -> Path:

@@ -39,3 +39,23 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeModels]:
     monkeypatch.setenv("HYBRID_LARGE_MODEL", "fake:large")
     yield models
     unregister_provider("fake")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """One real PostgreSQL server for the session."""
+    from tests.servers import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres(postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh PostgreSQL database, configured as the checkpoint/review/audit store."""
+    from tests.servers import fresh_database
+
+    url = fresh_database(postgres_admin_url)
+    monkeypatch.setenv("HYBRID_CHECKPOINT_URL", url)
+    api.reset()
+    return url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -107,3 +108,37 @@ def test_readme_opens_with_the_two_commands() -> None:
         "make test",
     ]
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_escalate_expire_feedback_and_audit_export_commands(fakes: FakeModels, monkeypatch) -> None:
+    fakes.set("small", "Lyon.")
+    fakes.set("large", "Paris is the capital of France.")
+    _, out, _ = run("ask", "What is the capital of France?", "--route", "human", "--json")
+    escalated = json.loads(out)["thread_id"]
+    code, out, _ = run("review", "escalate", escalated, "--reviewer", "ana")
+    assert (code, out.strip()) == (0, f"{escalated}: answered: Paris is the capital of France.")
+
+    code, out, _ = run("feedback", escalated, "up", "--comment", "right")
+    assert (code, out.strip()) == (0, f"{escalated}: thumbs up recorded")
+
+    _, out, _ = run("ask", "What is the capital of Peru?", "--route", "human", "--json")
+    overdue = json.loads(out)["thread_id"]
+    monkeypatch.setenv("HYBRID_REVIEW_TIMEOUT_S", "0.001")
+    code, out, _ = run("review", "expire", "--json")
+    assert code == 0
+    assert json.loads(out) == []  # deadlines are set when a case opens: this one has a day left
+    _, out, _ = run("ask", "What is the capital of Chile?", "--route", "human", "--json")
+    late = json.loads(out)["thread_id"]
+    time.sleep(0.01)
+    code, out, _ = run("review", "expire", "--json")
+    assert json.loads(out) == [{"thread_id": late, "status": "rejected"}]
+    assert overdue in run("review", "list")[1]
+
+    code, out, _ = run("audit", "export", "--format", "jsonl")
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert {"answered", "review_requested", "review_resolved", "review_expired"} <= {
+        e["event"] for e in events
+    }
+    code, out, _ = run("audit", "export", "--format", "csv", "--since", "2999-01-01")
+    assert out.strip() == "id,at,event,trace_id,thread_id,case_id,actor,data"

@@ -142,6 +142,21 @@ def test_langgraph_dev_runs_to_a_review_and_resumes(dev_server: str) -> None:
     assert "Paris" in final["answer"]
     assert client.threads.get_state(thread)["next"] == []
 
+    # The shared review queue saw the case, knows it lives in the server, and records one verdict.
+    from hybrid import api, audit, reviews
+    from hybrid.settings import resolve_settings
+
+    case = reviews.latest_case(resolve_settings(), thread)
+    assert case is not None
+    assert (case.origin, case.status, case.reviewer) == ("langgraph-api", "resolved", "sdk")
+    assert api.pending_reviews() == []
+    client.runs.wait(thread, "hybrid", command=Command(resume={"action": "reject", "reviewer": "late"}))
+    resolved = [
+        e for e in audit.events(resolve_settings(), thread_id=thread) if e["event"] == "review_resolved"
+    ]
+    assert [e["actor"] for e in resolved] == ["sdk"]
+    assert client.threads.get_state(thread)["values"]["answer"] == final["answer"]
+
 
 def test_langgraph_dev_serves_the_ingestion_graph(dev_server: str, tmp_path: Path) -> None:
     from langgraph_sdk import get_sync_client

