@@ -16,6 +16,27 @@ def _problem(verification: Mapping[str, Any]) -> str:
     return verification["reasons"][1] if len(verification["reasons"]) > 1 else "low score"
 
 
+def _accepted(values: Mapping[str, Any], verifications: list, drafts: list) -> list[str]:
+    """What happened to an answer accepted without a reviewer."""
+    answered = next(
+        (d for d in reversed(drafts) if d["model"] == values.get("answered_by") and d["text"]), None
+    )
+    index = drafts.index(answered) if answered in drafts else len(drafts) - 1
+    verification = verifications[min(index, len(verifications) - 1)]
+    parts = []
+    if verification["tier"] == "large" and index > 0:
+        first = verifications[0]
+        parts.append(f"escalated to the large model ({first['tier']} answer failed: {_problem(first)})")
+    parts.append(f"{verification['tier']} model {verification['model']} answered, {_verdict(verification)}")
+    if not verification["passed"]:
+        large_down = next((d for d in drafts if d["tier"] == "large" and d.get("error_kind")), None)
+        if large_down is not None:
+            parts.append(f"large tier down ({large_down['error']}): small answer given unverified, by policy")
+        else:
+            parts.append("accepted unverified because the route was forced")
+    return parts
+
+
 def explain(values: Mapping[str, Any], pending: bool) -> str:
     """Why the query went where it went, in one line."""
     route = values.get("route")
@@ -23,6 +44,7 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         return "not routed yet"
     parts: list[str] = []
     verifications = values.get("verifications") or []
+    drafts = values.get("drafts") or []
     review = values.get("review")
 
     if pending:
@@ -44,17 +66,18 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
             )
         elif review["action"] == "edit":
             parts.append(f"answer written by reviewer {review['reviewer']}")
+        elif review["action"] == "escalate" and verifications:
+            verdict = _verdict(verifications[-1])
+            parts.append(f"reviewer {review['reviewer']} escalated; large model answered, {verdict}")
         else:
             parts.append(f"reviewer {review['reviewer']} approved the answer of {values.get('answered_by')}")
     elif verifications:
-        last = verifications[-1]
-        tier = last["tier"]
-        if tier == "large" and len(verifications) > 1:
-            first = verifications[0]
-            parts.append(f"escalated to the large model ({first['tier']} answer failed: {_problem(first)})")
-        parts.append(f"{tier} model {last['model']} answered, {_verdict(last)}")
-        if not last["passed"]:
-            parts.append("accepted unverified because the route was forced")
+        parts += _accepted(values, verifications, drafts)
+    fallbacks = [d for d in drafts if d.get("fallback")]
+    if fallbacks:
+        skipped = {a["model"] for d in fallbacks for a in d.get("attempts", []) if a["outcome"] != "ok"}
+        used = ", ".join(d["model"] for d in fallbacks)
+        parts.append(f"fallback to {used} after {', '.join(sorted(skipped))} failed")
 
     parts.append("router: " + route["reasons"][0])
     retrieval = values.get("retrieval")

@@ -36,7 +36,8 @@ from graphs.verifier import verify_draft
 from hybrid import audit, reviews
 from hybrid.errors import InvalidQuestion
 from hybrid.feedback import record_review_feedback
-from hybrid.models import get_chat_model, is_local_model, model_version
+from hybrid.models import is_local_model, model_version
+from hybrid.models.resilience import Attempt, TierDown, call_tier
 from hybrid.reviews import case_id_for
 from hybrid.settings import Settings, resolve_settings
 
@@ -109,10 +110,7 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         previous_questions=previous,
         kb_score=kb_score,
         kb_available=kb_available,
-        tier_is_local={
-            "small": is_local_model(settings.small_spec, settings),
-            "large": is_local_model(settings.large_spec, settings),
-        },
+        model_is_local=lambda spec: is_local_model(spec, settings),
         settings=settings,
     )
     if kb_error:
@@ -131,6 +129,7 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         "timings_ms": {},
         "trace_id": uuid.uuid4().hex,
         "review_round": 0,
+        "deadline_at": time.time() + settings.request_deadline_s,
     }
 
 
@@ -179,13 +178,25 @@ def answer_messages(state: State, settings: Settings) -> list[BaseMessage]:
     return messages
 
 
+def _cost(spec: str, usage: dict[str, int], seconds: float, settings: Settings) -> float:
+    price = settings.price_of(spec)
+    tokens = (
+        usage["input_tokens"] * price.input_per_million + usage["output_tokens"] * price.output_per_million
+    )
+    return round(tokens / 1e6 + seconds * price.per_second, 8)
+
+
 def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
-    spec = settings.small_spec if tier == "small" else settings.large_spec
+    specs = state["route"]["models"][tier]
     started = time.perf_counter()
-    text, error, finish, meta = "", None, None, {}
+    remaining = state.get("deadline_at", time.time() + settings.request_deadline_s) - time.time()
+    text, error, error_kind, finish, meta, spec = "", None, None, None, {}, specs[0]
     usage = {"input_tokens": 0, "output_tokens": 0}
+    attempts: list[Attempt] = []
     try:
-        reply = get_chat_model(spec, settings).invoke(answer_messages(state, settings))
+        reply, spec, attempts = call_tier(
+            specs, answer_messages(state, settings), settings, time.monotonic() + remaining
+        )
         text = reply.text.strip()
         finish = reply.response_metadata.get("finish_reason") or reply.response_metadata.get("done_reason")
         meta = {
@@ -198,22 +209,27 @@ def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
                 "input_tokens": int(reply.usage_metadata.get("input_tokens", 0)),
                 "output_tokens": int(reply.usage_metadata.get("output_tokens", 0)),
             }
-    except Exception as exc:  # a failing model is recorded and routed around, never fatal
-        error = f"{type(exc).__name__}: {exc}"
-    price = settings.price_of(spec)
-    cost = (
-        usage["input_tokens"] * price.input_per_million + usage["output_tokens"] * price.output_per_million
-    ) / 1e6
+    except TierDown as exc:  # recorded and routed around, never fatal
+        error, error_kind, attempts = (
+            str(exc),
+            "deadline" if exc.deadline_passed else "tier_down",
+            exc.attempts,
+        )
+        spec = next((a.model for a in reversed(attempts) if a.outcome != "skipped"), specs[0])
+    compute_s = sum(a.latency_ms for a in attempts if a.model == spec and a.outcome == "ok") / 1000
     return Draft(
         tier=tier,
         model=spec,
         text=text,
         error=error,
+        error_kind=error_kind,
         finish_reason=finish,
         usage=usage,  # type: ignore[typeddict-item]
-        cost=round(cost, 8),
+        cost=_cost(spec, usage, compute_s, settings),
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
         model_meta=meta,
+        attempts=[a.as_dict() for a in attempts],
+        fallback=spec != specs[0] and error is None,
     )
 
 
@@ -361,6 +377,8 @@ def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         small_tried=any(d["tier"] == "small" for d in state.get("drafts") or []),
     )
     update: dict[str, Any] = {"review": review, "review_round": (state.get("review_round") or 0) + 1}
+    if decision.action == "escalate":
+        update["deadline_at"] = time.time() + settings.request_deadline_s  # the clock starts again
     if decision.action == "reject":
         update |= {"status": "rejected", "answer": None, "answered_by": None}
     return update

@@ -9,9 +9,9 @@ stays the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from graphs.sensitivity import find_sensitive, sensitivity_level
+from graphs.sensitivity import find_sensitive, kinds, sensitivity_level
 from graphs.state import RouteDecision, Tier
 from hybrid.settings import Settings
 from hybrid.text import numbers, words
@@ -109,7 +109,7 @@ def decide_route(
     previous_questions: Sequence[str],
     kb_score: float,
     kb_available: bool,
-    tier_is_local: dict[Tier, bool],
+    model_is_local: Callable[[str], bool],
     settings: Settings,
 ) -> RouteDecision:
     """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons."""
@@ -122,15 +122,21 @@ def decide_route(
 
     findings = find_sensitive(question)
     sensitivity = sensitivity_level(findings)
-    allowed: list[Tier] = [
-        tier for tier in ("small", "large") if sensitivity == "none" or tier_is_local[tier]
-    ]
+    models = {
+        tier: [spec for spec in settings.tier_specs(tier) if sensitivity == "none" or model_is_local(spec)]
+        for tier in ("small", "large")
+    }
+    allowed: list[Tier] = [tier for tier in ("small", "large") if models[tier]]  # type: ignore[misc]
     if findings:
-        kinds = ", ".join(f.kind for f in findings)
-        blocked = [t for t in ("small", "large") if t not in allowed]
+        blocked = [
+            spec
+            for tier in ("small", "large")
+            for spec in settings.tier_specs(tier)
+            if spec not in models[tier]
+        ]
         reasons.append(
-            f"sensitive data ({kinds}): "
-            + (f"{', '.join(blocked)} tier not local, not allowed" if blocked else "all tiers are local")
+            f"sensitive data ({', '.join(kinds(findings))}): "
+            + (f"not local, not used: {', '.join(blocked)}" if blocked else "every model is local")
         )
 
     route: str
@@ -174,6 +180,8 @@ def decide_route(
         kb_threshold=settings.kb_need_threshold,
         sensitivity=sensitivity,
         allowed_tiers=allowed,
+        models=models,
+        policies={"large_tier_down": settings.large_tier_down},
         signals={name: round(v, 4) for name, v in signals.items()},
         reasons=reasons,
     )

@@ -43,6 +43,10 @@ def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
         return "accept"  # a forced route is the caller's choice; the failed check stays on record
     if verification["tier"] == "small" and "large" in route["allowed_tiers"]:
         return "escalate"
+    large_down = verification["tier"] == "large" and state["drafts"][-1].get("error_kind") is not None
+    small_answer = any(d["tier"] == "small" and d["text"] and not d["error"] for d in state["drafts"])
+    if large_down and small_answer and route.get("policies", {}).get("large_tier_down") == "unverified":
+        return "accept"  # degrade by policy: the small answer, marked unverified
     return "human_review"
 
 

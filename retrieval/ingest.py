@@ -139,7 +139,7 @@ def _store_chunks(store: Any, chunks: list[Chunk], settings: Settings, progress:
         for start in range(0, len(chunks), batch):
             part = chunks[start : start + batch]
             began = time.perf_counter()
-            vectors = embed([c.text for c in part], settings.embed_batch_size, threads=settings.n_threads)
+            vectors = embed([c.text for c in part], settings.embed_batch_size, threads=settings.embed_threads)
             embed_seconds += time.perf_counter() - began
             store.upsert(
                 ids=[c.id for c in part],

@@ -10,6 +10,7 @@ import pytest
 
 from hybrid import api
 from hybrid.models import clear_model_cache, register_provider, unregister_provider
+from hybrid.models.resilience import breaker
 from tests.fakes import FakeModels
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,11 +24,14 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
             monkeypatch.delenv(key)
     data_dir = tmp_path / "data"
     monkeypatch.setenv("HYBRID_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("HYBRID_RETRY_BACKOFF_S", "0.01")  # retries are tested; their waiting is not
     api.reset()
     clear_model_cache()
+    breaker.reset()
     yield data_dir
     api.reset()
     clear_model_cache()
+    breaker.reset()
 
 
 @pytest.fixture

@@ -134,7 +134,9 @@ def test_a_model_that_raises_is_recorded_and_routed_around(fakes: FakeModels) ->
 
     assert answer.status == "answered"
     assert answer.answered_by == "fake:large"
-    assert answer.drafts[0]["error"] == "RuntimeError: connection refused"
+    assert "fake:small: RuntimeError: connection refused" in answer.drafts[0]["error"]
+    assert answer.drafts[0]["error_kind"] == "tier_down"
+    assert [a["outcome"] for a in answer.drafts[0]["attempts"]] == ["error"]  # not transient: no retry
     assert answer.verifications[0]["score"] == 0.0
 
 

@@ -12,13 +12,16 @@ LOCAL = {"small": True, "large": True}
 
 
 def route(question: str, *, kb_score: float = 0.0, local: dict | None = None, **overrides) -> RouteDecision:
+    previous, kb_available = overrides.pop("previous", []), overrides.pop("kb_available", True)
+    settings = resolve_settings(overrides)
+    tier_of = {spec: tier for tier in ("small", "large") for spec in settings.tier_specs(tier)}
     return decide_route(
         question,
-        previous_questions=overrides.pop("previous", []),
+        previous_questions=previous,
         kb_score=kb_score,
-        kb_available=overrides.pop("kb_available", True),
-        tier_is_local=local or LOCAL,
-        settings=resolve_settings(overrides),
+        kb_available=kb_available,
+        model_is_local=lambda spec: (local or LOCAL)[tier_of[spec]],
+        settings=settings,
     )
 
 
@@ -91,7 +94,8 @@ def test_sensitive_queries_are_kept_off_non_local_models() -> None:
     assert decision["sensitivity"] == "secret"
     assert decision["allowed_tiers"] == ["small"]
     assert decision["route"] == "small"  # the router wanted large; large is not allowed
-    assert any("large tier not local" in reason for reason in decision["reasons"])
+    assert decision["models"] == {"small": ["llamacpp:smollm2-135m-instruct"], "large": []}
+    assert any("not local, not used: llamacpp:gemma-3-270m" in reason for reason in decision["reasons"])
 
     nowhere = route("mail me at a.b@example.com", local={"small": False, "large": False})
     assert nowhere["route"] == "human"

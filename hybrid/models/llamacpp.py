@@ -14,6 +14,7 @@ import io
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -182,7 +183,7 @@ class EmbeddedChatModel(BaseChatModel):
     model_name: str = Field(description="Name as written in the spec, reported in answers.")
     model_path: Path
     n_ctx: int = 2048
-    n_threads: int = 2
+    n_threads: int = 1
     max_tokens: int = 192
     temperature: float = 0.0
     prompt_format: PromptFormat = "auto"
@@ -233,7 +234,10 @@ class EmbeddedChatModel(BaseChatModel):
                 f"prompt of {len(tokens)} tokens plus {max_tokens} answer tokens does not fit "
                 f"{self.model_name}'s context window of {self.n_ctx} tokens"
             )
+        deadline = kwargs.get("deadline")  # a time.monotonic() instant, set by the resilience layer
         with self.loaded.lock:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("deadline passed while waiting for the model")
             stream = self.loaded.llm.create_completion(
                 prompt=tokens,
                 max_tokens=max_tokens,
@@ -246,6 +250,8 @@ class EmbeddedChatModel(BaseChatModel):
             token_logprobs: list[float] = []
             finish_reason = None
             for chunk in stream:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError("deadline passed while generating")
                 choice = chunk["choices"][0]
                 pieces.append(choice["text"])
                 if choice.get("logprobs"):

@@ -1,0 +1,181 @@
+"""Calling a tier of models on a bad day: timeouts, retries, cooldown, fallback, a deadline.
+
+A tier is an ordered list of models. Each call gets the smaller of the per-call timeout and what
+is left of the request's deadline; a transient error (timeout, connection, 429, 5xx) is retried
+with exponential backoff; a model that keeps failing is put in cooldown (a circuit breaker shared
+by the process) and the next model of the tier is tried. Every attempt is recorded, so an answer
+shows which fallbacks happened and why.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from hybrid.errors import ContextWindowExceeded, HybridError, UnknownModel
+from hybrid.settings import Settings
+
+_TRANSIENT_NAMES = (
+    "Timeout",
+    "Connection",
+    "RateLimit",
+    "InternalServer",
+    "ServiceUnavailable",
+    "Overloaded",
+)
+# Model calls run here so a call that overstays its timeout can be abandoned.
+_executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="hybrid-model")
+
+
+@dataclass
+class Attempt:
+    """One try of one model."""
+
+    model: str
+    outcome: str  # ok | error | timeout | skipped
+    error: str | None = None
+    latency_ms: float = 0.0
+    transient: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TierDown(HybridError):
+    """Every model of a tier failed (or the deadline ran out)."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    deadline_passed: bool = False
+
+    def __str__(self) -> str:
+        if not self.attempts:
+            return "no model could be tried before the deadline"
+        last = self.attempts[-1]
+        prefix = "deadline passed; " if self.deadline_passed else ""
+        models = len({a.model for a in self.attempts})
+        return f"{prefix}all {models} model(s) failed; last: {last.model}: {last.error}"
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again may help: timeouts, connection trouble, 408/409/425/429, 5xx."""
+    if isinstance(error, ContextWindowExceeded | UnknownModel | ValueError | TypeError):
+        return False
+    status = getattr(error, "status_code", None) or getattr(
+        getattr(error, "response", None), "status_code", None
+    )
+    if isinstance(status, int):
+        return status in (408, 409, 425, 429) or status >= 500
+    if isinstance(error, TimeoutError | ConnectionError | FutureTimeout):
+        return True
+    return any(name in type(error).__name__ for name in _TRANSIENT_NAMES)
+
+
+class CircuitBreaker:
+    """Per model: after N consecutive failures, skip the model for a cooldown, then try it again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+
+    def open_for(self, model: str) -> float:
+        """Seconds the model is still in cooldown (0: it may be called)."""
+        with self._lock:
+            return max(0.0, self._open_until.get(model, 0.0) - time.monotonic())
+
+    def succeeded(self, model: str) -> None:
+        with self._lock:
+            self._failures.pop(model, None)
+            self._open_until.pop(model, None)
+
+    def failed(self, model: str, threshold: int, cooldown_s: float) -> None:
+        with self._lock:
+            self._failures[model] = self._failures.get(model, 0) + 1
+            if self._failures[model] >= threshold:
+                self._open_until[model] = time.monotonic() + cooldown_s
+                self._failures[model] = 0  # half-open after the cooldown: one failure re-opens
+
+    def reset(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._open_until.clear()
+
+
+breaker = CircuitBreaker()
+
+
+def _invoke(model: Any, messages: list[BaseMessage], timeout: float, deadline: float) -> AIMessage:
+    from hybrid.models.llamacpp import EmbeddedChatModel
+
+    kwargs = {"deadline": deadline} if isinstance(model, EmbeddedChatModel) else {}
+    # Copy the context so LangGraph's callbacks (token streaming) follow the call into the thread.
+    context = contextvars.copy_context()
+    future = _executor.submit(context.run, model.invoke, messages, **kwargs)
+    try:
+        return future.result(timeout=timeout)
+    except FutureTimeout:
+        future.cancel()
+        raise TimeoutError(f"no answer within {timeout:.1f}s") from None
+
+
+def call_tier(
+    specs: list[str], messages: list[BaseMessage], settings: Settings, deadline: float
+) -> tuple[AIMessage, str, list[Attempt]]:
+    """The first good answer from a tier's models, the model that gave it, and every attempt.
+
+    `deadline` is a `time.monotonic()` instant. Raises `TierDown` when no model answered in time.
+    """
+    from hybrid.models.factory import get_chat_model
+
+    attempts: list[Attempt] = []
+    for spec in specs:
+        cooldown = breaker.open_for(spec)
+        if cooldown > 0:
+            attempts.append(
+                Attempt(spec, "skipped", f"in cooldown for {cooldown:.0f}s after repeated failures")
+            )
+            continue
+        for retry in range(settings.model_retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TierDown(attempts, deadline_passed=True)
+            started = time.monotonic()
+            try:
+                reply = _invoke(
+                    get_chat_model(spec, settings),
+                    messages,
+                    min(settings.model_timeout_s, remaining),
+                    deadline,
+                )
+            except Exception as exc:  # every failure is recorded; transient ones are retried
+                transient = is_transient(exc)
+                attempts.append(
+                    Attempt(
+                        spec,
+                        "timeout" if isinstance(exc, TimeoutError) else "error",
+                        f"{type(exc).__name__}: {exc}"[:500],
+                        round((time.monotonic() - started) * 1000, 2),
+                        transient,
+                    )
+                )
+                if not transient:
+                    break  # e.g. the prompt does not fit: another try will not help
+                if retry < settings.model_retries:
+                    time.sleep(
+                        min(settings.retry_backoff_s * 2**retry, max(0.0, deadline - time.monotonic()))
+                    )
+                continue
+            breaker.succeeded(spec)
+            attempts.append(Attempt(spec, "ok", latency_ms=round((time.monotonic() - started) * 1000, 2)))
+            return reply, spec, attempts
+        if attempts and attempts[-1].transient:
+            breaker.failed(spec, settings.breaker_failures, settings.breaker_cooldown_s)
+    raise TierDown(attempts, deadline_passed=time.monotonic() >= deadline)

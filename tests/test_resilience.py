@@ -1,0 +1,157 @@
+"""Bad days, with fake models: fallbacks, retries, cooldown, deadlines, degradation by policy."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hybrid import api
+from hybrid.models.resilience import breaker, is_transient
+from tests.fakes import FakeModels
+
+
+class Flaky:
+    """Fails with `error` the first `failures` calls, then answers."""
+
+    def __init__(self, failures: int, error: Exception, answer: str) -> None:
+        self.failures, self.error, self.answer, self.calls = failures, error, answer, 0
+
+    def __call__(self, messages):
+        self.calls += 1
+        return self.error if self.calls <= self.failures else self.answer
+
+
+@pytest.fixture
+def tiers(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> FakeModels:
+    """Two models per tier: fake:small,fake:small2 and fake:large,fake:large2."""
+    monkeypatch.setenv("HYBRID_SMALL_MODEL", "fake:small,fake:small2")
+    monkeypatch.setenv("HYBRID_LARGE_MODEL", "fake:large,fake:large2")
+    return fakes
+
+
+def test_transient_errors_are_retried_with_backoff(tiers: FakeModels) -> None:
+    flaky = Flaky(2, ConnectionError("reset by peer"), "The capital of France is Paris.")
+    tiers.set("small", flaky)
+
+    answer = api.ask("What is the capital of France?")
+
+    assert answer.answered_by == "fake:small"
+    assert [a["outcome"] for a in answer.drafts[0]["attempts"]] == ["error", "error", "ok"]
+    assert answer.drafts[0]["fallback"] is False
+
+
+def test_a_failing_model_falls_back_to_the_next_in_its_tier(tiers: FakeModels) -> None:
+    tiers.set("small", ConnectionError("refused"))
+    tiers.set("small2", "The capital of France is Paris.")
+
+    answer = api.ask("What is the capital of France?")
+
+    assert answer.answered_by == "fake:small2"
+    assert answer.drafts[0]["fallback"] is True
+    attempts = [(a["model"], a["outcome"]) for a in answer.drafts[0]["attempts"]]
+    assert attempts == [("fake:small", "error")] * 3 + [("fake:small2", "ok")]
+    assert "fallback to fake:small2 after fake:small failed" in answer.explanation
+
+
+def test_a_model_that_keeps_failing_is_put_in_cooldown(tiers: FakeModels, monkeypatch) -> None:
+    monkeypatch.setenv("HYBRID_BREAKER_FAILURES", "2")
+    monkeypatch.setenv("HYBRID_MODEL_RETRIES", "0")
+    tiers.set("small", ConnectionError("refused"))
+    tiers.set("small2", "The capital of France is Paris.")
+
+    for _ in range(2):
+        api.ask("What is the capital of France?")
+    assert breaker.open_for("fake:small") > 0
+    third = api.ask("What is the capital of France?")
+
+    first_attempt = third.drafts[0]["attempts"][0]
+    assert (first_attempt["model"], first_attempt["outcome"]) == ("fake:small", "skipped")
+    assert "cooldown" in first_attempt["error"]
+    assert third.answered_by == "fake:small2"
+
+
+def test_errors_that_retrying_cannot_fix_are_not_retried(tiers: FakeModels) -> None:
+    from hybrid.errors import ContextWindowExceeded
+
+    tiers.set("small", ContextWindowExceeded("prompt of 9000 tokens does not fit"))
+    tiers.set("small2", "The capital of France is Paris.")
+
+    answer = api.ask("What is the capital of France?")
+
+    assert [a["outcome"] for a in answer.drafts[0]["attempts"]] == ["error", "ok"]
+
+
+def test_no_request_runs_past_its_deadline(tiers: FakeModels) -> None:
+    tiers.set("small", lambda messages: time.sleep(5) or "too late")
+    tiers.set("small2", lambda messages: time.sleep(5) or "too late")
+    tiers.set("large", lambda messages: time.sleep(5) or "too late")
+    tiers.set("large2", lambda messages: time.sleep(5) or "too late")
+
+    started = time.monotonic()
+    answer = api.ask("What is the capital of France?", request_deadline_s=1.0)
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 2.5
+    assert answer.status == "pending_review"  # nothing lost: a person can still answer
+    assert [d["error_kind"] for d in answer.drafts] == ["deadline", "deadline"]
+
+
+def test_small_tier_down_goes_to_the_large_tier(tiers: FakeModels) -> None:
+    tiers.set("small", ConnectionError("down"))
+    tiers.set("small2", ConnectionError("down"))
+    tiers.set("large", "Paris is the capital of France.")
+
+    answer = api.ask("What is the capital of France?")
+
+    assert answer.answered_by == "fake:large"
+    assert answer.drafts[0]["error_kind"] == "tier_down"
+
+
+def test_large_tier_down_goes_to_review_by_default(tiers: FakeModels) -> None:
+    tiers.set("small", "I think it is Lyon.")
+    tiers.set("large", ConnectionError("down"))
+    tiers.set("large2", TimeoutError("slow"))
+
+    answer = api.ask("What is the capital of France?", small_accept_threshold=1.01)
+
+    assert answer.status == "pending_review"
+
+
+def test_large_tier_down_can_degrade_to_the_small_answer_unverified(tiers: FakeModels) -> None:
+    tiers.set("small", "I think it is Lyon.")
+    tiers.set("large", ConnectionError("down"))
+    tiers.set("large2", ConnectionError("down"))
+
+    answer = api.ask(
+        "What is the capital of France?", small_accept_threshold=1.01, large_tier_down="unverified"
+    )
+
+    assert answer.status == "answered"
+    assert answer.answered_by == "fake:small"
+    assert not answer.verifications[0]["passed"]
+    assert "large tier down" in answer.explanation
+    assert "small answer given unverified, by policy" in answer.explanation
+
+
+def test_tokens_still_stream_from_models_called_under_a_timeout(tiers: FakeModels) -> None:
+    tiers.set("small", "The capital of France is Paris.")
+    tokens = [e.text for e in api.stream("What is the capital of France?") if e.kind == "token"]
+    assert "".join(tokens) == "The capital of France is Paris."
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (TimeoutError(), True),
+        (ConnectionError(), True),
+        (type("APIConnectionError", (Exception,), {})(), True),
+        (type("HTTPError", (Exception,), {"status_code": 503})(), True),
+        (type("HTTPError", (Exception,), {"status_code": 429})(), True),
+        (type("HTTPError", (Exception,), {"status_code": 400})(), False),
+        (ValueError("bad"), False),
+        (RuntimeError("boom"), False),
+    ],
+)
+def test_transient_errors_are_told_apart(error: Exception, transient: bool) -> None:
+    assert is_transient(error) is transient
