@@ -7,9 +7,11 @@ from __future__ import annotations
 import functools
 import itertools
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
@@ -28,31 +30,51 @@ from graphs.state import (
     ReviewAction,
     ReviewDecision,
     ReviewRequest,
+    RouteDecision,
     State,
     Tier,
     decision_schema,
 )
 from graphs.verifier import verify_draft
-from hybrid import audit, reviews
+from hybrid import audit, observability, reviews
 from hybrid.errors import InvalidQuestion
 from hybrid.feedback import record_review_feedback
+from hybrid.injection import looks_like_injection
 from hybrid.models import is_local_model, model_version
 from hybrid.models.resilience import Attempt, TierDown, call_tier
 from hybrid.reviews import case_id_for
+from hybrid.sensitivity import find_sensitive
 from hybrid.settings import Settings, resolve_settings
 
 Node = Callable[[State, Runtime[Any]], dict[str, Any]]
 
 
 def timed(node: Node) -> Node:
-    """Record the node's wall time in `timings_ms` (a node that resets timings starts afresh)."""
+    """Time the node into `timings_ms` and the metrics, in a span carrying the turn's trace id.
+
+    (A node that resets `timings_ms`, the first of a turn, starts them afresh.)
+    """
+    name = node.__name__
 
     @functools.wraps(node)
     def wrapper(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        update = node(state, runtime)
+        observability.setup_tracing(resolve_settings(runtime.context).otel_endpoint)  # once per process
+        token = observability.current_trace_id.set(state.get("trace_id"))
+        try:
+            with observability.tracer().start_as_current_span(
+                f"hybrid.{name}", record_exception=False, set_status_on_exception=False
+            ) as span:
+                update = node(state, runtime)
+                trace_id = update.get("trace_id") or state.get("trace_id")
+                span.set_attribute("hybrid.trace_id", trace_id or "")
+                span.set_attribute("hybrid.node", name)
+        finally:
+            observability.current_trace_id.reset(token)
+        elapsed = time.perf_counter() - started
+        observability.NODE_SECONDS.labels(name).observe(elapsed)
         timings = dict(update["timings_ms"] if "timings_ms" in update else state.get("timings_ms") or {})
-        timings[node.__name__] = round((time.perf_counter() - started) * 1000, 2)
+        timings[name] = round(elapsed * 1000, 2)
         return {**update, "timings_ms": timings}
 
     return wrapper
@@ -60,8 +82,16 @@ def timed(node: Node) -> Node:
 
 def check_question(question: object, settings: Settings) -> str:
     """The question, stripped, or a clear error if it is not a usable question."""
+    if isinstance(question, bytes | bytearray):
+        try:
+            question = bytes(question).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidQuestion(f"the question is not valid UTF-8 (byte {exc.start})") from None
     if not isinstance(question, str):
         raise InvalidQuestion(f"the question must be text, not {type(question).__name__}")
+    # Undecodable bytes from a terminal arrive as lone surrogates (Python's surrogateescape).
+    if any("\ud800" <= ch <= "\udfff" for ch in question):
+        raise InvalidQuestion("the question is not valid UTF-8 (it holds undecodable bytes)")
     stripped = question.strip()
     if not stripped:
         raise InvalidQuestion("the question is empty")
@@ -70,8 +100,9 @@ def check_question(question: object, settings: Settings) -> str:
             f"the question is {len(stripped):,} characters long; the limit is "
             f"{settings.max_question_chars:,} (HYBRID_MAX_QUESTION_CHARS)"
         )
-    if "\x00" in stripped:
-        raise InvalidQuestion("the question contains a NUL character (binary data?)")
+    controls = sum(1 for ch in stripped if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t")
+    if "\x00" in stripped or controls > max(2, len(stripped) // 20):
+        raise InvalidQuestion("the question looks like binary data (NUL or control characters), not text")
     return stripped
 
 
@@ -151,30 +182,78 @@ def retrieve(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     except Exception as exc:  # answer without the knowledge base rather than not at all
         retrieval["error"] = f"{type(exc).__name__}: {exc}"
         return {"retrieval": retrieval}
-    kept = [hit for hit in found if hit["similarity"] >= settings.retrieval_min_score]
+    similar = [hit for hit in found if hit["similarity"] >= settings.retrieval_min_score]
+    for hit in similar:
+        hit["flags"] = [name for name, on in _hit_flags(hit).items() if on]
+    kept = [hit for hit in similar if "prompt_injection" not in hit["flags"]]
     retrieval.update(
         hits=kept,
-        dropped=len(found) - len(kept),
+        dropped=len(found) - len(similar),
+        flagged=[
+            {"id": h["id"], "source": h["source"], "flags": h["flags"]} for h in similar if h not in kept
+        ],
         confidence=max((hit["similarity"] for hit in kept), default=0.0),
     )
-    return {"retrieval": retrieval}
+    update: dict[str, Any] = {"retrieval": retrieval}
+    route = _tightened_route(state["route"], kept, settings)
+    if route is not state["route"]:
+        update["route"] = route
+    return update
+
+
+def _hit_flags(hit: Hit) -> dict[str, bool]:
+    meta = hit.get("metadata") or {}
+    return {
+        "prompt_injection": bool(meta.get("injection")) or looks_like_injection(hit["text"]),
+        "sensitive": meta.get("sensitivity", "none") != "none" or bool(find_sensitive(hit["text"])),
+    }
+
+
+def _tightened_route(route: RouteDecision, hits: list[Hit], settings: Settings) -> RouteDecision:
+    """Sensitive passages make the whole prompt sensitive: only local models may see it."""
+    if not any("sensitive" in hit.get("flags", []) for hit in hits):
+        return route
+    models = {
+        tier: [s for s in specs if is_local_model(s, settings)] for tier, specs in route["models"].items()
+    }
+    if models == route["models"]:
+        return route
+    dropped = sorted(
+        {s for specs in route["models"].values() for s in specs} - {s for v in models.values() for s in v}
+    )
+    return {
+        **route,
+        "models": models,
+        "allowed_tiers": [tier for tier in ("small", "large") if models.get(tier)],  # type: ignore[misc]
+        "sensitivity": "secret" if route["sensitivity"] == "secret" else "personal",
+        "reasons": [
+            *route["reasons"],
+            f"retrieved passages hold sensitive data: not used: {', '.join(dropped)}",
+        ],
+    }
 
 
 def answer_messages(state: State, settings: Settings) -> list[BaseMessage]:
-    """The prompt for an answering model: instructions, sources, recent turns, the question."""
+    """The prompt for an answering model: rules, recent turns, then quoted sources and the question."""
     hits = (state.get("retrieval") or {}).get("hits") or []
-    if hits:
-        passages = "\n\n".join(
-            prompts.CONTEXT_PASSAGE.format(source=hit["source"], text=hit["text"]) for hit in hits
-        )
-        system = prompts.ANSWER_WITH_CONTEXT_SYSTEM.format(context=passages)
-    else:
-        system = prompts.ANSWER_SYSTEM
-    messages: list[BaseMessage] = [SystemMessage(system)]
+    messages: list[BaseMessage] = [
+        SystemMessage(prompts.ANSWER_WITH_SOURCES_SYSTEM if hits else prompts.ANSWER_SYSTEM)
+    ]
     history = (state.get("messages") or [])[:-1]  # the last message is this turn's question
     for question, answer in conversation_turns(history, settings.history_turns):
         messages += [HumanMessage(question), AIMessage(answer)]
-    messages.append(HumanMessage(state["question"]))
+    if hits:
+        sources = "\n\n".join(
+            prompts.SOURCE.format(
+                number=n, file=Path(hit["source"]).name, text=prompts.quote_source(hit["text"])
+            )
+            for n, hit in enumerate(hits, start=1)
+        )
+        messages.append(
+            HumanMessage(prompts.QUESTION_WITH_SOURCES.format(sources=sources, question=state["question"]))
+        )
+    else:
+        messages.append(HumanMessage(state["question"]))
     return messages
 
 
@@ -217,7 +296,7 @@ def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
         )
         spec = next((a.model for a in reversed(attempts) if a.outcome != "skipped"), specs[0])
     compute_s = sum(a.latency_ms for a in attempts if a.model == spec and a.outcome == "ok") / 1000
-    return Draft(
+    draft = Draft(
         tier=tier,
         model=spec,
         text=text,
@@ -231,6 +310,8 @@ def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
         attempts=[a.as_dict() for a in attempts],
         fallback=spec != specs[0] and error is None,
     )
+    observability.record_draft(draft)  # type: ignore[arg-type]
+    return draft
 
 
 @timed
@@ -244,6 +325,8 @@ def answer_small(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
 def escalate(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Draft an answer with the large model."""
     settings = resolve_settings(runtime.context)
+    if state.get("drafts"):
+        observability.ESCALATIONS.inc()
     return {"drafts": [*state.get("drafts", []), _draft("large", state, settings)]}
 
 
@@ -333,6 +416,8 @@ def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         request=dict(request),
         origin=origin,
     ):
+        observability.REVIEWS.labels("opened").inc()
+        observability.REQUESTS.labels("human", "pending_review").inc()
         audit.record(
             settings,
             "review_requested",
@@ -376,10 +461,12 @@ def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         approved_tier=approved["tier"] if approved else None,
         small_tried=any(d["tier"] == "small" for d in state.get("drafts") or []),
     )
+    observability.REVIEWS.labels(decision.action).inc()
     update: dict[str, Any] = {"review": review, "review_round": (state.get("review_round") or 0) + 1}
     if decision.action == "escalate":
         update["deadline_at"] = time.time() + settings.request_deadline_s  # the clock starts again
     if decision.action == "reject":
+        observability.REQUESTS.labels("human", "rejected").inc()
         update |= {"status": "rejected", "answer": None, "answered_by": None}
     return update
 
@@ -396,6 +483,21 @@ def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
             raise RuntimeError("accept reached without an answer")
         answer, answered_by = draft["text"], draft["model"]
     settings = resolve_settings(runtime.context)
+    tier = (
+        "human"
+        if answered_by.startswith("human:")
+        else next(
+            (d["tier"] for d in reversed(state.get("drafts") or []) if d["model"] == answered_by), "small"
+        )
+    )
+    observability.REQUESTS.labels(tier, "answered").inc()
+    observability.logger.info(
+        "answered by %s (%s tier) in %.0f ms: %s",
+        answered_by,
+        tier,
+        sum((state.get("timings_ms") or {}).values()),
+        state["question"][:200],
+    )
     audit.record(
         settings,
         "answered",

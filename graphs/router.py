@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from graphs.sensitivity import find_sensitive, kinds, sensitivity_level
 from graphs.state import RouteDecision, Tier
+from hybrid.sensitivity import find_sensitive, kinds, sensitivity_level
 from hybrid.settings import Settings
 from hybrid.text import numbers, words
 

@@ -15,9 +15,10 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from typing_extensions import TypedDict
 
+from hybrid.sensitivity import Sensitivity
+
 Tier = Literal["small", "large"]
 Route = Literal["small", "large", "human"]
-Sensitivity = Literal["none", "personal", "secret"]
 Status = Literal["answered", "pending_review", "rejected"]
 
 
@@ -64,6 +65,8 @@ class Hit(TypedDict):
     """Cosine similarity between query and chunk, in [-1, 1], whatever the ranking mode."""
     ranks: dict[str, int]
     """Rank of the hit in each ranker that found it (`dense`, `bm25`), from 1."""
+    flags: NotRequired[list[str]]
+    """`prompt_injection` (instructions aimed at a model), `sensitive` (personal data, secrets)."""
     metadata: dict[str, str | int | float | bool]
 
 
@@ -81,6 +84,8 @@ class Retrieval(TypedDict):
     min_score: float
     error: NotRequired[str]
     """Why the knowledge base could not be searched, if it could not."""
+    flagged: NotRequired[list[dict[str, Any]]]
+    """Relevant hits kept out of the prompt because they carry instructions (prompt injection)."""
 
 
 class TokenUsage(TypedDict):

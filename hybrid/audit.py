@@ -17,6 +17,19 @@ from hybrid.settings import Settings
 EXPORT_COLUMNS = ("id", "at", "event", "trace_id", "thread_id", "case_id", "actor", "data")
 
 
+def masked(value: Any) -> Any:
+    """A JSON value with sensitive data masked in every string (the audit log never holds it)."""
+    from hybrid.sensitivity import mask
+
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: masked(v) for k, v in value.items()}
+    return value
+
+
 def record(
     settings: Settings,
     event: str,
@@ -36,7 +49,7 @@ def record(
         "thread_id": thread_id,
         "case_id": case_id,
         "actor": actor,
-        "data": json.loads(json.dumps(data, default=str)),
+        "data": masked(json.loads(json.dumps(data, default=str))),
         "event_key": key,
     }
     engine = database_for(settings).engine

@@ -65,6 +65,13 @@ def _reviewer() -> str:
 @click.version_option(package_name="hybrid-ai")
 def cli() -> None:
     """Hybrid AI: answer with the cheapest model that answers well, and show why."""
+    from hybrid.observability import configure_logging
+    from hybrid.settings import resolve_settings
+
+    try:
+        configure_logging(resolve_settings().log_level)
+    except (ValidationError, ValueError) as exc:
+        _fail(f"invalid configuration: {exc}")
 
 
 @cli.command()
@@ -84,9 +91,11 @@ def ask(
     thread_id: str | None,
     sets: tuple[str, ...],
 ) -> None:
-    """Answer QUESTION and explain the route it took."""
+    """Answer QUESTION and explain the route it took (QUESTION `-` reads it from stdin)."""
     from hybrid import api
 
+    if question == "-":
+        question = sys.stdin.buffer.read()  # type: ignore[assignment]  (bytes: checked as UTF-8 by the API)
     overrides = {**_parse_sets(sets), "force_route": route, "profile": profile}
     answer = api.ask(question, thread_id=thread_id, **overrides)
     if as_json:

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
         None, description="postgresql:// URL for checkpoints, review queue and audit; unset: SQLite."
     )
 
+    # Observability
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for OpenTelemetry spans.")
+    log_level: str = Field("WARNING", description="Level of the `hybrid` logs (stderr).")
+
     # Human review
     review_timeout_s: float = Field(
         86400, gt=0, description="A case pending longer than this is resolved by the fallback."

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from hybrid.injection import looks_like_injection
+from hybrid.sensitivity import find_sensitive, sensitivity_level
 from hybrid.settings import Settings
 from retrieval.loaders import LoadError, Section, load
 from retrieval.store import bump_version, get_collection
@@ -51,7 +53,7 @@ class IngestReport(BaseModel):
             f"{self.chunks_removed} removed, {len(self.failed)} failed in {self.seconds:.1f}s"
         )
         if self.chunks_added and self.seconds:
-            line += f" ({self.chunks_per_second:.0f} chunks/s)"
+            line += f" ({self.chunks_per_second:.3g} chunks/s)"
         if self.files and not self.chunks_added and not self.chunks_removed and not self.failed:
             line += "; nothing new"
         return line + "".join(f"\n  failed: {path}: {reason}" for path, reason in self.failed.items())
@@ -67,7 +69,7 @@ class Progress(Protocol):
 class Chunk(BaseModel):
     id: str
     text: str
-    metadata: dict[str, str | int]
+    metadata: dict[str, bool | int | float | str]  # bool first: pydantic would turn True into 1
 
 
 def chunk_id(source: str, text: str) -> str:
@@ -115,6 +117,9 @@ def chunk_file(path: Path, settings: Settings) -> list[Chunk]:
                     "source": source,
                     "modified": modified,
                     "file_hash": file_hash,
+                    # Marked once here so retrieval does not re-scan, and so operators can query them.
+                    "sensitivity": sensitivity_level(find_sensitive(piece)),
+                    "injection": looks_like_injection(piece),
                     **section.metadata,
                 }
                 chunks.setdefault(cid, Chunk(id=cid, text=piece, metadata=metadata))

@@ -262,7 +262,7 @@ def test_the_lexical_index_follows_the_collection_across_processes(docs: Path) -
 
 def test_the_graph_retrieves_for_knowledge_questions_only(fakes: FakeModels) -> None:
     api.ingest([SAMPLE])
-    fakes.set("small", lambda messages: "Port 2025." if "2025" in messages[0].text else "Paris.")
+    fakes.set("small", lambda messages: "Port 2025." if "2025" in messages[-1].text else "Paris.")
 
     kb = api.ask("Which port does hybrid dev serve the graph on?")
     assert kb.route["needs_kb"]

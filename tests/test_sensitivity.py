@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from graphs.sensitivity import find_sensitive, kinds, mask, sensitivity_level
+from hybrid.sensitivity import find_sensitive, kinds, mask, sensitivity_level
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from graphs.state import Sensitivity
+Sensitivity = Literal["none", "personal", "secret"]
 
 
 @dataclass(frozen=True)

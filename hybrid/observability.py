@@ -1,0 +1,122 @@
+"""Metrics, spans and logs: every request carries its trace id through all three.
+
+- Prometheus metrics (prometheus-client) in a registry of our own, served by `hybrid serve` at
+  `/metrics` and rendered by `render_metrics()`.
+- OpenTelemetry spans per node through the API, which is a no-op until a tracer provider is set:
+  `HYBRID_OTEL_ENDPOINT` (OTLP/HTTP) sets one up, or the application sets its own.
+- Logs under the `hybrid` logger, with the trace id and with sensitive values masked.
+LangSmith tracing needs nothing from us: LangChain reads its usual `LANGSMITH_*` variables.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+logger = logging.getLogger("hybrid")
+current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hybrid_trace_id", default=None)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+REQUESTS = Counter(
+    "hybrid_requests", "Questions finished, by final route and status", ["route", "status"], registry=REGISTRY
+)
+NODE_SECONDS = Histogram(
+    "hybrid_node_seconds", "Time in each graph node", ["node"], registry=REGISTRY, buckets=_SECONDS
+)
+MODEL_SECONDS = Histogram(
+    "hybrid_model_seconds", "Time of successful model calls", ["model"], registry=REGISTRY, buckets=_SECONDS
+)
+TOKENS = Counter("hybrid_tokens", "Tokens by model and direction", ["model", "direction"], registry=REGISTRY)
+COST = Counter(
+    "hybrid_cost", "Estimated cost by model, in the configured currency", ["model"], registry=REGISTRY
+)
+ESCALATIONS = Counter("hybrid_escalations", "Questions sent on to the large tier", registry=REGISTRY)
+FALLBACKS = Counter(
+    "hybrid_fallbacks", "Failed model attempts routed around, by tier", ["tier"], registry=REGISTRY
+)
+CACHE_HITS = Counter(
+    "hybrid_cache_hits", "Answers served from the cache, by match kind", ["kind"], registry=REGISTRY
+)
+REVIEWS = Counter(
+    "hybrid_reviews", "Review cases opened and resolved, by action", ["action"], registry=REGISTRY
+)
+
+
+def render_metrics() -> bytes:
+    """The metrics in Prometheus' text format."""
+    return generate_latest(REGISTRY)
+
+
+class _TraceAndMask(logging.Filter):
+    """Adds `trace_id` to every record and masks sensitive values in its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from hybrid.sensitivity import mask
+
+        record.trace_id = current_trace_id.get() or "-"
+        message = record.getMessage()
+        record.msg, record.args = mask(message), None
+        return True
+
+
+_lock = threading.Lock()
+_configured: dict[str, Any] = {"handler": None, "otel_endpoint": None}
+
+
+def configure_logging(level: str = "WARNING") -> None:
+    """Send `hybrid` logs to stderr, with trace ids, masked (once per process; the level may change)."""
+    with _lock:
+        if _configured["handler"] is None:
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s %(message)s")
+            )
+            handler.addFilter(_TraceAndMask())
+            logger.addHandler(handler)
+            logger.propagate = False
+            _configured["handler"] = handler
+        logger.setLevel(level.upper())
+
+
+def setup_tracing(endpoint: str | None) -> None:
+    """Export OpenTelemetry spans over OTLP/HTTP to `endpoint` (once per process)."""
+    if not endpoint:
+        return
+    with _lock:
+        if _configured["otel_endpoint"] == endpoint:
+            return
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": "hybrid-ai"}))
+        exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _configured["otel_endpoint"] = endpoint
+
+
+def tracer() -> Any:
+    """The `hybrid` OpenTelemetry tracer (a no-op one unless a provider is configured)."""
+    from opentelemetry import trace
+
+    return trace.get_tracer("hybrid")
+
+
+def record_draft(draft: dict[str, Any]) -> None:
+    """Metrics of one model answer (or failure)."""
+    for attempt in draft.get("attempts", []):
+        if attempt["outcome"] == "ok":
+            MODEL_SECONDS.labels(attempt["model"]).observe(attempt["latency_ms"] / 1000)
+        elif attempt["outcome"] != "skipped":
+            FALLBACKS.labels(draft["tier"]).inc()
+    TOKENS.labels(draft["model"], "input").inc(draft["usage"]["input_tokens"])
+    TOKENS.labels(draft["model"], "output").inc(draft["usage"]["output_tokens"])
+    COST.labels(draft["model"]).inc(draft["cost"])
