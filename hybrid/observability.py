@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -64,6 +65,18 @@ class _TraceAndMask(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of each record (it may have been replaced)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 _lock = threading.Lock()
 _configured: dict[str, Any] = {"handler": None, "otel_endpoint": None}
 
@@ -72,7 +85,7 @@ def configure_logging(level: str = "WARNING") -> None:
     """Send `hybrid` logs to stderr, with trace ids, masked (once per process; the level may change)."""
     with _lock:
         if _configured["handler"] is None:
-            handler = logging.StreamHandler()
+            handler = _StderrHandler()
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s trace=%(trace_id)s %(message)s")
             )
