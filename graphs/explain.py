@@ -71,6 +71,10 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
             parts.append(f"reviewer {review['reviewer']} escalated; large model answered, {verdict}")
         else:
             parts.append(f"reviewer {review['reviewer']} approved the answer of {values.get('answered_by')}")
+    elif values.get("cached"):
+        hit = values["cached"]
+        match = "exact match" if hit["kind"] == "exact" else f"near-duplicate {hit['similarity']:.3f}"
+        parts.append(f"served from the cache ({match}; first answered by {hit['answered_by']})")
     elif verifications:
         parts += _accepted(values, verifications, drafts)
     fallbacks = [d for d in drafts if d.get("fallback")]

@@ -4,6 +4,7 @@ decisions themselves live in `router`, `verifier` and the pure edge functions of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import time
@@ -36,7 +37,7 @@ from graphs.state import (
     decision_schema,
 )
 from graphs.verifier import verify_draft
-from hybrid import audit, observability, reviews
+from hybrid import audit, budget, cache, costs, observability, reviews
 from hybrid.errors import InvalidQuestion
 from hybrid.feedback import record_review_feedback
 from hybrid.injection import looks_like_injection
@@ -115,17 +116,18 @@ def conversation_turns(messages: Sequence[AnyMessage], limit: int) -> list[tuple
     return pairs[-limit:] if limit else []
 
 
-def _knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool, str | None]:
-    """Term coverage of the question by the knowledge base, whether it has content, and any error."""
+def _knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool, str | None, str]:
+    """Term coverage of the question by the knowledge base, whether it has content, any error,
+    and the knowledge base's version."""
     if settings.retrieval == "never":
-        return 0.0, False, None
+        return 0.0, False, None, "none"
     try:
         from retrieval.lexical import lexical_index
 
         index = lexical_index(settings)
     except Exception as exc:  # retrieval trouble must not stop an answer
-        return 0.0, False, f"{type(exc).__name__}: {exc}"
-    return index.coverage(question), index.documents > 0, None
+        return 0.0, False, f"{type(exc).__name__}: {exc}", "unavailable"
+    return index.coverage(question), index.documents > 0, None, index.version
 
 
 @timed
@@ -135,7 +137,7 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     question = check_question(state.get("question"), settings)
     history = state.get("messages") or []
     previous = [m.text for m in history if isinstance(m, HumanMessage)]
-    kb_score, kb_available, kb_error = _knowledge_coverage(question, settings)
+    kb_score, kb_available, kb_error, kb_version = _knowledge_coverage(question, settings)
     route = decide_route(
         question,
         previous_questions=previous,
@@ -143,9 +145,17 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         kb_available=kb_available,
         model_is_local=lambda spec: is_local_model(spec, settings),
         settings=settings,
+        budget_exhausted=budget.exhausted(settings),
     )
     if kb_error:
         route["reasons"].append(f"knowledge base unavailable: {kb_error}")
+    context = "\n".join(f"{q}\n{a}" for q, a in conversation_turns(history, settings.history_turns))
+    cache_scope = cache.scope(context, kb_version)
+    if settings.force_route:
+        hit, cache_reason = None, "cache bypassed: route forced"
+    else:
+        hit, cache_reason = cache.lookup(settings, question, cache_scope)
+    route["reasons"].append(cache_reason)
     return {
         "question": question,
         "messages": [HumanMessage(question)],
@@ -161,6 +171,8 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         "trace_id": uuid.uuid4().hex,
         "review_round": 0,
         "deadline_at": time.time() + settings.request_deadline_s,
+        "cache_scope": cache_scope,
+        "cached": dataclasses.asdict(hit) if hit else None,
     }
 
 
@@ -257,14 +269,6 @@ def answer_messages(state: State, settings: Settings) -> list[BaseMessage]:
     return messages
 
 
-def _cost(spec: str, usage: dict[str, int], seconds: float, settings: Settings) -> float:
-    price = settings.price_of(spec)
-    tokens = (
-        usage["input_tokens"] * price.input_per_million + usage["output_tokens"] * price.output_per_million
-    )
-    return round(tokens / 1e6 + seconds * price.per_second, 8)
-
-
 def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
     specs = state["route"]["models"][tier]
     started = time.perf_counter()
@@ -304,13 +308,15 @@ def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
         error_kind=error_kind,
         finish_reason=finish,
         usage=usage,  # type: ignore[typeddict-item]
-        cost=_cost(spec, usage, compute_s, settings),
+        cost=costs.call_cost(spec, usage["input_tokens"], usage["output_tokens"], compute_s, settings),
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
         model_meta=meta,
         attempts=[a.as_dict() for a in attempts],
         fallback=spec != specs[0] and error is None,
     )
     observability.record_draft(draft)  # type: ignore[arg-type]
+    costs.observe(spec, compute_s, usage["output_tokens"])
+    budget.add_spend(settings, draft["cost"])
     return draft
 
 
@@ -339,7 +345,10 @@ def verify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         settings.small_accept_threshold if draft["tier"] == "small" else settings.large_accept_threshold
     )
     hits = (state.get("retrieval") or {}).get("hits") or []
+    started = time.perf_counter()
     verification = verify_draft(state["question"], draft, hits, threshold)
+    verification["cost"] = round((time.perf_counter() - started) * settings.verifier_price_per_s, 8)
+    budget.add_spend(settings, verification["cost"])
     return {"verifications": [*state.get("verifications", []), verification]}
 
 
@@ -475,17 +484,38 @@ def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
 def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Make the accepted (or reviewer-approved, or reviewer-written) answer final, and audit it."""
     review = state.get("review")
-    if review and review["action"] == "edit":
-        answer, answered_by = review["answer"] or "", f"human:{review['reviewer']}"
+    cached = state.get("cached")
+    verified = False
+    if cached:
+        answer, answered_by = cached["answer"], f"cache:{cached['answered_by']}"
+        observability.CACHE_HITS.labels(cached["kind"]).inc()
+    elif review and review["action"] == "edit":
+        answer, answered_by, verified = review["answer"] or "", f"human:{review['reviewer']}", True
     else:
         draft = usable_draft(state)
         if draft is None:  # routing never accepts without a draft; guard the invariant anyway
             raise RuntimeError("accept reached without an answer")
         answer, answered_by = draft["text"], draft["model"]
+        index = (state.get("drafts") or []).index(draft)
+        checks = state.get("verifications") or []
+        verified = bool(review and review["action"] == "approve") or (
+            index < len(checks) and checks[index]["passed"]
+        )
     settings = resolve_settings(runtime.context)
+    if verified:
+        cache.store(
+            settings,
+            question=state["question"],
+            scope_key=state.get("cache_scope") or "",
+            answer=answer,
+            answered_by=answered_by,
+            trace_id=state.get("trace_id"),
+        )
     tier = (
         "human"
         if answered_by.startswith("human:")
+        else "cache"
+        if cached
         else next(
             (d["tier"] for d in reversed(state.get("drafts") or []) if d["model"] == answered_by), "small"
         )

@@ -111,6 +111,7 @@ def decide_route(
     kb_available: bool,
     model_is_local: Callable[[str], bool],
     settings: Settings,
+    budget_exhausted: str | None = None,
 ) -> RouteDecision:
     """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons."""
     text = routing_text(question, previous_questions)
@@ -126,6 +127,9 @@ def decide_route(
         tier: [spec for spec in settings.tier_specs(tier) if sensitivity == "none" or model_is_local(spec)]
         for tier in ("small", "large")
     }
+    if budget_exhausted and models["large"]:
+        models["large"] = []
+        reasons.append(f"{budget_exhausted}: large tier skipped")
     allowed: list[Tier] = [tier for tier in ("small", "large") if models[tier]]  # type: ignore[misc]
     if findings:
         blocked = [

@@ -20,8 +20,10 @@ def first_answer(route: RouteDecision) -> FirstAnswer:
     return "human_review"
 
 
-def after_classify(state: State) -> Literal["retrieve", "answer_small", "escalate", "human_review"]:
-    """Consult the knowledge base first when the router said so."""
+def after_classify(state: State) -> Literal["accept", "retrieve", "answer_small", "escalate", "human_review"]:
+    """A cached answer is final; otherwise consult the knowledge base first when the router said so."""
+    if state.get("cached"):
+        return "accept"
     route = state["route"]
     return "retrieve" if route["needs_kb"] else first_answer(route)
 

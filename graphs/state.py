@@ -128,6 +128,8 @@ class Verification(TypedDict):
     passed: bool
     signals: dict[str, float]
     reasons: list[str]
+    cost: NotRequired[float]
+    """The verifier's own compute, at `verifier_price_per_s`."""
 
 
 ReviewAction = Literal["approve", "edit", "reject", "escalate"]
@@ -225,5 +227,9 @@ class State(InputState):
     """Id of this turn, carried into every audit row."""
     deadline_at: NotRequired[float]
     """Unix time by which this turn's model calls must be done."""
+    cache_scope: NotRequired[str]
+    """This turn's cache scope: conversation context and knowledge-base version."""
+    cached: NotRequired[dict[str, Any] | None]
+    """The cached answer serving this turn (kind, similarity, original question and model), if any."""
     review_round: NotRequired[int]
     """Reviews resolved this turn (a reviewer's escalation leads to another review round)."""

@@ -36,7 +36,7 @@ from graphs.state import (
     TokenUsage,
     Verification,
 )
-from hybrid import audit, reviews
+from hybrid import audit, costs, reviews
 from hybrid.database import database_for
 from hybrid.errors import ReviewError
 from hybrid.settings import RunContext, Settings, resolve_settings
@@ -79,7 +79,15 @@ class Answer(BaseModel):
     timings_ms: dict[str, float]
     usage: dict[str, TokenUsage] = Field(description="Tokens per model spec.")
     cost: dict[str, float] = Field(description="Estimated cost per model spec, from configured prices.")
-    total_cost: float
+    verifier_cost: float = Field(0.0, description="The verifier's own compute, priced.")
+    total_cost: float = Field(description="Every model call and the verifier, priced.")
+    large_only_cost: float = Field(
+        0.0, description="What sending this question to the large model alone would cost."
+    )
+    large_only_basis: str = Field("", description="How `large_only_cost` was worked out.")
+    saved: float = Field(
+        0.0, description="large_only_cost - total_cost (negative when escalation cost more)."
+    )
 
     @property
     def tier(self) -> Literal["small", "large", "human"] | None:
@@ -153,6 +161,9 @@ def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterabl
         total["output_tokens"] += draft["usage"]["output_tokens"]
         cost[draft["model"]] = round(cost.get(draft["model"], 0.0) + draft["cost"], 8)
     status = "pending_review" if pending is not None else values.get("status") or "answered"
+    verifier_cost = round(sum(v.get("cost", 0.0) for v in values.get("verifications") or []), 8)
+    total = round(sum(cost.values()) + verifier_cost, 8)
+    large_only, basis = costs.large_only_cost(values, resolve_settings())
     return Answer(
         thread_id=thread_id,
         trace_id=values.get("trace_id"),
@@ -170,7 +181,11 @@ def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterabl
         timings_ms=values.get("timings_ms") or {},
         usage=usage,
         cost=cost,
-        total_cost=round(sum(cost.values()), 8),
+        verifier_cost=verifier_cost,
+        total_cost=total,
+        large_only_cost=large_only,
+        large_only_basis=basis,
+        saved=round(large_only - total, 8),
     )
 
 

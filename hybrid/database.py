@@ -74,6 +74,30 @@ feedback = sa.Table(
 )
 
 
+answer_cache = sa.Table(
+    "hybrid_answer_cache",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(64), nullable=False, index=True),  # context hash + knowledge-base version
+    sa.Column("normalized", sa.Text, nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("embedding", sa.LargeBinary),
+    sa.Column("answer", sa.Text, nullable=False),
+    sa.Column("answered_by", sa.String(200), nullable=False),
+    sa.Column("trace_id", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("scope", "normalized", name="uq_cache_scope_question"),
+)
+
+spend = sa.Table(
+    "hybrid_spend",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),  # UTC date, YYYY-MM-DD
+    sa.Column("user_id", sa.String(200), primary_key=True),  # "" for requests without a user
+    sa.Column("cost", sa.Float, nullable=False, default=0.0),
+)
+
+
 @dataclass
 class Database:
     """One database: the SQLAlchemy engine for our tables and the LangGraph checkpointer."""
@@ -126,16 +150,19 @@ def _postgres(url: str) -> Database:
     return Database(url, engine, checkpointer, [pool.close])
 
 
-def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], key: str) -> bool:
-    """Insert a row unless one with the same `key` exists; True if inserted. Atomic on both engines."""
+def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], key: str | list[str]) -> bool:
+    """Insert a row unless one with the same `key` (column or unique columns) exists; True if inserted.
+
+    Atomic on both engines."""
+    keys = [key] if isinstance(key, str) else key
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
+    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
     with engine.begin() as connection:
         # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
-        return connection.execute(statement.returning(table.c[key])).first() is not None
+        return connection.execute(statement.returning(table.c[keys[0]])).first() is not None
 
 
 _databases: dict[str, Database] = {}

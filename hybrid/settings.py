@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     )
     max_answer_tokens: int = Field(192, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2)
+    verifier_price_per_s: float = Field(
+        0.0, ge=0, description="Price of one second of the verifier's compute."
+    )
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="Price per model spec (JSON); a model not listed costs 0.",
@@ -158,6 +161,17 @@ class Settings(BaseSettings):
     checkpoint_url: str | None = Field(
         None, description="postgresql:// URL for checkpoints, review queue and audit; unset: SQLite."
     )
+
+    # Cache and budgets
+    cache: Literal["off", "exact", "semantic"] = Field(
+        "semantic", description="Reuse verified answers: off, exact question, or near-duplicates too."
+    )
+    cache_threshold: float = Field(
+        0.95, ge=0, le=1, description="Cosine similarity at which a question is a near-duplicate."
+    )
+    daily_budget: float | None = Field(None, ge=0, description="Cost per UTC day; once spent, no large tier.")
+    user_daily_budget: float | None = Field(None, ge=0, description="The same, per user id.")
+    user_id: str | None = Field(None, max_length=200, description="Who asks (budgets, audit).")
 
     # Observability
     otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for OpenTelemetry spans.")
@@ -246,6 +260,8 @@ PER_RUN_FIELDS = (
     "temperature",
     "request_deadline_s",
     "large_tier_down",
+    "cache",
+    "user_id",
 )
 
 

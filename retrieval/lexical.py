@@ -47,6 +47,8 @@ class LexicalIndex:
     ids: list[str]
     retriever: Any | None
     document_frequency: dict[str, int]
+    version: str = "none"
+    """The collection version it was built from: `<chunks>-<changes>`."""
 
     @property
     def documents(self) -> int:
@@ -145,6 +147,7 @@ def lexical_index(settings: Settings, name: str | None = None) -> LexicalIndex:
             for stale in folder.parent.glob("*"):
                 shutil.rmtree(stale, ignore_errors=True)
             _save(index, folder)
+        index.version = f"{version[0]}-{version[1]}"
         _cache[key] = (version, index)
         return index
 

@@ -25,6 +25,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     data_dir = tmp_path / "data"
     monkeypatch.setenv("HYBRID_DATA_DIR", str(data_dir))
     monkeypatch.setenv("HYBRID_RETRY_BACKOFF_S", "0.01")  # retries are tested; their waiting is not
+    monkeypatch.setenv("HYBRID_CACHE", "off")  # tests repeat questions on purpose; the cache has its own
     api.reset()
     clear_model_cache()
     breaker.reset()

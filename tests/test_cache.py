@@ -1,0 +1,115 @@
+"""The answer cache: exact and near-duplicate reuse, and the cases where reuse would be wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybrid import api
+from hybrid.cache import conflict
+from tests.fakes import FakeModels
+
+
+@pytest.fixture
+def cached(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> FakeModels:
+    monkeypatch.setenv("HYBRID_CACHE", "semantic")
+    return fakes
+
+
+def test_the_same_question_is_answered_from_the_cache(cached: FakeModels) -> None:
+    cached.set("small", "The capital of France is Paris.")
+    first = api.ask("What is the capital of France?")
+    calls = len(cached.calls("small"))
+
+    again = api.ask("what is the capital of France")
+
+    assert len(cached.calls("small")) == calls  # no model ran
+    assert again.answer == first.answer
+    assert again.answered_by == "cache:fake:small"
+    assert again.drafts == []
+    assert "served from the cache (exact match; first answered by fake:small)" in again.explanation
+    assert again.timings_ms.keys() == {"classify", "accept"}
+
+
+def test_a_near_duplicate_is_served_and_says_how_near(cached: FakeModels) -> None:
+    cached.set("small", "The capital of France is Paris.")
+    api.ask("What is the capital of France?")
+
+    again = api.ask("What's France's capital?")
+
+    assert again.answered_by == "cache:fake:small"
+    assert "near-duplicate 0.9" in again.explanation
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "why"),
+    [
+        (
+            "How do I enable two-factor authentication?",
+            "How do I disable two-factor authentication?",
+            "disable",
+        ),
+        ("What is 17 * 23?", "What is 17 * 24?", "numbers"),
+        ("Is Python faster than Java?", "Is Java faster than Python?", "order"),
+    ],
+)
+def test_questions_that_differ_in_meaning_never_share_an_answer(
+    cached: FakeModels, first: str, second: str, why: str
+) -> None:
+    assert why in (conflict(first, second) or "")
+    cached.set("small", lambda messages: f"Answer to: {messages[-1].text}")
+    cached.set("large", lambda messages: f"Answer to: {messages[-1].text}")
+    api.ask(first, small_accept_threshold=0.0, large_accept_threshold=0.0)
+
+    again = api.ask(second, small_accept_threshold=0.0, large_accept_threshold=0.0)
+
+    assert again.answer == f"Answer to: {second}"
+    assert not again.answered_by.startswith("cache:")
+
+
+def test_only_verified_answers_are_cached(cached: FakeModels) -> None:
+    cached.set("small", "I don't know.")
+    api.ask("What is the capital of France?", force_route="small")  # accepted unverified: not cached
+    cached.set("small", "The capital of France is Paris.")
+    again = api.ask("What is the capital of France?")
+    assert again.answered_by == "fake:small"
+
+
+def test_the_conversation_context_is_part_of_the_key(cached: FakeModels) -> None:
+    cached.set(
+        "small", lambda m: "Berlin." if "Germany" in m[-1].text or "France" not in str(m) else "Paris."
+    )
+    one = api.ask("What is the capital of Spain?")
+    api.ask("And what about Germany?", thread_id=one.thread_id)
+    two = api.ask("What is the capital of France?")
+
+    follow_up = api.ask("And what about Germany?", thread_id=two.thread_id)
+
+    assert not follow_up.answered_by.startswith("cache:")  # same words, another conversation
+
+
+def test_ingestion_makes_cached_answers_stale(cached: FakeModels, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Ports\n\nThe Acme gateway listens on port 8443.")
+    api.ingest([docs])
+    cached.set("small", "Port 8443.")
+    api.ask("Which port does the Acme gateway listen on?")
+    assert api.ask("Which port does the Acme gateway listen on?").answered_by == "cache:fake:small"
+
+    (docs / "b.md").write_text("# Ports\n\nSince May the Acme gateway listens on port 9443.")
+    api.ingest([docs])
+    cached.set("small", "Port 9443.")
+
+    fresh = api.ask("Which port does the Acme gateway listen on?")
+    assert fresh.answered_by == "fake:small"
+    assert fresh.answer == "Port 9443."
+
+
+def test_forced_routes_bypass_the_cache(cached: FakeModels) -> None:
+    cached.set("small", "The capital of France is Paris.")
+    cached.set("large", "Paris.")
+    api.ask("What is the capital of France?")
+    forced = api.ask("What is the capital of France?", force_route="large")
+    assert forced.answered_by == "fake:large"
