@@ -43,6 +43,7 @@ from hybrid.feedback import record_review_feedback
 from hybrid.injection import looks_like_injection
 from hybrid.models import is_local_model, model_version
 from hybrid.models.resilience import Attempt, TierDown, call_tier
+from hybrid.models.state import estimated_tokens, model_state
 from hybrid.reviews import case_id_for
 from hybrid.sensitivity import find_sensitive
 from hybrid.settings import Settings, resolve_settings
@@ -130,6 +131,13 @@ def _knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool,
     return index.coverage(question), index.documents > 0, None, index.version
 
 
+def _prompt_tokens(question: str, history: Sequence[AnyMessage], settings: Settings, sources: bool) -> int:
+    """A conservative size of the prompt before retrieval: rules, recent turns, question, room for sources."""
+    turns = "".join(q + a for q, a in conversation_turns(history, settings.history_turns))
+    room = settings.retrieval_k * settings.chunk_size // 4 if sources else 0
+    return estimated_tokens(prompts.ANSWER_WITH_SOURCES_SYSTEM + turns + question) + room
+
+
 @timed
 def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Validate the question and route it; starts a new turn."""
@@ -146,6 +154,21 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         model_is_local=lambda spec: is_local_model(spec, settings),
         settings=settings,
         budget_exhausted=budget.exhausted(settings),
+        model_states={
+            spec: model_state(spec, settings)
+            for tier in ("small", "large")
+            for spec in settings.tier_specs(tier)
+        },
+        prompt_tokens=_prompt_tokens(
+            question,
+            history,
+            settings,
+            sources=kb_available
+            and (
+                settings.retrieval == "always"
+                or (settings.retrieval == "auto" and kb_score >= settings.kb_need_threshold)
+            ),
+        ),
     )
     if kb_error:
         route["reasons"].append(f"knowledge base unavailable: {kb_error}")

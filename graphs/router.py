@@ -9,9 +9,10 @@ stays the same.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from graphs.state import RouteDecision, Tier
+from hybrid.models.state import ModelState
 from hybrid.sensitivity import find_sensitive, kinds, sensitivity_level
 from hybrid.settings import Settings
 from hybrid.text import numbers, words
@@ -103,6 +104,56 @@ def difficulty_score(signals: dict[str, float]) -> tuple[float, list[tuple[str, 
     return 1.0 - survive, contributions
 
 
+def _weigh_model_states(
+    route: str,
+    *,
+    models: dict[str, list[str]],
+    states: Mapping[str, ModelState],
+    prompt_tokens: int,
+    settings: Settings,
+    reasons: list[str],
+) -> str:
+    """Hard and soft rules from the models' state: context size, cold start, load (edits `models`)."""
+
+    def fits(spec: str) -> bool:
+        context = states[spec].context_tokens if spec in states else None
+        return context is None or prompt_tokens + settings.max_answer_tokens <= context
+
+    too_small = [spec for spec in models["small"] if not fits(spec)]
+    if too_small:
+        models["small"] = [spec for spec in models["small"] if fits(spec)]
+        names = ", ".join(too_small)
+        reasons.append(
+            f"prompt of about {prompt_tokens} tokens does not fit {names} (never truncated): not used"
+        )
+        if route == "small" and not models["small"] and models["large"]:
+            reasons.append("no small model can take the prompt: starting on the large tier")
+            return "large"
+    if route != "small" or not models["small"]:
+        return route
+    first = states.get(models["small"][0])
+    idle_large = next(
+        (s for s in models["large"] if s in states and states[s].loaded is not False
+         and states[s].in_flight < settings.busy_threshold),
+        None,
+    )  # fmt: skip
+    if first is None or idle_large is None:
+        return route
+    if first.loaded is False and first.cold_start_s > settings.cold_start_tolerance_s:
+        tolerance = settings.cold_start_tolerance_s
+        reasons.append(
+            f"{first.spec} is cold (about {first.cold_start_s:.0f}s to load, over {tolerance:.0f}s):"
+            f" starting on warm {idle_large}"
+        )
+        return "large"
+    if first.in_flight >= settings.busy_threshold:
+        reasons.append(
+            f"{first.spec} is busy ({first.in_flight} calls in flight): starting on idle {idle_large}"
+        )
+        return "large"
+    return route
+
+
 def decide_route(
     question: str,
     *,
@@ -112,6 +163,8 @@ def decide_route(
     model_is_local: Callable[[str], bool],
     settings: Settings,
     budget_exhausted: str | None = None,
+    model_states: Mapping[str, ModelState] | None = None,
+    prompt_tokens: int = 0,
 ) -> RouteDecision:
     """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons."""
     text = routing_text(question, previous_questions)
@@ -152,6 +205,16 @@ def decide_route(
         drivers = ", ".join(f"{_LABELS[name]} +{p:.2f}" for name, p in contributions[:3]) or "no signal"
         comparison = ">=" if route == "large" else "<"
         reasons.insert(0, f"difficulty {score:.2f} {comparison} {settings.route_threshold:.2f} ({drivers})")
+    if model_states and not settings.force_route:
+        route = _weigh_model_states(
+            route,
+            models=models,
+            states=model_states,
+            prompt_tokens=prompt_tokens,
+            settings=settings,
+            reasons=reasons,
+        )
+        allowed = [tier for tier in ("small", "large") if models[tier]]  # type: ignore[misc]
     if route in ("small", "large") and route not in allowed:
         fallback = next(iter(allowed), None)
         reasons.append(f"{route} tier not allowed for sensitive data: " + (fallback or "human review"))

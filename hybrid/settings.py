@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     large_model: str | None = Field(None, description="Large-tier spec(s), like small_model.")
     ollama_base_url: str = "http://127.0.0.1:11434"
     ollama_keep_alive: str = Field("30m", description="How long Ollama keeps a model loaded after a call.")
+    ollama_cold_start_s: float = Field(20.0, ge=0, description="Expected load time of a cold Ollama model.")
+    embedded_cold_start_s: float = Field(1.0, ge=0, description="Expected load time of an embedded model.")
+    cold_start_tolerance_s: float = Field(
+        10.0, ge=0, description="A small model colder than this starts the query on a warm large model."
+    )
+    busy_threshold: int = Field(
+        2,
+        ge=1,
+        description="Calls in flight at which a small model counts as busy (prefer an idle large one).",
+    )
     openai_base_url: str | None = Field(None, description="Any OpenAI-compatible endpoint.")
     openai_api_key: SecretStr | None = None
     model_timeout_s: float = Field(60.0, gt=0, description="Timeout of one model call.")

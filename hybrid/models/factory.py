@@ -80,7 +80,8 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
         base_url=settings.ollama_base_url,
         temperature=settings.temperature,
         num_predict=settings.max_answer_tokens,
-        num_ctx=settings.n_ctx,
+        num_ctx=settings.n_ctx,  # never Ollama's silent default: prompts are checked against it
+        keep_alive=settings.ollama_keep_alive,
         client_kwargs={"timeout": settings.model_timeout_s},
     )
 
@@ -120,6 +121,7 @@ _BUILD_FIELDS = {
     "n_threads",
     "max_answer_tokens",
     "temperature",
+    "ollama_keep_alive",
 }
 
 

@@ -148,6 +148,14 @@ def load_model(path: Path, n_ctx: int, n_threads: int, logits_all: bool = False)
     return _LoadedModel(path, n_ctx, n_threads, logits_all)
 
 
+_loaded_names: set[tuple[str, int, int]] = set()
+
+
+def is_loaded(name: str, settings: Any) -> bool:
+    """Whether this process has a model loaded for this spec name and configuration."""
+    return (name, settings.n_ctx, settings.n_threads) in _loaded_names
+
+
 def _role(message: BaseMessage) -> str:
     if isinstance(message, SystemMessage):
         return "system"
@@ -203,6 +211,7 @@ class EmbeddedChatModel(BaseChatModel):
         """The llama.cpp model, loaded on first use."""
         if self._loaded is None:
             self._loaded = load_model(self.model_path, self.n_ctx, self.n_threads, self.logprobs)
+            _loaded_names.add((self.model_name, self.n_ctx, self.n_threads))
         return self._loaded
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from hybrid.errors import ContextWindowExceeded, HybridError, UnknownModel
+from hybrid.models.state import estimated_tokens, in_flight
 from hybrid.settings import Settings
 
 _TRANSIENT_NAMES = (
@@ -126,6 +127,19 @@ def _invoke(model: Any, messages: list[BaseMessage], timeout: float, deadline: f
         raise TimeoutError(f"no answer within {timeout:.1f}s") from None
 
 
+def _check_context(spec: str, messages: list[BaseMessage], settings: Settings) -> None:
+    """Refuse a prompt an Ollama model would truncate without saying so (embedded models check
+    exactly themselves; OpenAI-compatible servers answer an error)."""
+    if not spec.startswith("ollama:"):
+        return
+    tokens = estimated_tokens("".join(m.text for m in messages))
+    if tokens + settings.max_answer_tokens > settings.n_ctx:
+        raise ContextWindowExceeded(
+            f"prompt of about {tokens} tokens plus {settings.max_answer_tokens} answer tokens would not fit "
+            f"{spec}'s num_ctx of {settings.n_ctx} (Ollama would truncate it silently)"
+        )
+
+
 def call_tier(
     specs: list[str], messages: list[BaseMessage], settings: Settings, deadline: float
 ) -> tuple[AIMessage, str, list[Attempt]]:
@@ -149,12 +163,14 @@ def call_tier(
                 raise TierDown(attempts, deadline_passed=True)
             started = time.monotonic()
             try:
-                reply = _invoke(
-                    get_chat_model(spec, settings),
-                    messages,
-                    min(settings.model_timeout_s, remaining),
-                    deadline,
-                )
+                _check_context(spec, messages, settings)
+                with in_flight(spec):
+                    reply = _invoke(
+                        get_chat_model(spec, settings),
+                        messages,
+                        min(settings.model_timeout_s, remaining),
+                        deadline,
+                    )
             except Exception as exc:  # every failure is recorded; transient ones are retried
                 transient = is_transient(exc)
                 attempts.append(
