@@ -39,7 +39,7 @@ from graphs.state import (
 from hybrid import audit, costs, reviews
 from hybrid.database import database_for
 from hybrid.errors import ReviewError
-from hybrid.settings import RunContext, Settings, resolve_settings
+from hybrid.settings import RunContext, Settings, invalid_setting, resolve_settings
 from retrieval.ingest import IngestReport, Progress
 
 __all__ = [
@@ -190,7 +190,10 @@ def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterabl
 
 
 def _run_settings(overrides: Mapping[str, Any]) -> tuple[Settings, Any]:
-    context = RunContext(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        context = RunContext(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise invalid_setting(exc, "per-run setting") from None
     return resolve_settings(context), context
 
 

@@ -70,8 +70,8 @@ def cli() -> None:
 
     try:
         configure_logging(resolve_settings().log_level)
-    except (ValidationError, ValueError) as exc:
-        _fail(f"invalid configuration: {exc}")
+    except ValueError as exc:  # InvalidSetting names the setting, the value and what is allowed
+        _fail(str(exc))
 
 
 @cli.command()
@@ -328,6 +328,19 @@ def eval_retrieval(folder: Path, reference: Path | None, max_queries: int | None
         log=lambda message: click.echo(message, err=True),
     )
     click.echo(json.dumps(figures) if as_json else format_table(figures))
+
+
+@eval_.command("robustness")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_handle_errors
+def eval_robustness(as_json: bool) -> None:
+    """Faults, injections and bad input against real models and a real local model server."""
+    from hybrid.evals.robustness import evaluate_robustness, format_report
+
+    report = evaluate_robustness(log=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if report["failed"] or report["hung"] or report["lost"]:
+        sys.exit(1)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

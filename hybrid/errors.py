@@ -11,6 +11,10 @@ class InvalidQuestion(HybridError, ValueError):
     """The question is empty, too long or not text; nothing was run or stored."""
 
 
+class InvalidSetting(HybridError, ValueError):
+    """A setting (environment variable or per-run override) has an unknown name or an invalid value."""
+
+
 class UnknownModel(HybridError, ValueError):
     """A model spec names a provider or packaged model that does not exist."""
 

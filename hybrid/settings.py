@@ -15,8 +15,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hybrid.errors import InvalidSetting
 
 Route = Literal["small", "large", "human"]
 RetrievalMode = Literal["auto", "always", "never"]
@@ -288,6 +299,21 @@ RunContext = create_model(
 )
 
 
+def invalid_setting(error: ValidationError, source: str = "") -> InvalidSetting:
+    """One readable line per problem: which setting, what was given, what is allowed."""
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "value"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown setting {name!r}")
+        else:
+            given = item.get("input")
+            shown = f"={given!r}" if isinstance(given, str | int | float) else ""
+            problems.append(f"{name}{shown}: {item['msg']}")
+    prefix = f"invalid {source}: " if source else "invalid setting: "
+    return InvalidSetting(prefix + "; ".join(problems))
+
+
 def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
     """Settings for one run: `context` and `overrides` > `HYBRID_*` environment > defaults.
 
@@ -309,7 +335,7 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     unknown = sorted(set(values) - set(PER_RUN_FIELDS))
     if unknown:
-        raise ValueError(
+        raise InvalidSetting(
             f"unknown per-run setting(s): {', '.join(unknown)}; allowed: {', '.join(PER_RUN_FIELDS)}"
         )
     # Building Settings parses the environment (~2 ms) and every node of a run asks for it:
@@ -322,4 +348,7 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
 
 @lru_cache(maxsize=256)
 def _settings_for(values: str, environment: tuple[tuple[str, str], ...], home: str | None) -> Settings:
-    return Settings(**json.loads(values))
+    try:
+        return Settings(**json.loads(values))
+    except ValidationError as exc:
+        raise invalid_setting(exc, "configuration (HYBRID_* or per-run settings)") from None

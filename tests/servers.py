@@ -4,48 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from hybrid.evals.servers import free_port, running
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["CaptureServer", "free_port", "fresh_database", "postgres_server", "serving"]
 
 
 @contextlib.contextmanager
 def serving(
     command: list[str], health_url: str, log: Path, timeout: float = 120
 ) -> Iterator[subprocess.Popen]:
-    """Run a server process until the block ends; fail with its log if it does not come up."""
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    """Run a server process until the block ends; fail the test with its log if it does not come up."""
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(health_url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{command[0]} did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        context = running(command, health_url, log, timeout)
+        process = context.__enter__()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        context.__exit__(None, None, None)
 
 
 def _postgres_bindir() -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hybrid import api
-from tests.faults import FaultProxy
+from hybrid.evals.faults import FaultProxy
 from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.e2e
@@ -110,3 +110,25 @@ def test_a_slow_server_within_the_timeout_still_answers(model_server) -> None:
     answer = api.ask(QUESTION)
     assert answer.answered_by == "openai:smollm2"
     assert answer.drafts[0]["latency_ms"] >= 1000
+
+
+def test_the_robustness_report_runs_every_suite_and_loses_nothing(isolated: Path) -> None:
+    import json
+    import subprocess
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "hybrid"), "eval", "robustness", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=dict(os.environ),
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert set(report) >= {"tried", "answered", "degraded", "failed", "hung", "lost", "cases"}
+    assert (report["failed"], report["hung"], report["lost"]) == (0, 0, 0)
+    assert report["tried"] == len(report["cases"]) >= 19
+    assert {case["suite"] for case in report["cases"]} == {"fault", "injection", "input"}
+    assert report["refused"] == sum(case["suite"] == "input" for case in report["cases"])

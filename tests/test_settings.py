@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from pydantic import ValidationError
 
+from hybrid.errors import InvalidSetting
 from hybrid.settings import PER_RUN_FIELDS, RunContext, Settings, resolve_settings
 
 
@@ -53,12 +53,12 @@ def test_profiles_and_prices_come_from_json(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_unknown_values_are_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValidationError, match="unknown profile 'nope'; known profiles: embedded, ollama"):
+    with pytest.raises(InvalidSetting, match="unknown profile 'nope'; known profiles: embedded, ollama"):
         resolve_settings(profile="nope")
-    with pytest.raises(ValueError, match="unknown per-run setting"):
+    with pytest.raises(InvalidSetting, match="unknown per-run setting"):
         resolve_settings({"data_dir": "/elsewhere"})
     monkeypatch.setenv("HYBRID_ROUTE_THRESHOLD", "high")
-    with pytest.raises(ValidationError, match="route_threshold"):
+    with pytest.raises(InvalidSetting, match="route_threshold='high': Input should be a valid number"):
         resolve_settings()
 
 

@@ -1,0 +1,60 @@
+"""Starting real local servers for benchmarks: a free port, a process, a health check."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], health_url: str, log: Path, timeout: float = 120
+) -> Iterator[subprocess.Popen]:
+    """Run a server until the block ends; `RuntimeError` with its log if it does not come up."""
+    with log.open("w") as out:
+        process = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command[0]} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield process
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, 18)  # SIGCONT, in case it was frozen
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def llama_server_command(model_path: Path, alias: str, port: int) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server for one GGUF, on 127.0.0.1."""
+    import sys
+
+    return [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--model_alias", alias,
+        "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
+    ]  # fmt: skip
