@@ -200,14 +200,14 @@ class InputState(TypedDict):
 
     question: str
     """The user's question for this turn."""
+    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
+    """The conversation so far (questions and final answers). Callers may seed a new thread with
+    earlier turns; `classify` appends the question and the final node of each turn the answer."""
 
 
 class State(InputState):
     """The full record of a conversation thread; per-turn fields are reset by `classify`."""
 
-    messages: NotRequired[Annotated[list[AnyMessage], add_messages]]
-    """The conversation so far (questions and final answers), appended by `classify` and the
-    final node of each turn."""
     route: NotRequired[RouteDecision]
     retrieval: NotRequired[Retrieval | None]
     """None when the knowledge base was not consulted this turn."""

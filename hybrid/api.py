@@ -38,7 +38,7 @@ from graphs.state import (
 )
 from hybrid import audit, costs, reviews
 from hybrid.database import database_for
-from hybrid.errors import ReviewError
+from hybrid.errors import InvalidQuestion, ReviewError
 from hybrid.settings import RunContext, Settings, invalid_setting, resolve_settings
 from retrieval.ingest import IngestReport, Progress
 
@@ -50,6 +50,7 @@ __all__ = [
     "answer_for",
     "ask",
     "audit_export",
+    "check_request",
     "expire_reviews",
     "feedback",
     "ingest",
@@ -210,23 +211,60 @@ def answer_for(thread_id: str) -> Answer:
     return _build_answer(thread_id, snapshot.values, snapshot.interrupts)
 
 
-def ask(question: str, *, thread_id: str | None = None, **overrides: Any) -> Answer:
+def _turn_input(
+    graph: CompiledStateGraph, thread_id: str, question: str, history: list[Mapping[str, str]] | None
+) -> dict[str, Any]:
+    """The graph input: the question, and earlier turns when a new thread starts from a transcript."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    turn: dict[str, Any] = {"question": question}
+    if history and not graph.get_state(_config(thread_id)).values:
+        messages = []
+        for item in history:
+            role, content = item.get("role"), item.get("content")
+            if role not in ("user", "assistant") or not isinstance(content, str):
+                raise InvalidQuestion("history items need a role (user or assistant) and text content")
+            messages.append(HumanMessage(content) if role == "user" else AIMessage(content))
+        turn["messages"] = messages
+    return turn
+
+
+def check_request(question: Any, **overrides: Any) -> str:
+    """Validate a question and per-run settings without running anything; the question, stripped."""
+    settings, _ = _run_settings(overrides)
+    return check_question(question, settings)
+
+
+def ask(
+    question: str,
+    *,
+    thread_id: str | None = None,
+    history: list[Mapping[str, str]] | None = None,
+    **overrides: Any,
+) -> Answer:
     """Answer a question, continuing the conversation `thread_id` if given.
 
     Returns an `Answer` whose `status` is `answered`, `pending_review` (resume it with `resume`;
     the final answer is then available from `answer_for(thread_id)`) or `rejected`. Raises
-    `InvalidQuestion` for an empty or oversized question, before anything runs.
+    `InvalidQuestion` for an empty or oversized question, before anything runs. `history`
+    (earlier `{"role", "content"}` turns) seeds a new conversation, as stateless clients send it.
     """
     settings, context = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
-    graph.invoke({"question": question}, _config(thread_id), context=context)
+    graph.invoke(_turn_input(graph, thread_id, question, history), _config(thread_id), context=context)
     return answer_for(thread_id)
 
 
-def stream(question: str, *, thread_id: str | None = None, **overrides: Any) -> Iterator[Event]:
+def stream(
+    question: str,
+    *,
+    thread_id: str | None = None,
+    history: list[Mapping[str, str]] | None = None,
+    **overrides: Any,
+) -> Iterator[Event]:
     """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`."""
     settings, context = _run_settings(overrides)
     question = check_question(question, settings)
@@ -234,7 +272,7 @@ def stream(question: str, *, thread_id: str | None = None, **overrides: Any) -> 
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
     for mode, chunk in graph.stream(
-        {"question": question},
+        _turn_input(graph, thread_id, question, history),
         _config(thread_id),
         context=context,
         stream_mode=["messages", "updates"],

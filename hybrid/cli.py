@@ -361,6 +361,17 @@ def ui(streamlit_args: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@_handle_errors
+def serve(host: str, port: int) -> None:
+    """Serve an OpenAI-compatible API (/v1/chat/completions, model "hybrid") plus /health and /metrics."""
+    from hybrid.server import serve as run
+
+    run(host, port)
+
+
+@cli.command()
 @click.option("--port", default=DEV_PORT, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @_handle_errors

@@ -194,6 +194,14 @@ class Settings(BaseSettings):
     user_daily_budget: float | None = Field(None, ge=0, description="The same, per user id.")
     user_id: str | None = Field(None, max_length=200, description="Who asks (budgets, audit).")
 
+    # Serving
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated bearer tokens `hybrid serve` accepts; unset: no authentication."
+    )
+    stream_policy: Literal["hold", "correct"] = Field(
+        "hold", description="Streaming: hold until verified, or stream drafts and send a correction."
+    )
+
     # Observability
     otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for OpenTelemetry spans.")
     log_level: str = Field("WARNING", description="Level of the `hybrid` logs (stderr).")
@@ -255,6 +263,12 @@ class Settings(BaseSettings):
     def chroma_path(self) -> Path:
         """Directory of the embedded Chroma store."""
         return self.data_dir / "chroma"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """The accepted bearer tokens."""
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return [key.strip() for key in raw.split(",") if key.strip()]
 
     def price_of(self, spec: str) -> ModelPrice:
         """Configured price of a model spec; unpriced models are free."""

@@ -1,0 +1,425 @@
+"""An OpenAI-compatible HTTP server: point an OpenAI client at Hybrid AI and get the routing.
+
+    hybrid serve --port 8000
+    OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=...).chat.completions.create(
+        model="hybrid", messages=[{"role": "user", "content": "What is the capital of France?"}])
+
+Endpoints: `POST /v1/chat/completions` (model `hybrid` or `hybrid:<profile>`; streaming or not),
+`GET /v1/models`, `GET /health`, `GET /metrics`, and Hybrid's own: `GET /v1/hybrid/threads/{id}`
+(poll a conversation), `GET /v1/hybrid/reviews`, `POST /v1/hybrid/reviews/{thread_id}`,
+`POST /v1/hybrid/feedback`.
+
+Every response carries a `hybrid` field (route, status, explanation, verifier, sources, trace id,
+costs, timings) and `X-Hybrid-*` headers. A question waiting for a reviewer answers `202` with
+`hybrid.status = "pending_review"`; poll `GET /v1/hybrid/threads/{thread_id}` until it is `200`.
+Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from hybrid import api
+from hybrid.errors import HybridError, InvalidQuestion, InvalidSetting, ReviewError, UnknownModel
+from hybrid.settings import resolve_settings
+
+MODEL = "hybrid"
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):  # content parts: keep the text ones
+            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class HybridOptions(BaseModel):
+    """Hybrid's own request options, in the `hybrid` field of the request body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: str | None = Field(None, description="Continue a server-side conversation.")
+    stream_policy: Literal["hold", "correct"] | None = Field(
+        None, description="hold: stream only verified answers; correct: stream drafts, then a correction."
+    )
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Per-run settings, e.g. force_route.")
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = MODEL
+    messages: list[ChatMessage]
+    stream: bool = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    user: str | None = None
+    stream_options: dict[str, Any] | None = None
+    hybrid: HybridOptions = Field(default_factory=HybridOptions)
+
+
+class ReviewBody(BaseModel):
+    action: Literal["approve", "edit", "reject", "escalate"]
+    answer: str | None = None
+    reason: str | None = None
+    reviewer: str = "api"
+
+
+class FeedbackBody(BaseModel):
+    thread_id: str
+    rating: Literal["up", "down"]
+    comment: str | None = None
+
+
+class OpenAIError(Exception):
+    """An error to answer in OpenAI's shape."""
+
+    def __init__(
+        self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _error_for(exc: Exception) -> OpenAIError:
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, InvalidQuestion | InvalidSetting):
+        return OpenAIError(400, str(exc), "invalid_request_error", "invalid_value")
+    if isinstance(exc, UnknownModel):
+        return OpenAIError(404, str(exc), "invalid_request_error", "model_not_found", "model")
+    if isinstance(exc, ReviewError):
+        status = 409 if "already resolved" in str(exc) or "being resolved" in str(exc) else 404
+        return OpenAIError(
+            status, str(exc), "invalid_request_error", "review_conflict" if status == 409 else None
+        )
+    if isinstance(exc, HybridError):
+        return OpenAIError(400, str(exc), "invalid_request_error")
+    return OpenAIError(500, f"internal error: {type(exc).__name__}", "server_error")
+
+
+def _overrides(request: ChatRequest) -> dict[str, Any]:
+    """Per-run settings from the request: profile in the model name, generation limits, user, options."""
+    overrides: dict[str, Any] = dict(request.hybrid.overrides)
+    base, _, profile = request.model.partition(":")
+    if base != MODEL:
+        message = f"model {request.model!r} does not exist; use 'hybrid' or 'hybrid:<profile>'"
+        raise OpenAIError(404, message, "invalid_request_error", "model_not_found", "model")
+    if profile:
+        overrides["profile"] = profile
+    limit = request.max_completion_tokens or request.max_tokens
+    if limit:
+        overrides["max_answer_tokens"] = limit
+    if request.temperature is not None:
+        overrides["temperature"] = request.temperature
+    if request.user:
+        overrides["user_id"] = request.user
+    return overrides
+
+
+def _conversation(request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
+    """The question (last user message) and the turns before it (the router sees them all)."""
+    turns = [m for m in request.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user":
+        raise OpenAIError(
+            400, "the last message must come from the user", "invalid_request_error", param="messages"
+        )
+    return turns[-1].text, [{"role": m.role, "content": m.text} for m in turns[:-1]]
+
+
+def _hybrid_field(answer: api.Answer, elapsed_ms: float) -> dict[str, Any]:
+    model_ms = sum(d["latency_ms"] for d in answer.drafts)
+    return {
+        "thread_id": answer.thread_id,
+        "trace_id": answer.trace_id,
+        "status": answer.status,
+        "route": answer.tier or answer.route["route"],
+        "answered_by": answer.answered_by,
+        "explanation": answer.explanation,
+        "verifier": answer.verifications[-1] if answer.verifications else None,
+        "sources": [
+            {key: hit[key] for key in ("source", "score", "similarity")} | {"text": hit["text"][:500]}
+            for hit in (answer.retrieval or {}).get("hits", [])
+        ],
+        "pending_review": answer.pending_review,
+        "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
+        "timings_ms": {
+            "total": round(elapsed_ms, 2),
+            "models": round(model_ms, 2),
+            "overhead": round(max(0.0, elapsed_ms - model_ms), 2),
+            "nodes": answer.timings_ms,
+        },
+    }
+
+
+def _content(answer: api.Answer) -> str:
+    if answer.status == "answered":
+        return answer.answer or ""
+    if answer.status == "pending_review":
+        thread = answer.thread_id
+        return f"Waiting for human review (thread {thread}); poll /v1/hybrid/threads/{thread}."
+    return "A reviewer declined to answer this question."
+
+
+def _headers(answer: api.Answer) -> dict[str, str]:
+    return {
+        "X-Hybrid-Thread-Id": answer.thread_id,
+        "X-Hybrid-Trace-Id": answer.trace_id or "",
+        "X-Hybrid-Status": answer.status,
+        "X-Hybrid-Route": answer.tier or answer.route["route"],
+        "X-Hybrid-Answered-By": answer.answered_by or "",
+    }
+
+
+def _completion(answer: api.Answer, model: str, elapsed_ms: float) -> dict[str, Any]:
+    usage = {
+        "prompt_tokens": sum(u["input_tokens"] for u in answer.usage.values()),
+        "completion_tokens": sum(u["output_tokens"] for u in answer.usage.values()),
+    }
+    return {
+        "id": f"chatcmpl-{answer.trace_id or uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": _content(answer)},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        "hybrid": _hybrid_field(answer, elapsed_ms),
+    }
+
+
+def _answer_response(answer: api.Answer, model: str, elapsed_ms: float) -> JSONResponse:
+    status = 202 if answer.status == "pending_review" else 200
+    return JSONResponse(_completion(answer, model, elapsed_ms), status_code=status, headers=_headers(answer))
+
+
+def _chunk(
+    completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any
+) -> str:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        **extra,
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _iterate_in_thread(events: Iterator[Any]) -> AsyncIterator[Any]:
+    """Consume a blocking iterator in a worker thread, yielding its items on the event loop."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    done = object()
+
+    def pump() -> None:
+        try:
+            for item in events:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as exc:  # delivered to the client as an error event
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        loop.call_soon_threadsafe(queue.put_nowait, done)
+
+    task = loop.run_in_executor(None, pump)
+    while (item := await queue.get()) is not done:
+        yield item
+    await task
+
+
+async def _stream(
+    request: ChatRequest, question: str, history: list, overrides: dict, policy: str
+) -> AsyncIterator[str]:
+    """Server-sent events. `hold`: only the final, verified text. `correct`: drafts as they are
+    written, a `hybrid.event = "correction"` chunk whenever a streamed draft fails verification
+    (discard what was streamed), then what replaces it."""
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
+    events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+    streamed = ""  # draft text the client has been shown and not told to discard
+    async for event in _iterate_in_thread(events):
+        if isinstance(event, BaseException):
+            error = _error_for(event if isinstance(event, Exception) else RuntimeError(str(event)))
+            yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind}})}\n\n"
+            return
+        if event.kind == "token" and policy == "correct":
+            streamed += event.text or ""
+            yield _chunk(completion_id, request.model, {"content": event.text})
+        elif event.kind == "node" and event.node == "verify" and streamed:
+            verification = ((event.update or {}).get("verifications") or [{}])[-1]
+            if not verification.get("passed"):
+                yield _correction(completion_id, request.model, verification.get("reasons", [])[:2])
+                streamed = ""
+        elif event.kind == "answer" and event.answer is not None:
+            answer = event.answer
+            final = _content(answer)
+            if streamed.strip() != final.strip():
+                if streamed:
+                    yield _correction(
+                        completion_id, request.model, ["the final answer differs from the draft"]
+                    )
+                for piece in _pieces(final):
+                    yield _chunk(completion_id, request.model, {"content": piece})
+            elapsed = (time.perf_counter() - started) * 1000
+            extra: dict[str, Any] = {"hybrid": _hybrid_field(answer, elapsed)}
+            if (request.stream_options or {}).get("include_usage"):
+                extra["usage"] = _completion(answer, request.model, elapsed)["usage"]
+            yield _chunk(completion_id, request.model, {}, "stop", **extra)
+    yield "data: [DONE]\n\n"
+
+
+def _correction(completion_id: str, model: str, reasons: list[str]) -> str:
+    return _chunk(
+        completion_id, model, {}, hybrid={"event": "correction", "discard": "draft", "reasons": reasons}
+    )
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == 0 else f" {w}" for i, w in enumerate(words)] if text else []
+
+
+def create_app() -> FastAPI:
+    """The server application (nothing happens until it is served)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async def expire_periodically() -> None:
+            while True:
+                await asyncio.sleep(60)
+                with contextlib.suppress(Exception):  # the next round tries again; cron can too
+                    await run_in_threadpool(api.expire_reviews)
+
+        task = asyncio.create_task(expire_periodically())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=lifespan)
+
+    async def authorize(request: Request) -> None:
+        keys = resolve_settings().api_key_list
+        if not keys:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not any(secrets.compare_digest(token, key) for key in keys):
+            message = "invalid or missing API key (Authorization: Bearer <key>)"
+            raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(_request: Request, exc: OpenAIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", [])[1:])
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        return OpenAIError(400, message, "invalid_request_error", "invalid_value", where or None).response()
+
+    @app.exception_handler(HybridError)
+    async def _expected(_request: Request, exc: HybridError) -> JSONResponse:
+        return _error_for(exc).response()
+
+    @app.exception_handler(Exception)  # last resort: Starlette logs it and answers 500
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        return _error_for(exc).response()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from hybrid.observability import render_metrics
+
+        return Response(render_metrics(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    async def models() -> dict[str, Any]:
+        names = [MODEL] + [f"{MODEL}:{p}" for p in sorted(resolve_settings().all_profiles)]
+        return {
+            "object": "list",
+            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "hybrid"} for n in names],
+        }
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat(request: ChatRequest) -> Response:
+        question, history = _conversation(request)
+        overrides = _overrides(request)
+        if request.stream:
+            policy = request.hybrid.stream_policy or resolve_settings().stream_policy
+            # Refuse bad input before the stream starts, so it gets a proper status code.
+            api.check_request(question, **overrides)
+            return StreamingResponse(
+                _stream(request, question, history, overrides, policy), media_type="text/event-stream"
+            )
+        started = time.perf_counter()
+        answer = await run_in_threadpool(
+            lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+        )
+        return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000)
+
+    @app.get("/v1/hybrid/threads/{thread_id}", dependencies=[Depends(authorize)])
+    async def thread(thread_id: str) -> Response:
+        answer = await run_in_threadpool(api.answer_for, thread_id)
+        return _answer_response(answer, MODEL, 0.0)
+
+    @app.get("/v1/hybrid/reviews", dependencies=[Depends(authorize)])
+    async def reviews() -> dict[str, Any]:
+        pending = await run_in_threadpool(api.pending_reviews)
+        return {"object": "list", "data": [p.model_dump(mode="json") for p in pending]}
+
+    @app.post("/v1/hybrid/reviews/{thread_id}", dependencies=[Depends(authorize)])
+    async def review(thread_id: str, body: ReviewBody) -> Response:
+        decision = body.model_dump(exclude_none=True)
+        answer = await run_in_threadpool(api.resume, thread_id, decision)
+        return _answer_response(answer, MODEL, 0.0)
+
+    @app.post("/v1/hybrid/feedback", dependencies=[Depends(authorize)])
+    async def feedback(body: FeedbackBody) -> dict[str, str]:
+        await run_in_threadpool(lambda: api.feedback(body.thread_id, body.rating, comment=body.comment))
+        return {"status": "recorded"}
+
+    return app
+
+
+def serve(host: str, port: int) -> None:
+    """Run the server until interrupted."""
+    import uvicorn
+
+    from hybrid.observability import configure_logging
+
+    configure_logging(resolve_settings().log_level)
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,242 @@
+"""The OpenAI-compatible server, in-process, driven by the official clients, with fake models."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from hybrid.server import create_app
+from tests.fakes import FakeModels
+
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture
+def http(fakes: FakeModels) -> TestClient:
+    return TestClient(create_app())
+
+
+@pytest.fixture
+def client(http: TestClient) -> openai.OpenAI:
+    return openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
+
+
+def test_the_openai_client_gets_an_answer_with_the_route(fakes: FakeModels, client: openai.OpenAI) -> None:
+    fakes.set("small", "The capital of France is Paris.")
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="hybrid", messages=[{"role": "user", "content": QUESTION}]
+    )
+    completion = raw.parse()
+
+    assert completion.choices[0].message.content == "The capital of France is Paris."
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == 6
+    extra = completion.model_extra["hybrid"]
+    assert (extra["status"], extra["route"], extra["answered_by"]) == ("answered", "small", "fake:small")
+    assert extra["explanation"].startswith("small model fake:small answered")
+    assert extra["verifier"]["passed"] is True
+    assert raw.headers["x-hybrid-route"] == "small"
+    assert raw.headers["x-hybrid-trace-id"] == extra["trace_id"]
+
+
+def test_langchains_chatopenai_works_unchanged(fakes: FakeModels, http: TestClient) -> None:
+    from langchain_openai import ChatOpenAI
+
+    fakes.set("small", "The capital of France is Paris.")
+    model = ChatOpenAI(model="hybrid", base_url="http://testserver/v1", api_key="unused", http_client=http)
+
+    reply = model.invoke(QUESTION)
+
+    assert reply.text == "The capital of France is Paris."
+    assert reply.usage_metadata is not None
+    assert reply.usage_metadata["output_tokens"] == 6
+
+
+def test_the_whole_conversation_is_considered(fakes: FakeModels, client: openai.OpenAI) -> None:
+    fakes.set("small", lambda m: "Berlin." if any("France" in x.text for x in m) else "I don't know.")
+    completion = client.chat.completions.create(
+        model="hybrid",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "And of Germany?"},
+        ],
+    )
+    assert completion.choices[0].message.content == "Berlin."
+    prompt = fakes.calls("small")[-1]
+    assert [m.text for m in prompt[1:]] == [QUESTION, "Paris.", "And of Germany?"]
+
+
+def test_streaming_holds_drafts_until_verified_by_default(fakes: FakeModels, client: openai.OpenAI) -> None:
+    fakes.set("small", "I don't know.")
+    fakes.set("large", "Paris is the capital of France.")
+
+    chunks = list(
+        client.chat.completions.create(
+            model="hybrid", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+    )
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Paris is the capital of France."  # the failed draft never reached the client
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra["hybrid"]["answered_by"] == "fake:large"
+
+
+def test_streaming_drafts_with_a_correction_on_escalation(fakes: FakeModels, client: openai.OpenAI) -> None:
+    fakes.set("small", "I don't know.")
+    fakes.set("large", "Paris is the capital of France.")
+
+    chunks = list(
+        client.chat.completions.create(
+            model="hybrid",
+            messages=[{"role": "user", "content": QUESTION}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"hybrid": {"stream_policy": "correct"}},
+        )
+    )
+
+    events, shown = [], ""
+    for chunk in chunks:
+        extra = (chunk.model_extra or {}).get("hybrid") or {}
+        if extra.get("event") == "correction":
+            events.append(("correction", shown))
+            shown = ""
+        elif chunk.choices and chunk.choices[0].delta.content:
+            shown += chunk.choices[0].delta.content
+    assert events == [("correction", "I don't know.")]  # the draft streamed, then was withdrawn
+    assert shown == "Paris is the capital of France."
+    assert chunks[-1].usage is not None
+
+
+def test_a_pending_review_is_202_and_can_be_polled_and_resolved(fakes: FakeModels, http: TestClient) -> None:
+    fakes.set("small", "A draft.")
+    body = {
+        "model": "hybrid",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "hybrid": {"overrides": {"force_route": "human"}},
+    }
+
+    pending = http.post("/v1/chat/completions", json=body)
+
+    assert pending.status_code == 202
+    thread = pending.json()["hybrid"]["thread_id"]
+    assert pending.json()["hybrid"]["status"] == "pending_review"
+    assert http.get(f"/v1/hybrid/threads/{thread}").status_code == 202
+    listed = http.get("/v1/hybrid/reviews").json()["data"]
+    assert [case["thread_id"] for case in listed] == [thread]
+
+    resolved = http.post(
+        f"/v1/hybrid/reviews/{thread}", json={"action": "edit", "answer": "Paris.", "reviewer": "ana"}
+    )
+    assert resolved.status_code == 200
+    polled = http.get(f"/v1/hybrid/threads/{thread}")
+    assert polled.status_code == 200
+    assert polled.json()["choices"][0]["message"]["content"] == "Paris."
+
+    again = http.post(f"/v1/hybrid/reviews/{thread}", json={"action": "approve", "reviewer": "bo"})
+    assert again.status_code == 409
+    assert "already resolved (edit) by ana" in again.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "hybrid", "messages": [{"role": "user", "content": "   "}]}, 400, "the question is empty"),
+        ({"model": "gpt-4o", "messages": [{"role": "user", "content": QUESTION}]}, 404, "does not exist"),
+        ({"model": "hybrid", "messages": []}, 400, "last message must come from the user"),
+        (
+            {
+                "model": "hybrid",
+                "messages": [{"role": "user", "content": QUESTION}],
+                "hybrid": {"overrides": {"retrieval": "x"}},
+            },
+            400,
+            "retrieval='x'",
+        ),
+        (
+            {"model": "hybrid:gpu", "messages": [{"role": "user", "content": QUESTION}]},
+            400,
+            "unknown profile 'gpu'",
+        ),
+        ({"model": "hybrid"}, 400, "messages"),
+    ],
+)
+def test_errors_use_openais_shape_and_status_codes(
+    fakes: FakeModels, http: TestClient, body: dict, status: int, fragment: str
+) -> None:
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert fragment in error["message"]
+    assert fakes.calls("small") == []
+
+
+def test_the_official_client_raises_its_own_errors(fakes: FakeModels, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="the question is empty"):
+        client.chat.completions.create(model="hybrid", messages=[{"role": "user", "content": ""}])
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
+
+
+def test_bearer_keys_guard_everything_and_nothing_runs_without_one(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, http: TestClient
+) -> None:
+    monkeypatch.setenv("HYBRID_API_KEYS", "key-one, key-two")
+    fakes.set("small", "The capital of France is Paris.")
+    body = {"model": "hybrid", "messages": [{"role": "user", "content": QUESTION}]}
+
+    denied = http.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer wrong"})
+    assert denied.status_code == 401
+    assert denied.json()["error"]["type"] == "authentication_error"
+    assert http.post("/v1/chat/completions", json=body).status_code == 401
+    assert http.get("/v1/models").status_code == 401
+    assert fakes.calls("small") == []
+
+    allowed = openai.OpenAI(base_url="http://testserver/v1", api_key="key-two", http_client=http)
+    assert (
+        allowed.chat.completions.create(**body).choices[0].message.content
+        == "The capital of France is Paris."
+    )
+    assert http.get("/health").status_code == 200  # health and metrics stay open for probes
+
+
+def test_models_health_and_metrics(fakes: FakeModels, http: TestClient, client: openai.OpenAI) -> None:
+    assert {m.id for m in client.models.list()} >= {"hybrid", "hybrid:embedded", "hybrid:ollama"}
+    assert http.get("/health").json() == {"status": "ok"}
+    fakes.set("small", "The capital of France is Paris.")
+    client.chat.completions.create(model="hybrid", messages=[{"role": "user", "content": QUESTION}])
+    metrics = http.get("/metrics").text
+    assert 'hybrid_requests_total{route="small",status="answered"}' in metrics
+
+
+def test_feedback_endpoint_records_a_rating(
+    fakes: FakeModels, http: TestClient, client: openai.OpenAI
+) -> None:
+    from hybrid.feedback import labelled_examples
+    from hybrid.settings import resolve_settings
+
+    fakes.set("small", "The capital of France is Paris.")
+    completion = client.chat.completions.create(
+        model="hybrid", messages=[{"role": "user", "content": QUESTION}]
+    )
+    thread = completion.model_extra["hybrid"]["thread_id"]
+
+    response = http.post("/v1/hybrid/feedback", json={"thread_id": thread, "rating": "up"})
+
+    assert response.json() == {"status": "recorded"}
+    assert labelled_examples(resolve_settings())[-1]["label"] == 1
+
+
+def test_stream_errors_before_the_stream_starts_are_http_errors(fakes: FakeModels, http: TestClient) -> None:
+    body = {"model": "hybrid", "messages": [{"role": "user", "content": ""}], "stream": True}
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert json.loads(response.text)["error"]["message"] == "the question is empty"

@@ -1,0 +1,139 @@
+"""`hybrid serve` for real: the embedded models over HTTP, and replicas sharing real stores."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import REPO
+from tests.servers import free_port, serving
+
+pytestmark = pytest.mark.e2e
+
+HYBRID = str(Path(sys.executable).parent / "hybrid")
+QUESTION = "What is the capital of France?"
+
+
+def start_replica(port: int, log: Path) -> object:
+    return serving([HYBRID, "serve", "--port", str(port)], f"http://127.0.0.1:{port}/health", log)
+
+
+@pytest.fixture
+def server(isolated: Path) -> Iterator[str]:
+    port = free_port()
+    with start_replica(port, isolated.parent / "serve.log"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_real_models_answer_the_official_clients_over_http(server: str) -> None:
+    from langchain_openai import ChatOpenAI
+
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    completion = client.chat.completions.create(
+        model="hybrid", messages=[{"role": "user", "content": QUESTION}]
+    )
+    assert "Paris" in (completion.choices[0].message.content or "")
+    assert completion.model_extra["hybrid"]["answered_by"] == "llamacpp:smollm2-135m-instruct"
+
+    streamed = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in client.chat.completions.create(
+            model="hybrid", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+        if chunk.choices
+    )
+    assert "Paris" in streamed
+
+    reply = ChatOpenAI(model="hybrid", base_url=f"{server}/v1", api_key="unused").invoke("Who wrote Hamlet?")
+    assert "Shakespeare" in reply.text
+
+
+def test_health_answers_while_the_models_are_busy(server: str) -> None:
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=120)
+    busy = threading.Thread(
+        target=lambda: [
+            client.chat.completions.create(
+                model="hybrid", messages=[{"role": "user", "content": f"Tell me about the number {n}."}]
+            )
+            for n in range(3)
+        ]
+    )
+    busy.start()
+    time.sleep(0.5)
+    while busy.is_alive():
+        assert httpx.get(f"{server}/health", timeout=2).json() == {"status": "ok"}
+        time.sleep(0.2)
+    busy.join()
+
+
+def test_replicas_share_reviews_and_knowledge_through_real_stores(
+    isolated: Path, postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hybrid import api
+
+    chroma_port = free_port()
+    chroma = [
+        str(Path(sys.executable).parent / "chroma"),
+        "run",
+        "--path",
+        str(isolated.parent / "chroma-server"),
+    ]
+    chroma += ["--host", "127.0.0.1", "--port", str(chroma_port)]
+    with serving(chroma, f"http://127.0.0.1:{chroma_port}/api/v2/heartbeat", isolated.parent / "chroma.log"):
+        monkeypatch.setenv("HYBRID_CHROMA_URL", f"http://127.0.0.1:{chroma_port}")
+        assert api.ingest([REPO / "data" / "knowledge"]).ok  # one shared knowledge base
+        api.reset()
+        ports = free_port(), free_port()
+        replicas = []
+        for name, port in zip("ab", ports, strict=True):
+            monkeypatch.setenv(
+                "HYBRID_DATA_DIR", str(isolated.parent / f"replica-{name}")
+            )  # nothing shared locally
+            replicas.append(start_replica(port, isolated.parent / f"replica-{name}.log"))
+        with replicas[0], replicas[1]:
+            a, b = (f"http://127.0.0.1:{port}" for port in ports)
+            ask = {"model": "hybrid", "messages": [{"role": "user", "content": QUESTION}]}
+
+            pending = httpx.post(
+                f"{a}/v1/chat/completions",
+                json=ask | {"hybrid": {"overrides": {"force_route": "human"}}},
+                timeout=120,
+            )
+            assert pending.status_code == 202
+            thread = pending.json()["hybrid"]["thread_id"]
+
+            listed = httpx.get(f"{b}/v1/hybrid/reviews", timeout=30).json()["data"]
+            assert [case["thread_id"] for case in listed] == [thread]
+            resolved = httpx.post(
+                f"{b}/v1/hybrid/reviews/{thread}",
+                json={"action": "edit", "answer": "Paris.", "reviewer": "ana"},
+                timeout=60,
+            )
+            assert resolved.status_code == 200
+            polled = httpx.get(f"{a}/v1/hybrid/threads/{thread}", timeout=30)
+            assert (polled.status_code, polled.json()["choices"][0]["message"]["content"]) == (200, "Paris.")
+
+            knowledge = ask | {
+                "messages": [{"role": "user", "content": "How do I resolve a pending review case?"}],
+                "hybrid": {"overrides": {"retrieval": "always", "small_accept_threshold": 0.0}},
+            }
+            sources = [
+                {
+                    Path(s["source"]).name
+                    for s in httpx.post(f"{r}/v1/chat/completions", json=knowledge, timeout=120).json()[
+                        "hybrid"
+                    ]["sources"]
+                }
+                for r in (a, b)
+            ]
+            assert sources[0] == sources[1]
+            assert "human-review.md" in sources[0]
+    assert not os.path.exists(isolated.parent / "replica-a" / "hybrid.sqlite")  # state went to PostgreSQL
