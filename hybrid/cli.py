@@ -330,6 +330,24 @@ def eval_retrieval(folder: Path, reference: Path | None, max_queries: int | None
     click.echo(json.dumps(figures) if as_json else format_table(figures))
 
 
+@eval_.command("load")
+@click.option(
+    "--concurrency", default="1,4,16", show_default=True, help="Comma-separated concurrency levels."
+)
+@click.option(
+    "--requests", "requests_per_level", type=int, help="Requests per level [default: 2 x level, >= 8]."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_load(concurrency: str, requests_per_level: int | None, as_json: bool) -> None:
+    """Drive `hybrid serve` over HTTP on the embedded models: throughput, latency, errors, overhead."""
+    from hybrid.evals.load import evaluate_load, format_table
+
+    levels = [int(level) for level in concurrency.split(",") if level.strip()]
+    report = evaluate_load(levels, requests_per_level, log=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(report) if as_json else format_table(report))
+
+
 @eval_.command("robustness")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_handle_errors
@@ -395,3 +413,7 @@ def dev(port: int, host: str) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ where, never the value; `mask` replaces every finding with its kind.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -75,21 +76,46 @@ def _national_validators() -> dict[str, Any]:
     return {"us.ssn": ssn, "fr.nir": nir, "es.dni": dni, "it.codicefiscale": codicefiscale, "de.idnr": idnr}
 
 
-def _secrets(text: str) -> list[Finding]:
-    from detect_secrets.core.scan import scan_line
-    from detect_secrets.settings import transient_settings
+_plugins_lock = threading.Lock()
 
+
+@lru_cache(maxsize=1)
+def _scanner() -> Any:
+    """detect-secrets' line scanner, with our plugins configured once per process.
+
+    (Its `transient_settings` rebuilds every plugin on each call: about 2 ms a string.)
+    """
+    from detect_secrets.core.scan import scan_line
+    from detect_secrets.settings import get_settings
+
+    get_settings().configure_plugins([{"name": name} for name in _SECRET_PLUGINS])
+    return scan_line
+
+
+_LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{20,}")
+
+
+def _may_hold_secret(text: str) -> bool:
+    """Every detector's pattern needs a digit, `=`/`:`, a key header, or a long token; prose has none."""
+    return any(ch.isdigit() or ch in "=:" for ch in text) or "-----" in text or bool(_LONG_TOKEN.search(text))
+
+
+def _secrets(text: str) -> list[Finding]:
+    if not _may_hold_secret(text):
+        return []
+    scan_line = _scanner()
     found = []
-    with transient_settings({"plugins_used": [{"name": name} for name in _SECRET_PLUGINS]}):
-        for line in text.splitlines() or [text]:
-            for secret in scan_line(line):
-                value = secret.secret_value or ""
-                start = text.find(value) if value else -1
-                if start >= 0:
-                    found.append(Finding("secret", "secret", start, start + len(value)))
-                else:
-                    at = text.find(line)
-                    found.append(Finding("secret", "secret", at, at + len(line)))
+    for line in text.splitlines() or [text]:
+        with _plugins_lock:  # the scanner's plugin state is shared
+            secrets = list(scan_line(line))
+        for secret in secrets:
+            value = secret.secret_value or ""
+            start = text.find(value) if value else -1
+            if start >= 0:
+                found.append(Finding("secret", "secret", start, start + len(value)))
+            else:
+                at = text.find(line)
+                found.append(Finding("secret", "secret", at, at + len(line)))
     found += [Finding("secret", "secret", m.start(), m.end()) for m in _GENERIC_KEY.finditer(text)]
     return found
 
@@ -135,6 +161,7 @@ def kinds(findings: list[Finding]) -> list[str]:
     return list(dict.fromkeys(f.kind for f in findings))
 
 
+@lru_cache(maxsize=4096)  # audit records repeat many strings (model names, reasons)
 def mask(text: str) -> str:
     """`text` with every sensitive value replaced by its kind, e.g. `[EMAIL]`."""
     if not text:

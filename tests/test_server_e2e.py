@@ -137,3 +137,28 @@ def test_replicas_share_reviews_and_knowledge_through_real_stores(
             assert sources[0] == sources[1]
             assert "human-review.md" in sources[0]
     assert not os.path.exists(isolated.parent / "replica-a" / "hybrid.sqlite")  # state went to PostgreSQL
+
+
+def test_the_load_benchmark_reports_every_level(isolated: Path) -> None:
+    import json
+    import subprocess
+
+    result = subprocess.run(
+        [HYBRID, "eval", "load", "--concurrency", "1,2", "--requests", "4", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=dict(os.environ),
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert [level["concurrency"] for level in report["levels"]] == [1, 2]
+    assert report["errors_total"] == 0
+    for level in report["levels"]:
+        assert level["requests"] == 4
+        assert level["rps"] > 0
+        assert 0 < level["latency_ms"]["p50"] <= level["latency_ms"]["p99"]
+        assert level["overhead_ms"]["p50"] >= 0
+        assert level["health_ms"]["max"] > 0

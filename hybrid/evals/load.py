@@ -1,0 +1,177 @@
+"""`hybrid eval load`: the OpenAI-compatible server under concurrent load, on the embedded models.
+
+A real `hybrid serve` process on 127.0.0.1 (its own data directory, the cache off so every request
+runs the models) is driven over HTTP at each concurrency level, while `/health` is probed every
+100 ms. Per level: requests per second, latency percentiles, errors, the graph's own overhead per
+request (the server's time minus the models' time, as each response reports it), and `/health`
+latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Who wrote Hamlet?",
+    "What is the largest planet in the solar system?",
+    "What language is spoken in Brazil?",
+    "What is the boiling point of water in Celsius?",
+    "Who painted the Mona Lisa?",
+    "What is the chemical symbol for gold?",
+    "How many continents are there?",
+    "What is the capital of Japan?",
+    "Which ocean is the largest?",
+    "What gas do plants absorb from the air?",
+    "Who was the first person to walk on the Moon?",
+]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2) if ordered else 0.0
+
+
+@contextlib.contextmanager
+def _server(folder: Path) -> Iterator[str]:
+    from hybrid.evals.servers import free_port, running
+
+    port = free_port()
+    env = {"HYBRID_DATA_DIR": str(folder / "data"), "HYBRID_CACHE": "off"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        command = [sys.executable, "-m", "hybrid.cli", "serve", "--port", str(port)]
+        with running(command, f"http://127.0.0.1:{port}/health", folder / "serve.log"):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+async def _level(url: str, concurrency: int, requests: int) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    overheads: list[float] = []
+    health: list[float] = []
+    errors: list[str] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(requests):
+        queue.put_nowait(n)
+    running = True
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            n = queue.get_nowait()
+            body = {
+                "model": "hybrid",
+                "messages": [{"role": "user", "content": QUESTIONS[n % len(QUESTIONS)]}],
+            }
+            began = time.perf_counter()
+            try:
+                response = await client.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+                elapsed = (time.perf_counter() - began) * 1000
+                if response.status_code not in (200, 202):
+                    errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                    continue
+                latencies.append(elapsed)
+                overheads.append(response.json()["hybrid"]["timings_ms"]["overhead"])
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    async def probe(client: httpx.AsyncClient) -> None:
+        while running:
+            began = time.perf_counter()
+            try:
+                await client.get(f"{url}/health", timeout=5)
+                health.append((time.perf_counter() - began) * 1000)
+            except httpx.HTTPError:
+                health.append(5000.0)
+            await asyncio.sleep(0.1)
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+        prober = asyncio.create_task(probe(client))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        running = False
+        await prober
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "rps": round(len(latencies) / wall, 3) if wall else 0.0,
+        "latency_ms": {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+        "overhead_ms": {"p50": _percentile(overheads, 0.5), "p95": _percentile(overheads, 0.95)},
+        "health_ms": {
+            "p50": _percentile(health, 0.5),
+            "p95": _percentile(health, 0.95),
+            "max": round(max(health, default=0), 2),
+        },
+    }
+
+
+def evaluate_load(
+    concurrency: list[int],
+    requests_per_level: int | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Run each concurrency level against a fresh server; return the figures per level."""
+    import httpx
+
+    with tempfile.TemporaryDirectory(prefix="hybrid-load-") as folder, _server(Path(folder)) as url:
+        log(f"server up at {url}; warming up the models ...")
+        for question in QUESTIONS[:2]:
+            body = {"model": "hybrid", "messages": [{"role": "user", "content": question}]}
+            httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+        levels = []
+        for level in concurrency:
+            requests = requests_per_level or max(2 * level, 8)
+            log(f"  concurrency {level}: {requests} requests ...")
+            levels.append(asyncio.run(_level(url, level, requests)))
+    overhead = [lvl["overhead_ms"]["p50"] for lvl in levels]
+    return {
+        "levels": levels,
+        "errors_total": sum(lvl["errors"] for lvl in levels),
+        "overhead_ms_p50": round(statistics.median(overhead), 2) if overhead else 0.0,
+        "health_ms_max": max((lvl["health_ms"]["max"] for lvl in levels), default=0.0),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The figures for people."""
+    header = (
+        "conc",
+        "reqs",
+        "errors",
+        "rps",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "overhead p50",
+        "health p95",
+        "health max",
+    )
+    widths = (5, 6, 8, 8, 9, 9, 9, 14, 12, 12)
+    lines = ["".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True))]
+    for lvl in report["levels"]:
+        lat, over, health = lvl["latency_ms"], lvl["overhead_ms"], lvl["health_ms"]
+        lines.append(
+            f"{lvl['concurrency']:>5}{lvl['requests']:>6}{lvl['errors']:>8}{lvl['rps']:>8.2f}{lat['p50']:>9.0f}"
+            f"{lat['p95']:>9.0f}{lat['p99']:>9.0f}{over['p50']:>14.1f}{health['p95']:>12.1f}{health['max']:>12.1f}"
+        )
+    return "\n".join(lines)
