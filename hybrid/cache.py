@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 from hybrid.database import answer_cache, database_for, insert_ignore
 from hybrid.settings import Settings
-from hybrid.text import numbers, words
+from hybrid.text import content_terms, numbers, words
 
 # Words whose presence on one side only flips or bounds the meaning of an otherwise similar question.
 POLARITY = frozenset(
@@ -31,10 +32,14 @@ POLARITY = frozenset(
     started stopped increase decrease increased decreased raise lower more less most least before
     after min max minimum maximum on off open close opened closed lock unlock include exclude
     included excluded true false yes accept reject accepted rejected above below over under first
-    last highest lowest best worst up down in out install uninstall encrypt decrypt
+    last highest lowest best worst up down in out install uninstall encrypt decrypt left right
+    east west north south forward backward backwards inside outside upper lower internal external
+    import export buy sell import exported imported positive negative increasing decreasing rise fall
+    gain loss profit deficit surplus inflation deflation male female younger older earlier later
     """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 _CANDIDATES = 500
+_EMBEDDING_SEES = 600  # characters beyond which the embedding may not see a difference
 
 
 @dataclass(frozen=True)
@@ -59,16 +64,39 @@ def normalized(question: str) -> str:
     return " ".join(words(question))
 
 
+_CONTRACTIONS = [
+    (re.compile(r"\bcan['’]t\b"), "can not"),
+    (re.compile(r"\bwon['’]t\b"), "will not"),
+    (re.compile(r"n['’]t\b"), " not"),
+    (re.compile(r"\b(what|who|where|how|when|it|that|there)['’]s\b"), r"\1 is"),
+    (re.compile(r"['’]re\b"), " are"),
+    (re.compile(r"\bcannot\b"), "can not"),
+]
+
+
+def _expanded(text: str) -> list[str]:
+    lowered = text.casefold()
+    for pattern, replacement in _CONTRACTIONS:
+        lowered = pattern.sub(replacement, lowered)
+    return words(lowered)
+
+
 def conflict(a: str, b: str) -> str | None:
     """Why two similar questions must not share an answer (polarity or numbers), if they must not."""
-    la, lb = words(a), words(b)
+    la, lb = _expanded(a), _expanded(b)
     flipped = sorted((set(la) ^ set(lb)) & POLARITY)
     if flipped:
         return f"differ in {', '.join(flipped)}"
     if sorted(numbers(a)) != sorted(numbers(b)):
         return "differ in numbers"
-    if sorted(la) == sorted(lb) and la != lb:
+    ta, tb = content_terms(a), content_terms(b)
+    if sorted(ta) == sorted(tb) and ta != tb:
         return "same words in another order"  # "is A faster than B" vs "is B faster than A": 0.99 alike
+    if max(len(a), len(b)) > _EMBEDDING_SEES:
+        sa, sb = set(ta), set(tb)
+        if len(sa & sb) / max(1, len(sa | sb)) < 0.85:
+            # MiniLM reads ~256 tokens: two long questions differing further on embed alike.
+            return "long questions that differ in substance"
     return None
 
 

@@ -330,6 +330,35 @@ def eval_retrieval(folder: Path, reference: Path | None, max_queries: int | None
     click.echo(json.dumps(figures) if as_json else format_table(figures))
 
 
+@eval_.command("cache")
+@click.option(
+    "--routellm",
+    "folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="RouteLLM's data folder (GSM8K and MMLU questions).",
+)
+@click.option(
+    "--xquad", type=click.Path(path_type=Path), help="XQuAD JSON [default: ../qa/xquad-en-dev.json]."
+)
+@click.option("--limit", default=6000, show_default=True, help="Distinct questions to use.")
+@click.option("--target", default=0.001, show_default=True, help="Highest acceptable false-hit rate.")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def eval_cache(folder: Path, xquad: Path | None, limit: int, target: float, as_json: bool) -> None:
+    """Calibrate the cache's near-duplicate threshold (false hits on distinct questions, recall)."""
+    from hybrid.evals.cache import evaluate_cache, format_table
+
+    report = evaluate_cache(
+        folder,
+        xquad=xquad or folder.parent / "qa" / "xquad-en-dev.json",
+        limit=limit,
+        target_false_hits=target,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(report) if as_json else format_table(report))
+
+
 @eval_.command("load")
 @click.option(
     "--concurrency", default="1,4,16", show_default=True, help="Comma-separated concurrency levels."

@@ -113,3 +113,50 @@ def test_forced_routes_bypass_the_cache(cached: FakeModels) -> None:
     api.ask("What is the capital of France?")
     forced = api.ask("What is the capital of France?", force_route="large")
     assert forced.answered_by == "fake:large"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "why"),
+    [
+        ("Which would shift demand to the right?", "Which would shift demand to the left?", "left, right"),
+        ("Why does it not work?", "Why doesn't it work?", None),
+        ("What is the capital of France?", "What's the capital of France?", None),
+        ("Can I cancel it?", "Can't I cancel it?", "not"),
+        ("x " * 400 + "Option A: red", "x " * 400 + "Option A: blue and green and yellow", "long questions"),
+    ],
+)
+def test_the_guard_tells_meaning_from_wording(a: str, b: str, why: str | None) -> None:
+    reason = conflict(a, b)
+    assert (reason is None) if why is None else (why in (reason or ""))
+
+
+def test_eval_cache_calibrates_on_distinct_questions(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from hybrid.cli import cli
+
+    routellm = tmp_path / "routellm"
+    (routellm / "gsm8k").mkdir(parents=True)
+    (routellm / "mmlu" / "responses").mkdir(parents=True)
+    questions = [f"How many apples does person {n} have after buying {n + 2} more?" for n in range(30)]
+    with (routellm / "gsm8k" / "gsm8k_responses.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["prompt"])
+        writer.writeheader()
+        writer.writerows({"prompt": q} for q in questions)
+    with (routellm / "mmlu" / "responses" / "mmlu_x.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["prompt"])
+        writer.writeheader()
+        writer.writerow({"prompt": "What is the largest planet?\nA. Mars\nB. Jupiter"})
+
+    result = CliRunner().invoke(cli, ["eval", "cache", "--routellm", str(routellm), "--json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["questions"] == 31
+    assert 0.8 <= report["recommended_threshold"] <= 0.99
+    row = report["at_recommended"]
+    assert row["false_hit_rate"] <= report["target_false_hit_rate"] or report["recommended_threshold"] == 0.99
+    assert all(r["false_hit_rate"] <= r["false_hit_rate_without_guard"] for r in report["thresholds"])
