@@ -182,3 +182,23 @@ def test_langgraph_dev_serves_the_ingestion_graph(dev_server: str, tmp_path: Pat
         context={"retrieval": "always"},
     )
     assert Path(answer["retrieval"]["hits"][0]["source"]).name == "okapi.md"
+
+
+def test_the_embedded_model_streams_what_it_answers_with_token_log_probabilities() -> None:
+    from langchain_core.messages import HumanMessage
+
+    from hybrid.models import get_chat_model
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    model = get_chat_model(settings.tier_specs("small")[0], settings)
+    question = [HumanMessage("What is the capital of France?")]
+
+    answer = model.invoke(question, temperature=0.0, max_tokens=24)
+    streamed = "".join(chunk.text for chunk in model.stream(question, temperature=0.0, max_tokens=24))
+
+    assert streamed.strip() == answer.text.strip() != ""
+    meta = answer.response_metadata
+    assert meta["mean_token_logprob"] < 0
+    assert 0 < meta["min_token_prob"] <= 1
+    assert answer.usage_metadata["output_tokens"] <= 24
