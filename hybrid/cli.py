@@ -390,6 +390,209 @@ def eval_robustness(as_json: bool) -> None:
         sys.exit(1)
 
 
+@eval_.command("routing")
+@click.option(
+    "--routellm",
+    "root",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="RouteLLM's data folder (gsm8k/, mmlu/), e.g. ../shared/data/routellm.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one PNG per benchmark (quality against large-model share) into this folder.",
+)
+@click.option(
+    "--seeds", default=1, show_default=True, type=click.IntRange(1, 20), help="CV seeds; figures are means."
+)
+@click.option(
+    "--max-items", type=click.IntRange(50), help="A seeded sample of N queries per data set (quick runs)."
+)
+@click.option(
+    "--benchmark",
+    "benchmarks",
+    multiple=True,
+    type=click.Choice(["mmlu_random_split", "mmlu_unseen_subjects", "gsm8k_query", "gsm8k_cascade"]),
+    help="Run only this benchmark (repeatable; default: all four).",
+)
+@_handle_errors
+def eval_routing(
+    *,
+    root: Path,
+    as_json: bool,
+    plot_dir: Path | None,
+    seeds: int,
+    max_items: int | None,
+    benchmarks: tuple[str, ...],
+) -> None:
+    """APGR and CPT of the learned router on RouteLLM's MMLU and GSM8K labels, beside RouteLLM's."""
+    from hybrid.evals.routing import BENCHMARKS, evaluate_routing, format_report
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    report = evaluate_routing(
+        root,
+        seeds=seeds,
+        max_items=max_items,
+        cache_dir=settings.data_dir / "embedding-cache",
+        benchmarks=benchmarks or BENCHMARKS,
+        router=settings.router_path,
+        plot_dir=plot_dir,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@cli.group()
+def router() -> None:
+    """Train and calibrate the learned router."""
+
+
+@router.command("train")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSONL: {"query", "label": 0|1} or {"query", "small_correct", "large_correct"} '
+    '(+ "context", "weight", "group").',
+)
+@click.option(
+    "--routellm",
+    "root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Train on RouteLLM's MMLU and GSM8K labels (Mixtral small, GPT-4 large).",
+)
+@click.option("--from-feedback", is_flag=True, help="Add the labelled examples of the feedback table.")
+@click.option(
+    "--feedback-weight", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+    help="Weight of each feedback example (the others weigh 1 unless the file says).",
+)  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write (default: a new versioned folder under the data directory).",
+)
+@click.option(
+    "--cv-folds", default=5, show_default=True, type=click.IntRange(0, 20),
+    help="Folds for out-of-fold scores (metrics, calibration); 0 skips them.",
+)  # fmt: skip
+@_handle_errors
+def router_train(
+    *,
+    data_file: Path | None,
+    root: Path | None,
+    from_feedback: bool,
+    feedback_weight: float,
+    out: Path | None,
+    cv_folds: int,
+) -> None:
+    """Train a router from labelled queries and write it as a versioned artifact."""
+    from hybrid.routing.examples import feedback_examples, read_jsonl, routellm_examples
+    from hybrid.routing.pipeline import default_output_dir, train_router
+    from hybrid.settings import resolve_settings
+
+    if (data_file is None) == (root is None):
+        raise click.UsageError("give exactly one of --data FILE.jsonl and --routellm DIR")
+    settings = resolve_settings()
+    try:
+        if root is not None:
+            examples = routellm_examples(root)
+            description = (
+                f"RouteLLM MMLU + GSM8K labels ({len(examples)} queries after decontamination; "
+                "small: Mixtral-8x7B-Instruct, large: GPT-4-1106)"
+            )
+        else:
+            examples = read_jsonl(data_file)  # type: ignore[arg-type]
+            description = f"{data_file.name} ({len(examples)} examples)"  # type: ignore[union-attr]
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    if from_feedback:
+        extra = feedback_examples(settings, feedback_weight)
+        examples = [*examples, *extra]
+        description += f" + {len(extra)} feedback examples (weight {feedback_weight:g})"
+    target = out or default_output_dir(settings)
+    try:
+        report = train_router(
+            examples,
+            target,
+            description=description,
+            cache_dir=settings.data_dir / "embedding-cache",
+            cv_folds=cv_folds,
+            threads=settings.embed_threads,
+            log=lambda message: click.echo(message, err=True),
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    overall = report.metrics.get("out_of_fold", {}).get("all")
+    summary = f"; out-of-fold APGR {overall['apgr']:.3f}, CPT50 {overall['cpt50']:.1%}" if overall else ""
+    click.echo(
+        f"router written to {report.path} ({report.examples} examples, level 2 {report.level2}{summary})"
+    )
+
+
+@router.command("calibrate")
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL with small_correct and large_correct (default: the router's own out-of-fold scores).",
+)
+@click.option(
+    "--target-quality", type=click.FloatRange(0, 1.5), help="Quality as a fraction of the large model's."
+)
+@click.option(
+    "--max-large-share", type=click.FloatRange(0, 1), help="Largest share of queries sent to the large model."
+)
+@click.option(
+    "--router",
+    "router_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Router folder (default: the configured router_path).",
+)
+@_handle_errors
+def router_calibrate(
+    data_file: Path | None,
+    target_quality: float | None,
+    max_large_share: float | None,
+    router_dir: Path | None,
+) -> None:
+    """Choose the router's threshold for a target quality or a maximum large-model share, and save it."""
+    from hybrid.routing.examples import read_jsonl
+    from hybrid.routing.pipeline import calibrate_router
+    from hybrid.settings import resolve_settings
+
+    if (target_quality is None) == (max_large_share is None):
+        raise click.UsageError("give exactly one of --target-quality and --max-large-share")
+    settings = resolve_settings()
+    folder = router_dir or settings.router_path
+    try:
+        result = calibrate_router(
+            folder,
+            read_jsonl(data_file) if data_file else None,
+            target_quality=target_quality,
+            max_large_share=max_large_share,
+            cache_dir=settings.data_dir / "embedding-cache",
+            source=str(data_file) if data_file else "the router's out-of-fold scores",
+        )
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    q_low, q_high = result.quality_ci
+    s_low, s_high = result.large_share_ci
+    click.echo(f"threshold {result.threshold:.4f} ({result.rule}) saved to {folder / 'router.json'}")
+    click.echo(
+        f"expected quality {result.quality:.1%} (95% CI {q_low:.1%}-{q_high:.1%}), "
+        f"{result.quality / result.large_accuracy:.1%} of the large model's {result.large_accuracy:.1%} "
+        f"(small alone {result.small_accuracy:.1%})"
+    )
+    click.echo(
+        f"large-model share {result.large_share:.1%} (95% CI {s_low:.1%}-{s_high:.1%}) "
+        f"on {result.examples} examples"
+    )
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
 def ui(streamlit_args: tuple[str, ...]) -> None:

@@ -74,6 +74,10 @@ BUILTIN_PROFILES: dict[str, Profile] = {
 }
 
 
+# The router artifact shipped in the repository (`hybrid router train --routellm ... --out` rebuilds it).
+DEFAULT_ROUTER_PATH = Path(__file__).resolve().parent.parent / "data" / "router" / "default"
+
+
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "hybrid"
@@ -146,6 +150,10 @@ class Settings(BaseSettings):
     force_route: Route | None = Field(None, description="Skip the router: small, large or human.")
     route_threshold: float = Field(
         0.5, ge=0, le=1, description="Difficulty at or above which a query starts on the large model."
+    )
+    router_path: Path = Field(
+        DEFAULT_ROUTER_PATH,
+        description="Folder of the learned router (router.npz + router.json, with its calibrated threshold).",
     )
     retrieval: RetrievalMode = Field("auto", description="Consult the knowledge base: auto, always, never.")
     kb_need_threshold: float = Field(
