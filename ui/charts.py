@@ -134,6 +134,9 @@ def latency(turns: Sequence[api.TrafficTurn]) -> alt.Chart | None:
 def cost(turns: Sequence[api.TrafficTurn]) -> alt.Chart:
     """Cumulative lines: what the answers cost against what the large model alone would have cost."""
     frame = turns_frame(turns, ("1min", "%H:%M")).sort_values("at")
+    span = frame["at"].iloc[-1] - frame["at"].iloc[0]
+    # Vega's default labels are 12-hour and repeat within a minute; say what the span needs.
+    label = "%H:%M:%S" if span <= timedelta(minutes=10) else "%H:%M" if span <= timedelta(days=2) else "%b %d"
     answered = frame[frame["large_only_cost"].notna()]
     long = pd.DataFrame(
         {
@@ -146,7 +149,7 @@ def cost(turns: Sequence[api.TrafficTurn]) -> alt.Chart:
         alt.Chart(long, title="Cost against sending everything to the large model")
         .mark_line(point=True, interpolate="step-after")
         .encode(
-            x=alt.X("at:T", title=None, axis=alt.Axis(format="%H:%M", labelAngle=0)),
+            x=alt.X("at:T", title=None, axis=alt.Axis(format=label, labelAngle=0)),
             y=alt.Y("cost:Q", title="cumulative cost ($)"),
             color=alt.Color(
                 "series:N",

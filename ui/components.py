@@ -6,6 +6,8 @@ be tested without running Streamlit.
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +50,32 @@ def badge(answer: api.Answer) -> str:
 
 def verifier_line(answer: api.Answer) -> str:
     """The final verification's score against its threshold, as a badge: `verifier 0.95 ≥ 0.60`."""
+    if route_of(answer) == "cache":  # only verified answers are cached
+        return ":gray-badge[verified when first answered]"
+    if (answer.review or {}).get("action") == "edit":  # earlier checks judged the models, not this
+        return ":gray-badge[the reviewer's own answer]"
     if not answer.verifications:
-        return ":gray-badge[not verified by the verifier]"
+        return ":gray-badge[not verified]"
     last = answer.verifications[-1]
     sign, color = ("≥", "green") if last["passed"] else ("<", "red")
     return f":{color}-badge[verifier {last['score']:.2f} {sign} {last['threshold']:.2f}]"
 
 
 def money(value: float) -> str:
-    """A cost in three significant digits: small models cost fractions of a cent."""
+    """A cost with three significant digits, never in scientific notation (small models cost
+    fractions of a cent)."""
     if value == 0:
         return "$0"
     sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):.2f}" if abs(value) >= 1 else f"{sign}${abs(value):.3g}"
+    digits = max(2, 2 - math.floor(math.log10(abs(value))))
+    return f"{sign}${abs(value):.{digits}f}"
+
+
+def plain(text: str, limit: int = 600) -> str:
+    """A passage shown as running text: Markdown escaped, lines joined, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    flat = flat[:limit] + ("…" if len(flat) > limit else "")
+    return re.sub(r"([\\`*_{}\[\]()#+\-!|<>~$])", r"\\\1", flat)
 
 
 def seconds(ms: float) -> str:
@@ -75,8 +90,10 @@ def usage_line(answer: api.Answer) -> str:
         f":material/token: {tokens} tokens",
         f":material/payments: cost {money(answer.total_cost)}",
     ]
-    if answer.large_only_cost:
+    if answer.large_only_cost and answer.saved >= 0:
         parts.append(f"saved {money(answer.saved)} against the large model alone")
+    elif answer.large_only_cost:
+        parts.append(f"{money(-answer.saved)} more than the large model alone")
     return " · ".join(parts)
 
 
@@ -116,7 +133,7 @@ def render_sources(hits: list[dict[str, Any]], *, expanded: bool = False) -> Non
             meta = hit.get("metadata") or {}
             where = Path(hit["source"]).name + (f" · {meta['section']}" if meta.get("section") else "")
             st.markdown(f"**{where}** · similarity {hit['similarity']:.2f}")
-            st.caption(hit["text"][:600] + ("…" if len(hit["text"]) > 600 else ""))
+            st.caption(plain(hit["text"]))
             st.caption(f"`{hit['source']}`")
 
 

@@ -9,6 +9,7 @@ import streamlit as st
 
 from hybrid import api
 from hybrid.errors import HybridError
+from ui.components import plain
 
 state = st.session_state
 
@@ -104,7 +105,7 @@ def search() -> None:
                 f"**{rank}. {Path(hit['source']).name}{section}** · score {hit['score']:.3f} · "
                 f"similarity {hit['similarity']:.2f}"
             )
-            st.caption(hit["text"][:800])
+            st.caption(plain(hit["text"], 800))
             st.caption(f"`{hit['source']}`")
 
 

@@ -61,7 +61,7 @@ def show_case(case: api.PendingReview, reviewer: str) -> None:
     request = case.request
     key = case.case_id
     actions = request["actions"]
-    with st.container(border=True):
+    with st.container(border=True, key=f"case-{case.thread_id}"):
         st.markdown(f"#### {request['question']}")
         st.caption(
             f"Why: {request['why']} · asked {case.created_at:%Y-%m-%d %H:%M} UTC · "
