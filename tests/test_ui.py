@@ -176,9 +176,16 @@ def test_sidebar_overrides_apply_to_this_conversation(
 
     app.selectbox(key="route").select("human").run()
     ask(app, "And of Italy?")
-    answer = api.answer_for(app.query_params["thread"])
+    first = app.query_params["thread"]
+    answer = api.answer_for(first)
     assert answer.status == "pending_review"
     assert answer.route["forced"] is True
+
+    app.sidebar.button[0].click().run()  # a new conversation starts from the defaults
+    assert (app.selectbox(key="profile").value, app.selectbox(key="route").value) == ("fakes", "auto")
+    assert app.toggle(key="retrieval").value is True
+    app.button(key=f"open-{first}").click().run()  # and each conversation keeps its own
+    assert (app.selectbox(key="profile").value, app.selectbox(key="route").value) == ("alt", "human")
 
 
 def test_a_pending_answer_waits_then_updates_when_a_reviewer_resolves_it(fakes: FakeModels) -> None:

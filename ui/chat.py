@@ -37,9 +37,13 @@ def open_conversation(thread_id: str | None) -> None:
     current = st.query_params.get("thread")
     if current:
         state.overrides_of[current] = {key: state[key] for key in OVERRIDE_KEYS if key in state}
-    for key in OVERRIDE_KEYS:
-        state.pop(key, None)
-    state.update(state.overrides_of.get(thread_id or "", {}))
+    # Set, not cleared: the widgets are bound to the URL and would take the old values back from it.
+    defaults = {
+        "profile": choices.profile,
+        "route": choices.force_route or "auto",
+        "retrieval": choices.retrieval != "never",
+    }
+    state.update(defaults | state.overrides_of.get(thread_id or "", {}))
     if thread_id:
         st.query_params["thread"] = thread_id
     else:
