@@ -568,6 +568,8 @@ def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
             "verifications": state.get("verifications") or [],
             "review": review,
             "timings_ms": state.get("timings_ms") or {},
+            # What the dashboard charts: spend against sending everything to the large model.
+            "cost": costs.request_costs(state, settings),
         },
         trace_id=state.get("trace_id"),
         thread_id=_thread_id(),

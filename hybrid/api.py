@@ -450,3 +450,39 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
 def database_path() -> Path:
     """Where the default SQLite database lives (for people looking for their data)."""
     return resolve_settings().database_path
+
+
+def traffic(*, since: datetime | None = None, until: datetime | None = None) -> list[TrafficTurn]:
+    """Recorded turns (route, drafts, scores, latency, tokens, cost) first seen in [since, until)."""
+    from hybrid.traffic import turns
+
+    return turns(resolve_settings(), since=since, until=until)
+
+
+# Façade functions that live in their own modules (the UI's needs), re-exported here.
+from hybrid.choices import RunChoices, run_choices  # noqa: E402
+from hybrid.conversations import Conversation, conversation, conversations, rate, ratings  # noqa: E402
+from hybrid.knowledge import CollectionStats, collection_stats, files_under, save_uploads  # noqa: E402
+from hybrid.traffic import Summary as TrafficSummary  # noqa: E402
+from hybrid.traffic import Turn as TrafficTurn  # noqa: E402
+from hybrid.traffic import latency_by_model  # noqa: E402
+from hybrid.traffic import summarize as traffic_summary  # noqa: E402
+
+__all__ += [
+    "CollectionStats",
+    "Conversation",
+    "RunChoices",
+    "TrafficSummary",
+    "TrafficTurn",
+    "collection_stats",
+    "conversation",
+    "conversations",
+    "files_under",
+    "latency_by_model",
+    "rate",
+    "ratings",
+    "run_choices",
+    "save_uploads",
+    "traffic",
+    "traffic_summary",
+]

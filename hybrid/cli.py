@@ -596,7 +596,7 @@ def router_calibrate(
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
 def ui(streamlit_args: tuple[str, ...]) -> None:
-    """Start the Streamlit chat (extra arguments go to `streamlit run`)."""
+    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`)."""
     import importlib.util
 
     app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]

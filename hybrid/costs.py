@@ -54,3 +54,14 @@ def large_only_cost(values: Mapping[str, Any], settings: Settings) -> tuple[floa
         f", {seconds:.2f}s at its observed speed" if total_tokens else ""
     )
     return call_cost(spec, input_tokens, output_tokens, seconds, settings), basis
+
+
+def request_costs(values: Mapping[str, Any], settings: Settings) -> dict[str, float | str]:
+    """A request's total cost (every model call and the verifier), its large-only cost, the saving."""
+    total = round(
+        sum(d["cost"] for d in values.get("drafts") or [])
+        + sum(v.get("cost", 0.0) for v in values.get("verifications") or []),
+        8,
+    )
+    large_only, basis = large_only_cost(values, settings)
+    return {"total": total, "large_only": large_only, "saved": round(large_only - total, 8), "basis": basis}

@@ -17,11 +17,11 @@ __all__ = ["CaptureServer", "free_port", "fresh_database", "postgres_server", "s
 
 @contextlib.contextmanager
 def serving(
-    command: list[str], health_url: str, log: Path, timeout: float = 120
+    command: list[str], health_url: str, log: Path, timeout: float = 120, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen]:
     """Run a server process until the block ends; fail the test with its log if it does not come up."""
     try:
-        context = running(command, health_url, log, timeout)
+        context = running(command, health_url, log, timeout, env)
         process = context.__enter__()
     except RuntimeError as exc:
         pytest.fail(str(exc))

@@ -22,11 +22,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], health_url: str, log: Path, timeout: float = 120
+    command: list[str], health_url: str, log: Path, timeout: float = 120, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen]:
-    """Run a server until the block ends; `RuntimeError` with its log if it does not come up."""
+    """Run a server until the block ends; `RuntimeError` with its log if it does not come up.
+
+    It inherits this process's environment unless given its own `env`."""
     with log.open("w") as out:
-        process = subprocess.Popen(command, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, env=dict(os.environ) if env is None else env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:
