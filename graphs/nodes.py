@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graphs import prompts
-from graphs.router import decide_route
+from graphs.router import LearnedScore, decide_route, rescore_with_retrieval, routing_text, score_query
 from graphs.state import (
     REVIEW_ACTIONS,
     Draft,
@@ -138,6 +138,19 @@ def _prompt_tokens(question: str, history: Sequence[AnyMessage], settings: Setti
     return estimated_tokens(prompts.ANSWER_WITH_SOURCES_SYSTEM + turns + question) + room
 
 
+def _learned_score(
+    question: str, previous: Sequence[str], settings: Settings
+) -> tuple[LearnedScore | None, str | None]:
+    """The learned router's score, or why there is none (off, forced, artifact unreadable)."""
+    if settings.router != "learned" or settings.force_route:
+        return None, None
+    try:
+        return score_query(routing_text(question, previous), settings), None
+    except Exception as exc:  # a broken artifact degrades to the heuristic, visibly
+        observability.logger.warning("learned router unavailable: %s: %s", type(exc).__name__, exc)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 @timed
 def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Validate the question and route it; starts a new turn."""
@@ -146,6 +159,7 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     history = state.get("messages") or []
     previous = [m.text for m in history if isinstance(m, HumanMessage)]
     kb_score, kb_available, kb_error, kb_version = _knowledge_coverage(question, settings)
+    learned, learned_error = _learned_score(question, previous, settings)
     route = decide_route(
         question,
         previous_questions=previous,
@@ -169,6 +183,8 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
                 or (settings.retrieval == "auto" and kb_score >= settings.kb_need_threshold)
             ),
         ),
+        learned=learned,
+        learned_error=learned_error,
     )
     if kb_error:
         route["reasons"].append(f"knowledge base unavailable: {kb_error}")
@@ -230,10 +246,30 @@ def retrieve(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         confidence=max((hit["similarity"] for hit in kept), default=0.0),
     )
     update: dict[str, Any] = {"retrieval": retrieval}
-    route = _tightened_route(state["route"], kept, settings)
+    route = _rescored_route(state, retrieval["confidence"], settings)
+    route = _tightened_route(route, kept, settings)
     if route is not state["route"]:
         update["route"] = route
     return update
+
+
+def _rescored_route(state: State, confidence: float, settings: Settings) -> RouteDecision:
+    """Let a learned router that reads retrieval confidence judge the query again with it."""
+    route = state["route"]
+    if not route.get("router", "").startswith("learned") or route["forced"]:
+        return route
+    try:
+        from hybrid.routing.model import RouterModel
+
+        if "retrieval_confidence" not in RouterModel.load(settings.router_path).extra_features:
+            return route
+        previous = [m.text for m in state.get("messages", [])[:-1] if isinstance(m, HumanMessage)]
+        text = routing_text(state["question"], previous)
+        rescored = score_query(text, settings, {"retrieval_confidence": confidence})
+    except Exception as exc:  # the first decision stands
+        observability.logger.warning("re-scoring with retrieval failed: %s", exc)
+        return route
+    return rescore_with_retrieval(route, rescored, confidence)
 
 
 def _hit_flags(hit: Hit) -> dict[str, bool]:

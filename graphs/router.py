@@ -1,21 +1,32 @@
 """The router: decides, before any model runs, which tier a query starts on and whether it needs
 the knowledge base. Every decision is data (`RouteDecision`) with the signals and reasons behind it.
 
-Difficulty is a noisy-OR of interpretable signals: each signal alone can make a query hard, and
-they compound. This is the heuristic seam a learned, calibrated router replaces; its output shape
-stays the same.
+Two scorers sit behind one decision shape. The learned router (`hybrid.routing`, the default)
+scores `need_large`, the accuracy the large model is expected to add, from the query's embedding
+and features; `score_query` loads it and `decide_route` applies its calibrated threshold. The
+heuristic, a noisy-OR of hand-weighted signals (each alone can make a query hard, and they
+compound), answers when the learned router is switched off or its artifact cannot be read. Hard
+rules (sensitivity, context window, overrides, budgets) apply after either, and say so.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from graphs.state import RouteDecision, Tier
 from hybrid.models.state import ModelState
 from hybrid.sensitivity import find_sensitive, kinds, sensitivity_level
 from hybrid.settings import Settings
 from hybrid.text import numbers, words
+
+if TYPE_CHECKING:
+    from hybrid.routing.model import RouterScore
+
+HEURISTIC_THRESHOLD = 0.5
 
 _ARITHMETIC = re.compile(r"\d\s*(?:[-+*/×÷^]|\bx\b)\s*\(?\s*\d")
 _MATH_WORDS = re.compile(
@@ -71,6 +82,60 @@ def routing_text(question: str, previous_questions: Sequence[str]) -> str:
     if previous_questions and len(words(question)) <= 8 and _FOLLOW_UP.search(question.casefold()):
         return f"{previous_questions[-1]}\n{question}"
     return question
+
+
+@dataclass(frozen=True)
+class LearnedScore:
+    """The learned router's judgement of one query, with the artifact that made it."""
+
+    score: RouterScore
+    threshold: float
+    """The artifact's calibrated threshold on `need_large`."""
+    version: str
+    """Which artifact: its folder name and training date."""
+
+
+@lru_cache(maxsize=256)
+def _embedding(text: str) -> tuple[float, ...]:
+    from retrieval.embeddings import embed
+
+    return tuple(float(v) for v in embed([text])[0])
+
+
+def score_query(
+    text: str, settings: Settings, extra_features: Mapping[str, float] | None = None
+) -> LearnedScore:
+    """Score a routing text with the learned router at `settings.router_path` (loaded once)."""
+    import numpy as np
+
+    from hybrid.routing.model import RouterModel
+
+    model = RouterModel.load(settings.router_path)
+    embedding = np.asarray(_embedding(text), dtype=np.float32) if model.use_embedding else None
+    score = model.score(text, embedding, dict(extra_features or {}))
+    trained = str(model.meta.get("trained") or model.meta.get("created") or "")[:10]
+    return LearnedScore(score, model.threshold, f"{settings.router_path.name} {trained}".strip())
+
+
+def rescore_with_retrieval(route: RouteDecision, rescored: LearnedScore, confidence: float) -> RouteDecision:
+    """The route again, now that retrieval's confidence is known (learned routers that use it).
+
+    Only the router's own choice moves: a forced route, or one a hard rule changed, stays.
+    """
+    from hybrid.routing.model import decide_with_model
+
+    threshold = route["threshold"]
+    before = "large" if route["difficulty"] >= threshold else "small"
+    after, reason = decide_with_model(rescored.score, threshold)
+    if route["forced"] or route["route"] != before or after == before or after not in route["allowed_tiers"]:
+        return route
+    return {
+        **route,
+        "route": after,
+        "difficulty": round(rescored.score.need_large, 4),
+        "signals": {**route["signals"], "retrieval_confidence": round(confidence, 4)},
+        "reasons": [*route["reasons"], f"re-scored with retrieval confidence {confidence:.2f}: {reason}"],
+    }
 
 
 def difficulty_signals(text: str) -> dict[str, float]:
@@ -154,6 +219,37 @@ def _weigh_model_states(
     return route
 
 
+def _score(
+    text: str, settings: Settings, learned: LearnedScore | None, learned_error: str | None
+) -> tuple[str, float, float, dict[str, float], str, str]:
+    """Which scorer, its score, threshold and signals, the route it implies, and the reason."""
+    if learned is not None:
+        from hybrid.routing.model import decide_with_model
+
+        router = f"learned ({learned.version})"
+        threshold = learned.threshold if settings.route_threshold is None else settings.route_threshold
+        score = learned.score.need_large
+        signals = {
+            "need_large": learned.score.need_large,
+            "p_small_ok": learned.score.p_small_ok,
+            **{f"p_{name}": p for name, p in learned.score.probabilities.items()},
+            **{f"effect_{name}": value for name, value in learned.score.top_signals},
+        }
+        route, reason = decide_with_model(learned.score, threshold)
+    else:
+        router = "heuristic"
+        threshold = HEURISTIC_THRESHOLD if settings.route_threshold is None else settings.route_threshold
+        signals = difficulty_signals(text)
+        score, contributions = difficulty_score(signals)
+        route = "large" if score >= threshold else "small"
+        drivers = ", ".join(f"{_LABELS[name]} +{p:.2f}" for name, p in contributions[:3]) or "no signal"
+        comparison = ">=" if route == "large" else "<"
+        reason = f"difficulty {score:.2f} {comparison} {threshold:.2f} ({drivers})"
+        if learned_error:
+            reason += f"; learned router unavailable ({learned_error})"
+    return router, score, threshold, signals, route, reason
+
+
 def decide_route(
     question: str,
     *,
@@ -165,11 +261,15 @@ def decide_route(
     budget_exhausted: str | None = None,
     model_states: Mapping[str, ModelState] | None = None,
     prompt_tokens: int = 0,
+    learned: LearnedScore | None = None,
+    learned_error: str | None = None,
 ) -> RouteDecision:
-    """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons."""
+    """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons.
+
+    `learned` is the learned router's score of `routing_text(question, previous_questions)`;
+    without it (router off, or `learned_error` says why it failed) the heuristic decides.
+    """
     text = routing_text(question, previous_questions)
-    signals = difficulty_signals(text)
-    score, contributions = difficulty_score(signals)
     reasons: list[str] = []
     if text != question:
         reasons.append("short follow-up: judged together with the previous question")
@@ -196,15 +296,12 @@ def decide_route(
             + (f"not local, not used: {', '.join(blocked)}" if blocked else "every model is local")
         )
 
-    route: str
+    router, score, threshold, signals, route, reason = _score(text, settings, learned, learned_error)
     if settings.force_route:
         route = settings.force_route
         reasons.insert(0, f"route forced to {route} by configuration (router bypassed)")
     else:
-        route = "large" if score >= settings.route_threshold else "small"
-        drivers = ", ".join(f"{_LABELS[name]} +{p:.2f}" for name, p in contributions[:3]) or "no signal"
-        comparison = ">=" if route == "large" else "<"
-        reasons.insert(0, f"difficulty {score:.2f} {comparison} {settings.route_threshold:.2f} ({drivers})")
+        reasons.insert(0, reason)
     if model_states and not settings.force_route:
         route = _weigh_model_states(
             route,
@@ -240,8 +337,9 @@ def decide_route(
     return RouteDecision(
         route=route,  # type: ignore[typeddict-item]
         forced=settings.force_route is not None,
+        router=router,
         difficulty=round(score, 4),
-        threshold=settings.route_threshold,
+        threshold=threshold,
         needs_kb=needs_kb,
         kb_score=round(kb_score, 4),
         kb_threshold=settings.kb_need_threshold,

@@ -29,10 +29,13 @@ class RouteDecision(TypedDict):
     """Tier the query starts on: `small`, `large`, or `human` (straight to a reviewer)."""
     forced: bool
     """True when a per-run override chose the route instead of the router."""
+    router: str
+    """Which scorer decided: `learned (<artifact>)` or `heuristic`."""
     difficulty: float
-    """Router score in [0, 1]: how likely the small model is to fail."""
+    """Router score: the learned router's `need_large` in [-1, 1] (accuracy the large model is
+    expected to add), or the heuristic's difficulty in [0, 1]."""
     threshold: float
-    """Difficulty at or above which the query starts on the large model."""
+    """Score at or above which the query starts on the large model."""
     needs_kb: bool
     """Whether the knowledge base is consulted."""
     kb_score: float

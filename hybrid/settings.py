@@ -148,8 +148,16 @@ class Settings(BaseSettings):
 
     # Router (before any model runs)
     force_route: Route | None = Field(None, description="Skip the router: small, large or human.")
-    route_threshold: float = Field(
-        0.5, ge=0, le=1, description="Difficulty at or above which a query starts on the large model."
+    router: Literal["learned", "heuristic"] = Field(
+        "learned",
+        description="learned: the trained router at router_path; heuristic: hand-weighted difficulty.",
+    )
+    route_threshold: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Router score at or above which a query starts on the large model "
+        "(default: the learned router's calibrated threshold; 0.5 for the heuristic).",
     )
     router_path: Path = Field(
         DEFAULT_ROUTER_PATH,
@@ -290,6 +298,7 @@ PER_RUN_FIELDS = (
     "small_model",
     "large_model",
     "force_route",
+    "router",
     "route_threshold",
     "retrieval",
     "kb_need_threshold",

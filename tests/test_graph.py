@@ -48,9 +48,10 @@ def test_hard_query_starts_on_the_large_model(fakes: FakeModels) -> None:
     fakes.set("small", "unused")
     fakes.set("large", "17 * 23 = 391")
 
-    answer = api.ask("What is 17 * 23?")
+    answer = api.ask("What is 17 * 23?", router="heuristic")
 
     assert answer.route["route"] == "large"
+    assert answer.route["router"] == "heuristic"
     assert answer.route["signals"]["arithmetic"] == 1.0
     assert [d["tier"] for d in answer.drafts] == ["large"]
     assert answer.answer == "17 * 23 = 391"

@@ -1,0 +1,124 @@
+"""The learned router inside the graph: the shipped artifact decides, with the conversation as
+context, beside the hard rules; a broken artifact degrades to the heuristic, visibly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from graphs.router import LearnedScore, rescore_with_retrieval
+from graphs.state import RouteDecision
+from hybrid import api
+from hybrid.routing.model import RouterScore
+from tests.fakes import FakeModels
+
+WORD_PROBLEM = (
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?"
+)
+
+
+def test_the_shipped_learned_router_decides_by_default_and_says_why(fakes: FakeModels) -> None:
+    fakes.set("large", "72")
+
+    answer = api.ask(WORD_PROBLEM)
+
+    route = answer.route
+    assert route["router"].startswith("learned (default")
+    assert route["route"] == "large"
+    assert route["difficulty"] >= route["threshold"]
+    assert route["reasons"][0].startswith(f"router need_large {route['difficulty']:.2f} >= ")
+    assert 0 <= route["signals"]["p_small_ok"] <= 1
+    assert fakes.calls("small") == []
+
+
+def test_an_easy_question_stays_on_the_small_model(fakes: FakeModels) -> None:
+    fakes.set("small", "Paris.")
+
+    answer = api.ask("What is the capital of France?")
+
+    assert answer.route["route"] == "small"
+    assert answer.route["difficulty"] < answer.route["threshold"]
+    assert answer.answered_by == "fake:small"
+
+
+def test_a_short_follow_up_is_routed_with_the_question_it_follows(fakes: FakeModels) -> None:
+    fakes.set("small", "72 clips.")
+    fakes.set("large", "60 clips.")
+    first = api.ask(WORD_PROBLEM, force_route="small")
+
+    alone = api.ask("And in 2019?")
+    follow_up = api.ask("And in 2019?", thread_id=first.thread_id)
+
+    assert alone.route["route"] == "small"
+    assert follow_up.route["route"] == "large"
+    assert "short follow-up: judged together with the previous question" in follow_up.route["reasons"]
+    assert follow_up.route["difficulty"] > alone.route["difficulty"]
+
+
+def test_a_per_request_threshold_or_forced_route_overrides_the_learned_score(fakes: FakeModels) -> None:
+    fakes.set("small", "Paris.")
+    fakes.set("large", "Paris.")
+
+    lowered = api.ask("What is the capital of France?", route_threshold=-1.0)
+    forced = api.ask(WORD_PROBLEM, force_route="small")
+
+    assert lowered.route["route"] == "large"
+    assert lowered.route["threshold"] == -1.0
+    assert forced.route["route"] == "small"
+    assert forced.route["reasons"][0] == "route forced to small by configuration (router bypassed)"
+
+
+def test_an_unreadable_router_falls_back_to_the_heuristic_and_says_so(
+    fakes: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "router.json").write_text("{not json")
+    (tmp_path / "router.npz").write_bytes(b"garbage")
+    monkeypatch.setenv("HYBRID_ROUTER_PATH", str(tmp_path))
+    fakes.set("small", "Paris.")
+
+    answer = api.ask("What is the capital of France?")
+
+    assert answer.status == "answered"
+    assert answer.route["router"] == "heuristic"
+    assert "learned router unavailable (JSONDecodeError" in answer.route["reasons"][0]
+
+
+def _route(route: str, difficulty: float, **changes: object) -> RouteDecision:
+    decision = {
+        "route": route,
+        "forced": False,
+        "router": "learned (test)",
+        "difficulty": difficulty,
+        "threshold": 0.2,
+        "allowed_tiers": ["small", "large"],
+        "signals": {},
+        "reasons": ["router need_large ..."],
+    }
+    return {**decision, **changes}  # type: ignore[return-value]
+
+
+def _score(need_large: float) -> LearnedScore:
+    probabilities = {"strong_wins": need_large, "both_right": 1 - need_large}
+    return LearnedScore(RouterScore(need_large, 1 - need_large, probabilities, []), 0.2, "test")
+
+
+def test_retrieval_confidence_can_move_the_routers_own_choice() -> None:
+    moved = rescore_with_retrieval(_route("small", 0.1), _score(0.4), 0.12)
+
+    assert moved["route"] == "large"
+    assert moved["signals"]["retrieval_confidence"] == 0.12
+    assert moved["reasons"][-1].startswith("re-scored with retrieval confidence 0.12: router need_large 0.40")
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        _route("small", 0.1, forced=True),  # the caller's choice
+        _route("small", 0.5),  # a hard rule moved it off the router's choice
+        _route("small", 0.1, allowed_tiers=["small"]),  # the large tier is not allowed
+    ],
+)
+def test_retrieval_never_overrides_a_forced_route_or_a_hard_rule(route: RouteDecision) -> None:
+    assert rescore_with_retrieval(route, _score(0.4), 0.9) is route
