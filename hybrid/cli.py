@@ -8,12 +8,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from pydantic import ValidationError
 
 from hybrid.errors import HybridError
+
+if TYPE_CHECKING:
+    from hybrid.settings import Settings
 
 # The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
 LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph", "ingest": "graphs.ingestion:graph"}
@@ -479,6 +482,14 @@ def router() -> None:
     "--cv-folds", default=5, show_default=True, type=click.IntRange(0, 20),
     help="Folds for out-of-fold scores (metrics, calibration); 0 skips them.",
 )  # fmt: skip
+@click.option(
+    "--target-quality", type=click.FloatRange(0, 1.5),
+    help="Recalibrate for this quality (fraction of the large model's) on the out-of-fold scores.",
+)  # fmt: skip
+@click.option(
+    "--max-large-share", type=click.FloatRange(0, 1),
+    help="Recalibrate for at most this share of large-model calls (default: the current router's rule).",
+)  # fmt: skip
 @_handle_errors
 def router_train(
     *,
@@ -488,15 +499,23 @@ def router_train(
     feedback_weight: float,
     out: Path | None,
     cv_folds: int,
+    target_quality: float | None,
+    max_large_share: float | None,
 ) -> None:
-    """Train a router from labelled queries and write it as a versioned artifact."""
+    """Train a router from labelled queries and write it as a versioned artifact, calibrated."""
     from hybrid.routing.examples import feedback_examples, read_jsonl, routellm_examples
     from hybrid.routing.pipeline import default_output_dir, train_router
     from hybrid.settings import resolve_settings
 
-    if (data_file is None) == (root is None):
-        raise click.UsageError("give exactly one of --data FILE.jsonl and --routellm DIR")
+    if data_file is not None and root is not None:
+        raise click.UsageError("give one of --data FILE.jsonl and --routellm DIR, not both")
+    if data_file is None and root is None and not from_feedback:
+        raise click.UsageError("give --data FILE.jsonl, --routellm DIR or --from-feedback")
+    if target_quality is not None and max_large_share is not None:
+        raise click.UsageError("give at most one of --target-quality and --max-large-share")
     settings = resolve_settings()
+    examples: list = []
+    description = "no base data"
     try:
         if root is not None:
             examples = routellm_examples(root)
@@ -504,9 +523,9 @@ def router_train(
                 f"RouteLLM MMLU + GSM8K labels ({len(examples)} queries after decontamination; "
                 "small: Mixtral-8x7B-Instruct, large: GPT-4-1106)"
             )
-        else:
-            examples = read_jsonl(data_file)  # type: ignore[arg-type]
-            description = f"{data_file.name} ({len(examples)} examples)"  # type: ignore[union-attr]
+        elif data_file is not None:
+            examples = read_jsonl(data_file)
+            description = f"{data_file.name} ({len(examples)} examples)"
     except (OSError, ValueError) as exc:
         _fail(str(exc))
     if from_feedback:
@@ -531,6 +550,29 @@ def router_train(
     click.echo(
         f"router written to {report.path} ({report.examples} examples, level 2 {report.level2}{summary})"
     )
+    rule = _calibration_rule(target_quality, max_large_share, settings.router_path)
+    if cv_folds < 2:
+        click.echo("not calibrated (no out-of-fold scores with --cv-folds 0): run `hybrid router calibrate`")
+    elif rule is not None:
+        _calibrate_and_report(report.path, None, *rule, settings=settings)
+
+
+def _calibration_rule(
+    target_quality: float | None, max_large_share: float | None, current: Path
+) -> tuple[float | None, float | None] | None:
+    """The rule to calibrate a new router by: the one given, else the current router's own."""
+    if target_quality is not None or max_large_share is not None:
+        return target_quality, max_large_share
+    try:
+        rule = str(json.loads((current / "router.json").read_text())["threshold"]["rule"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    name, _, value = rule.partition("=")
+    if name == "target_quality":
+        return float(value), None
+    if name == "max_large_share":
+        return None, float(value)
+    return None
 
 
 @router.command("calibrate")
@@ -560,14 +602,28 @@ def router_calibrate(
     router_dir: Path | None,
 ) -> None:
     """Choose the router's threshold for a target quality or a maximum large-model share, and save it."""
-    from hybrid.routing.examples import read_jsonl
-    from hybrid.routing.pipeline import calibrate_router
     from hybrid.settings import resolve_settings
 
     if (target_quality is None) == (max_large_share is None):
         raise click.UsageError("give exactly one of --target-quality and --max-large-share")
     settings = resolve_settings()
-    folder = router_dir or settings.router_path
+    _calibrate_and_report(
+        router_dir or settings.router_path, data_file, target_quality, max_large_share, settings=settings
+    )
+
+
+def _calibrate_and_report(
+    folder: Path,
+    data_file: Path | None,
+    target_quality: float | None,
+    max_large_share: float | None,
+    *,
+    settings: Settings,
+) -> None:
+    """Calibrate the router in `folder` and print the threshold, quality and share with their CIs."""
+    from hybrid.routing.examples import read_jsonl
+    from hybrid.routing.pipeline import calibrate_router
+
     try:
         result = calibrate_router(
             folder,

@@ -8,15 +8,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hybrid import api
 from hybrid.cli import cli
 from hybrid.routing.model import RouterModel
 from tests.conftest import REPO
+from tests.fakes import FakeModels
 
 ROUTELLM = REPO.parent / "shared" / "data" / "routellm"
 
 
-def write_jsonl(path: Path) -> Path:
+def write_jsonl(path: Path, *, translations_ok: bool = False) -> Path:
     lines = []
+    words = ["house", "cat", "table", "door", "book", "tree", "chair", "water", "car", "city", "sun", "moon"]
+    if translations_ok:
+        lines += [{"query": f"Translate the word '{w}' into French.", "small_correct": True,
+                   "large_correct": True, "group": "translation"} for w in words]  # fmt: skip
     for i in range(24):
         lines.append({"query": f"Compute {17 + i} * {23 + 2 * i} - {i + 5} step by step.",
                       "small_correct": False, "large_correct": True, "group": "arithmetic"})  # fmt: skip
@@ -100,7 +106,8 @@ def test_train_and_calibrate_refuse_bad_input(tmp_path: Path) -> None:
     runner = CliRunner()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "hi", "label": 3}\n')
-    assert "give exactly one of" in runner.invoke(cli, ["router", "train"]).output
+    nothing = runner.invoke(cli, ["router", "train"]).output
+    assert "give --data FILE.jsonl, --routellm DIR or --from-feedback" in nothing
     result = runner.invoke(cli, ["router", "train", "--data", str(bad)])
     assert result.exit_code == 1
     assert "bad.jsonl:1" in result.output
@@ -109,6 +116,40 @@ def test_train_and_calibrate_refuse_bad_input(tmp_path: Path) -> None:
         cli, ["router", "calibrate", "--max-large-share", "0.3", "--target-quality", "0.9"]
     )
     assert "give exactly one of" in result.output
+
+
+def test_feedback_on_a_class_of_queries_changes_how_the_router_routes_it(
+    tmp_path: Path, fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users rate the small model's translations down; retrained on that, the router sends
+    translations to the large model, and nothing else changes class."""
+    base = write_jsonl(tmp_path / "labels.jsonl", translations_ok=True)
+    runner = CliRunner()
+    before = tmp_path / "before"
+    trained = runner.invoke(cli, ["router", "train", "--data", str(base), "--out", str(before),
+                                  "--cv-folds", "3", "--target-quality", "0.95"])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    monkeypatch.setenv("HYBRID_ROUTER_PATH", str(before))
+    probe = "Translate the word 'harbour' into French."
+    assert api.ask(probe).route["route"] == "small"
+
+    fakes.set("small", "Le harbour.")
+    for word in ["window", "bread", "river", "summer", "friend", "mountain", "garden", "winter"]:
+        answer = api.ask(f"Translate the word '{word}' into French.", force_route="small")
+        api.feedback(answer.thread_id, "down", comment="not French")
+    after = tmp_path / "after"
+    retrained = runner.invoke(cli, ["router", "train", "--data", str(base), "--from-feedback",
+                                    "--out", str(after), "--cv-folds", "3"])  # fmt: skip
+
+    assert retrained.exit_code == 0, retrained.output
+    meta = json.loads((after / "router.json").read_text())
+    assert meta["training_data"].endswith("+ 8 feedback examples (weight 3)")
+    assert "(target_quality=0.95) saved to" in retrained.output  # recalibrated by the current rule
+    monkeypatch.setenv("HYBRID_ROUTER_PATH", str(after))
+    moved = api.ask(probe)
+    assert moved.route["route"] == "large", (moved.route["reasons"], retrained.output)
+    assert moved.route["router"].startswith("learned (after")
+    assert api.ask("Which river flows through city number 3 on the tourist map?").route["route"] == "small"
 
 
 @pytest.mark.skipif(not ROUTELLM.is_dir(), reason=f"RouteLLM data not at {ROUTELLM}")

@@ -36,6 +36,13 @@ def default_output_dir(settings: Settings) -> Path:
     return settings.data_dir / "router" / f"router-{stamp}"
 
 
+def _correctness(example: Example) -> tuple[bool, bool]:
+    """(small correct, large correct), a single feedback label read as the label scheme says."""
+    if example.small_correct is not None:
+        return bool(example.small_correct), bool(example.large_correct)
+    return bool(example.small_ok), True
+
+
 def _paired(examples: Sequence[Example]) -> np.ndarray:
     return np.array([e.small_correct is not None for e in examples], dtype=bool)
 
@@ -82,15 +89,11 @@ def train_router(
         score = cross_validated_need_large(
             examples, embeddings, config, grouped_folds(ids, cv_folds, config.seed)
         )
-        paired = _paired(examples)
-        # Kept for `hybrid router calibrate` without --data: scores of queries the scoring model never saw.
-        arrays["oof_need_large"] = score[paired].astype(np.float32)
-        arrays["oof_small_correct"] = np.array(
-            [e.small_correct for e in examples if e.small_correct is not None]
-        )
-        arrays["oof_large_correct"] = np.array(
-            [e.large_correct for e in examples if e.small_correct is not None]
-        )
+        # Kept for `hybrid router calibrate` without --data: scores of queries the scoring model never
+        # saw. A feedback label stands for its class (small_ok=1: both right; 0: only large right).
+        arrays["oof_need_large"] = score.astype(np.float32)
+        arrays["oof_small_correct"] = np.array([_correctness(e)[0] for e in examples], dtype=bool)
+        arrays["oof_large_correct"] = np.array([_correctness(e)[1] for e in examples], dtype=bool)
         metrics = {"out_of_fold": out_of_fold_metrics(examples, score), "cv_folds": cv_folds}
     log("fitting on every example ...")
     model = RouterModel.train(examples, embeddings, config, description=description)
