@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         description="Small-tier spec, or comma-separated specs by preference; overrides the profile.",
     )
     large_model: str | None = Field(None, description="Large-tier spec(s), like small_model.")
-    ollama_base_url: str = "http://127.0.0.1:11434"
+    ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server for `ollama:` specs.")
     ollama_keep_alive: str = Field("30m", description="How long Ollama keeps a model loaded after a call.")
     ollama_cold_start_s: float = Field(20.0, ge=0, description="Expected load time of a cold Ollama model.")
     embedded_cold_start_s: float = Field(1.0, ge=0, description="Expected load time of an embedded model.")
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
         description="Calls in flight at which a small model counts as busy (prefer an idle large one).",
     )
     openai_base_url: str | None = Field(None, description="Any OpenAI-compatible endpoint.")
-    openai_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = Field(None, description="API key for `openai:` specs (never logged).")
     model_timeout_s: float = Field(60.0, gt=0, description="Timeout of one model call.")
     request_deadline_s: float = Field(
         120.0, gt=0, description="Time all model calls of one question may take together."
@@ -134,10 +134,12 @@ class Settings(BaseSettings):
     embed_threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
         ge=1,
-        description="CPU threads for bulk embedding at ingestion (queries use one).",
+        description="CPU threads for bulk embedding at ingestion (queries use one); default: CPU count.",
     )
-    max_answer_tokens: int = Field(192, ge=1, le=4096)
-    temperature: float = Field(0.0, ge=0, le=2)
+    max_answer_tokens: int = Field(
+        192, ge=1, le=4096, description="Longest answer a model may write, in tokens."
+    )
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature of every model.")
     verifier_price_per_s: float = Field(
         0.0, ge=0, description="Price of one second of the verifier's compute."
     )
@@ -167,7 +169,7 @@ class Settings(BaseSettings):
     kb_need_threshold: float = Field(
         0.5, ge=0, le=1, description="Share of the query's informative terms the knowledge base must know."
     )
-    retrieval_k: int = Field(4, ge=1, le=100)
+    retrieval_k: int = Field(4, ge=1, le=100, description="Passages fetched from the knowledge base.")
     retrieval_mode: RankingMode = Field(
         "hybrid", description="Ranking: dense (embeddings), bm25 (lexical), or hybrid (both, fused by RRF)."
     )
@@ -183,18 +185,21 @@ class Settings(BaseSettings):
     large_accept_threshold: float = Field(0.5, ge=0, le=1.01)
 
     # Input and storage
-    max_question_chars: int = Field(8000, ge=1)
-    data_dir: Path = Field(default_factory=_default_data_dir)
-    collection: str = Field("knowledge", min_length=3, max_length=63)
+    max_question_chars: int = Field(8000, ge=1, description="Longer questions are refused, naming the limit.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Chroma store, SQLite database, checkpoints, caches (default ~/.local/share/hybrid).",
+    )
+    collection: str = Field("knowledge", min_length=3, max_length=63, description="Chroma collection.")
     chroma_url: str | None = Field(
         None, description="Chroma server (http://host:port); unset: the embedded store in the data directory."
     )
     chunk_size: int = Field(800, ge=100, description="Characters per chunk of prose documents.")
-    chunk_overlap: int = Field(120, ge=0)
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by neighbouring chunks.")
     record_max_chars: int = Field(
         4000, ge=100, description="Corpus records (JSONL, BEIR, SQuAD) longer than this are split."
     )
-    embed_batch_size: int = Field(64, ge=1)
+    embed_batch_size: int = Field(64, ge=1, description="Texts per MiniLM batch at ingestion.")
     checkpoint_url: str | None = Field(
         None, description="postgresql:// URL for checkpoints, review queue and audit; unset: SQLite."
     )
@@ -229,7 +234,9 @@ class Settings(BaseSettings):
     review_fallback: Literal["escalate", "reject"] = Field(
         "reject", description="What `hybrid review expire` does with an overdue case."
     )
-    review_fallback_message: str = "No reviewer answered in time."
+    review_fallback_message: str = Field(
+        "No reviewer answered in time.", description="What the user sees when review_fallback is reject."
+    )
     review_claim_lease_s: float = Field(
         300, gt=0, description="A claimed case whose resolution did not finish becomes claimable again."
     )

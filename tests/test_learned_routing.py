@@ -28,7 +28,7 @@ def test_the_shipped_learned_router_decides_by_default_and_says_why(fakes: FakeM
     assert route["router"].startswith("learned (default")
     assert route["route"] == "large"
     assert route["difficulty"] >= route["threshold"]
-    assert route["reasons"][0].startswith(f"router need_large {route['difficulty']:.2f} >= ")
+    assert route["reasons"][0].startswith(f"learned need_large {route['difficulty']:.2f} >= ")
     assert 0 <= route["signals"]["p_small_ok"] <= 1
     assert fakes.calls("small") == []
 
@@ -94,7 +94,7 @@ def _route(route: str, difficulty: float, **changes: object) -> RouteDecision:
         "threshold": 0.2,
         "allowed_tiers": ["small", "large"],
         "signals": {},
-        "reasons": ["router need_large ..."],
+        "reasons": ["learned need_large ..."],
     }
     return {**decision, **changes}  # type: ignore[return-value]
 
@@ -109,7 +109,7 @@ def test_retrieval_confidence_can_move_the_routers_own_choice() -> None:
 
     assert moved["route"] == "large"
     assert moved["signals"]["retrieval_confidence"] == 0.12
-    assert moved["reasons"][-1].startswith("re-scored with retrieval confidence 0.12: router need_large 0.40")
+    assert moved["reasons"][-1].startswith("re-scored with retrieval confidence 0.12: learned need_large 0.40")
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_a_topic_the_small_model_always_fails_is_routed_large() -> None:
     assert maths.top_signals  # explained
     route, reason = decide_with_model(maths, 0.2)
     assert route == "large"
-    assert reason.startswith(f"router need_large {maths.need_large:.2f} >= 0.20")
+    assert reason.startswith(f"learned need_large {maths.need_large:.2f} >= 0.20")
 
 
 def test_feedback_weights_move_the_model() -> None:

@@ -158,8 +158,8 @@ def decide_with_model(score: RouterScore, threshold: float) -> tuple[Literal["sm
     """Starting tier for a scored query, and the reason in words."""
     drivers = ", ".join(f"{name} {value:+.2f}" for name, value in score.top_signals[:3]) or "no signal"
     if score.need_large >= threshold:
-        return "large", f"router need_large {score.need_large:.2f} >= {threshold:.2f} ({drivers})"
-    return "small", f"router need_large {score.need_large:.2f} < {threshold:.2f} ({drivers})"
+        return "large", f"learned need_large {score.need_large:.2f} >= {threshold:.2f} ({drivers})"
+    return "small", f"learned need_large {score.need_large:.2f} < {threshold:.2f} ({drivers})"
 
 
 # ---------------------------------------------------------------------------------------------
