@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -43,22 +42,13 @@ def _percentile(values: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def _server(folder: Path) -> Iterator[str]:
-    from hybrid.evals.servers import free_port, running
+    from hybrid.evals.servers import environment, free_port, running
 
     port = free_port()
-    env = {"HYBRID_DATA_DIR": str(folder / "data"), "HYBRID_CACHE": "off"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environment({"HYBRID_DATA_DIR": str(folder / "data"), "HYBRID_CACHE": "off"}):
         command = [sys.executable, "-m", "hybrid.cli", "serve", "--port", str(port)]
         with running(command, f"http://127.0.0.1:{port}/health", folder / "serve.log"):
             yield f"http://127.0.0.1:{port}"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 async def _level(url: str, concurrency: int, requests: int) -> dict[str, Any]:

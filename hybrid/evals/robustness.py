@@ -15,13 +15,12 @@ the suite makes fail, slow, frozen (SIGSTOP) and dead (SIGKILL). Each case ends 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,20 +44,6 @@ class CaseResult:
 @dataclass
 class _Run:
     results: list[CaseResult] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _timed_case(
@@ -114,7 +99,7 @@ def _expect_refusal(result: CaseResult, call: Callable[[], Any], fragment: str) 
 def _fault_suite(run: _Run, scratch: Path, log: Callable[[str], None]) -> None:
     from hybrid import api
     from hybrid.evals.faults import FaultProxy
-    from hybrid.evals.servers import free_port, llama_server_command, running
+    from hybrid.evals.servers import environment, free_port, llama_server_command, running
     from hybrid.models.llamacpp import resolve_gguf
     from hybrid.models.resilience import breaker
 
@@ -129,7 +114,7 @@ def _fault_suite(run: _Run, scratch: Path, log: Callable[[str], None]) -> None:
             "HYBRID_MODEL_TIMEOUT_S": "5",
             "HYBRID_MODEL_RETRIES": "1",
         }
-        with _environment(env):
+        with environment(env):
             api.reset()
 
             def ask(**overrides: Any) -> Any:
@@ -262,6 +247,7 @@ def _check_nothing_lost(run: _Run) -> None:
 def evaluate_robustness(log: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     """Run the fault, injection and bad-input suites; return the counts and every case."""
     from hybrid import api
+    from hybrid.evals.servers import environment
     from hybrid.models.resilience import breaker
 
     run = _Run()
@@ -272,7 +258,7 @@ def evaluate_robustness(log: Callable[[str], None] = lambda _m: None) -> dict[st
             "HYBRID_CACHE": "off",
             "HYBRID_RETRY_BACKOFF_S": "0.2",
         }
-        with _environment(base):
+        with environment(base):
             api.reset()
             breaker.reset()
             try:
