@@ -109,7 +109,7 @@ def test_retrieval_confidence_can_move_the_routers_own_choice() -> None:
 
     assert moved["route"] == "large"
     assert moved["signals"]["retrieval_confidence"] == 0.12
-    assert moved["reasons"][-1].startswith("re-scored with retrieval confidence 0.12: learned need_large 0.40")
+    assert moved["reasons"][-1].startswith("re-scored with retrieval confidence 0.12: learned need_large")
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,15 @@ def test_a_topic_the_small_model_always_fails_is_routed_large() -> None:
     assert reason.startswith(f"learned need_large {maths.need_large:.2f} >= 0.20")
 
 
+def test_knn_columns_can_be_turned_off() -> None:
+    examples, vectors = synthetic()
+    model = RouterModel.train(examples[1:], vectors[1:], TrainConfig(ks=()), description="no kNN")
+
+    assert not any(name.startswith("knn") for name in model.column_names)
+    maths, capitals = (model.score(examples[i].query, vectors[i]).need_large for i in (0, 40))
+    assert maths > capitals + 0.1
+
+
 def test_feedback_weights_move_the_model() -> None:
     examples, vectors = synthetic()
     # Feedback says the small model was fine on math after all; weighted, it outvotes the pairs.

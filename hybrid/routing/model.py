@@ -179,6 +179,8 @@ def knn_rates(
 ) -> np.ndarray:
     """Per query and k: the weighted outcome rates of its k most similar reference rows, and their
     mean similarity (5 columns per k). `exclude` = (query ids, reference ids): equal ids never meet."""
+    if not ks:  # kNN columns turned off
+        return np.zeros((len(queries), 0))
     k_max = min(max(ks), len(reference) - 1 if exclude is not None else len(reference))
     out = []
     for start in range(0, len(queries), block):
