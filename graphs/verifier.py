@@ -289,7 +289,7 @@ def judge_draft(
         judged = model.score(measured)
         p_good, rule = apply_rules(question, answer, judged.p_good)
         signals = {k: round(v, 4) for k, v in measured.values.items() if v is not None}
-        notes = [describe(name, c) for name, c in judged.contributions if abs(c) >= 0.05][:6]
+        notes = [describe(name, c, above) for name, c, above in judged.contributions if abs(c) >= 0.05][:6]
         if judged.missing:
             notes.append(f"not measured (no contribution): {', '.join(judged.missing)}")
         notes += measured.notes

@@ -795,15 +795,22 @@ def verifier_calibrate(
         )
     except (OSError, ValueError) as exc:
         _fail(str(exc))
-    p_low, p_high = result.precision_ci
     a_low, a_high = result.accept_share_ci
     r_low, r_high = result.recall_ci
     click.echo(f"threshold {result.threshold:.4f} ({result.rule}) saved to {folder / 'verifier.json'}")
-    click.echo(
-        f"expected precision {result.precision:.1%} (95% CI {p_low:.1%}-{p_high:.1%}), "
-        f"accept share {result.accept_share:.1%} (95% CI {a_low:.1%}-{a_high:.1%}), "
-        f"recall {result.recall:.1%} (95% CI {r_low:.1%}-{r_high:.1%})"
-    )
+    if result.precision is None:
+        click.secho(
+            "no threshold reaches that precision on this data: the threshold is above every score, "
+            "so the small tier's drafts with sources will all be escalated",
+            fg="yellow",
+        )
+    else:
+        p_low, p_high = result.precision_ci
+        click.echo(
+            f"expected precision {result.precision:.1%} (95% CI {p_low:.1%}-{p_high:.1%}), "
+            f"accept share {result.accept_share:.1%} (95% CI {a_low:.1%}-{a_high:.1%}), "
+            f"recall {result.recall:.1%} (95% CI {r_low:.1%}-{r_high:.1%})"
+        )
     click.echo(f"on {result.examples} drafts, {result.good_share:.1%} of them good")
 
 

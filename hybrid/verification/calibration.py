@@ -7,6 +7,8 @@ all drafts accepted. Scores must be out of fold (from models that never saw the 
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,8 +22,9 @@ class Calibration:
 
     threshold: float
     rule: str
-    precision: float
-    precision_ci: tuple[float, float]
+    precision: float | None
+    """None when nothing is accepted (no threshold reaches the target precision)."""
+    precision_ci: tuple[float | None, float | None]
     accept_share: float
     accept_share_ci: tuple[float, float]
     recall: float
@@ -94,15 +97,17 @@ def calibrate(
     rng = np.random.default_rng(seed)
     samples = rng.integers(0, len(score), (resamples, len(score)))
     draws = np.array([accept_figures(score[i], good[i], threshold) for i in samples])
-    low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
+    with warnings.catch_warnings():  # a column that is NaN in every draw (nothing accepted) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
     rule = (
         f"target_precision={target_precision}"
         if target_precision is not None
         else f"max_reject_share={max_reject_share}"
     )
 
-    def r(value: float) -> float:
-        return round(float(value), 4)
+    def r(value: float) -> float | None:  # None, not NaN, when undefined: the record is JSON
+        return None if math.isnan(value) else round(float(value), 4)
 
     return Calibration(
         threshold=threshold,

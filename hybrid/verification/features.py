@@ -73,26 +73,31 @@ CONTEXT_FEATURES = (
 LOGPROB_FEATURES = ("mean_token_prob", "min_token_prob")
 EMBEDDING_FEATURES = ("context_similarity", "question_context_similarity", "question_similarity")
 
-# What a feature's contribution means, in words: (when it raises the score, when it lowers it).
+# A feature in words: (when its value is above the training mean, when below). The reason shows the
+# words for the draft's value and the signed contribution, so a weight that runs against intuition
+# (say, answers very close to the question's wording doing worse) reads as what was measured.
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
-    "refusal": ("does not refuse", "refuses or does not know"),
-    "echo": ("does not repeat the question", "repeats the question instead of answering"),
-    "repetition": ("not repetitive", "repetitive"),
+    "refusal": ("refuses or does not know", "does not refuse"),
+    "echo": ("repeats the question instead of answering", "does not repeat the question"),
+    "repetition": ("repetitive", "not repetitive"),
     "distinct_trigrams": ("varied wording", "repetitive wording"),
-    "truncated": ("complete", "cut off at the answer-length limit"),
-    "log_answer_words": ("answer length typical of good answers", "answer length typical of bad answers"),
-    "answer_type_mismatch": ("answer of the kind asked for", "not the kind of answer asked for"),
+    "truncated": ("cut off at the answer-length limit", "complete"),
+    "log_answer_words": ("long answer", "short answer"),
+    "answer_type_mismatch": ("not the kind of answer asked for", "answer of the kind asked for"),
     "term_grounding": ("answer's terms found in the sources", "answer's terms missing from the sources"),
     "context_similarity": ("answer close to a source", "answer poorly grounded in sources"),
     "question_context_similarity": ("sources match the question", "sources do not match the question"),
-    "unsupported_numbers": ("no invented numbers", "numbers not in the sources"),
-    "unsupported_names": ("names found in the sources", "names not in the sources"),
-    "question_similarity": ("answer relevant to the question", "answer off the question's topic"),
+    "unsupported_numbers": ("numbers not in the sources", "no invented numbers"),
+    "unsupported_names": ("names not in the sources", "names found in the sources"),
+    "question_similarity": (
+        "answer close to the question's wording",
+        "answer far from the question's wording",
+    ),
     "mean_token_prob": ("model confident", "model unsure"),
-    "min_token_prob": ("no unlikely token", "an unlikely token"),
-    "no_context": ("no sources", "no sources to check against"),
-    "no_logprobs": ("no token probabilities", "no token probabilities"),
-    "no_embedding": ("no embedding signals", "no embedding signals"),
+    "min_token_prob": ("no very unlikely token", "a very unlikely token"),
+    "no_context": ("no sources to check against", "sources given"),
+    "no_logprobs": ("no token probabilities", "token probabilities given"),
+    "no_embedding": ("no embedding signals", "embedding signals given"),
 }
 
 

@@ -50,8 +50,9 @@ class VerifierScore:
 
     p_good: float
     """Calibrated probability that the draft is a good answer."""
-    contributions: list[tuple[str, float]]
-    """(feature, log-odds contribution) of every measured feature, largest magnitude first."""
+    contributions: list[tuple[str, float, bool]]
+    """(feature, log-odds contribution, value above the training mean) of every measured feature,
+    largest contribution first."""
     missing: list[str]
     """Features that could not be measured (they took the training mean)."""
 
@@ -109,7 +110,11 @@ class VerifierModel:
         logit = self.intercept + float(parts.sum())
         missing = [n for n in self.feature_names if signals.values.get(n) is None]
         contributions = sorted(
-            ((n, float(c)) for n, c in zip(self.feature_names, parts, strict=True) if n not in missing),
+            (
+                (n, float(c), bool(v > m))
+                for n, c, v, m in zip(self.feature_names, parts, x, self.means, strict=True)
+                if n not in missing
+            ),
             key=lambda item: -abs(item[1]),
         )
         return VerifierScore(1.0 / (1.0 + math.exp(-logit)), contributions, missing)
@@ -150,7 +155,7 @@ class VerifierModel:
 _LOADED: dict[str, tuple[int, VerifierModel]] = {}
 
 
-def describe(name: str, contribution: float) -> str:
-    """A feature's contribution in words, signed (log-odds)."""
-    up, down = DESCRIPTIONS.get(name, (name, name))
-    return f"{up if contribution >= 0 else down} {contribution:+.2f}"
+def describe(name: str, contribution: float, above_mean: bool) -> str:
+    """What was measured, in words, and how it moved the score (log-odds, signed)."""
+    high, low = DESCRIPTIONS.get(name, (f"high {name}", f"low {name}"))
+    return f"{high if above_mean else low} {contribution:+.2f}"

@@ -185,7 +185,7 @@ def evaluate_verifier(
     thresholds = np.zeros(len(rows))
     chosen: list[float] = []
 
-    def pick_threshold(_model: VerifierModel, train: np.ndarray, test: np.ndarray) -> None:
+    def pick_threshold(_model: VerifierModel | None, train: np.ndarray, test: np.ndarray) -> None:
         sub = [rows[i] for i in train]
         inner = out_of_fold([signals[i] for i in train], y[train], groups[train], k)
         t = choose_threshold(

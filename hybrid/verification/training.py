@@ -165,15 +165,19 @@ def out_of_fold(
     folds: int = 5,
     seed: int = 0,
     *,
-    on_fold: Callable[[VerifierModel, np.ndarray, np.ndarray], None] | None = None,
+    on_fold: Callable[[VerifierModel | None, np.ndarray, np.ndarray], None] | None = None,
 ) -> np.ndarray:
     """P(good) of every row from a model fitted (C chosen inside) on the other folds."""
     assignment = grouped_folds(groups, min(folds, len(np.unique(groups))), seed)
     p = np.zeros(len(y))
     for f in np.unique(assignment):
         train, test = np.where(assignment != f)[0], np.where(assignment == f)[0]
-        model = fit_verifier([signals[i] for i in train], y[train], groups[train])
-        p[test] = predict(model, [signals[i] for i in test])
+        model = None
+        if len(np.unique(y[train])) < 2:  # tiny data: nothing to learn, predict the base rate
+            p[test] = y[train].mean()
+        else:
+            model = fit_verifier([signals[i] for i in train], y[train], groups[train])
+            p[test] = predict(model, [signals[i] for i in test])
         if on_fold is not None:
             on_fold(model, train, test)
     return p
