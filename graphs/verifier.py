@@ -254,6 +254,12 @@ def judge_draft(
     model, problem = load_verifier(verifier_path)
     if model is not None and not hits and not model.covers_no_context:
         model, problem = None, "it was trained only on answers with retrieved sources, and this one has none"
+    has_logprobs = isinstance((draft["model_meta"] or {}).get("mean_token_logprob"), int | float)
+    if model is not None and not has_logprobs and not draft["error"] and not model.covers_no_logprobs:
+        model, problem = (
+            None,
+            "it was trained only on answers with token log-probabilities, and this model reports none",
+        )
     if model is None:
         result = verify_draft(question, draft, hits, HEURISTIC_THRESHOLD if threshold is None else threshold)
         result["reasons"].append(f"learned verifier not used ({problem}): heuristic score")
@@ -289,7 +295,10 @@ def judge_draft(
         judged = model.score(measured)
         p_good, rule = apply_rules(question, answer, judged.p_good)
         signals = {k: round(v, 4) for k, v in measured.values.items() if v is not None}
-        notes = [describe(name, c, above) for name, c, above in judged.contributions if abs(c) >= 0.05][:6]
+        # What lowered the score first (explanations quote the first reason after the verdict).
+        shown = [item for item in judged.contributions if abs(item[1]) >= 0.05][:6]
+        shown.sort(key=lambda item: (item[1] >= 0, -abs(item[1])))
+        notes = [describe(name, c, above) for name, c, above in shown]
         if judged.missing:
             notes.append(f"not measured (no contribution): {', '.join(judged.missing)}")
         notes += measured.notes

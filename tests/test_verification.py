@@ -145,7 +145,7 @@ def tiny_meta(**changes: object) -> dict:
         "intercept": 0.0,
         "means": [0.5] * len(FEATURE_NAMES),
         "scales": [0.25] * len(FEATURE_NAMES),
-        "training_data": {"rows": 10, "with_passages": 10, "without_passages": 0},
+        "training_data": {"rows": 10, "with_passages": 10, "without_passages": 0, "with_logprobs": 10},
         "threshold": {"value": 0.55, "rule": "target_precision=0.9"},
         **changes,
     }
@@ -239,12 +239,30 @@ def test_drafts_without_sources_are_left_to_the_heuristic_when_training_had_none
     assert "trained only on answers with retrieved sources" in verdict["reasons"][-1]
 
     covered = artifact.parent / "covered"
-    VerifierModel(tiny_meta(training_data={"without_passages": 5})).save(covered)
+    VerifierModel(tiny_meta(training_data={"without_passages": 5, "rows": 5, "with_logprobs": 5})).save(
+        covered
+    )
     verdict = judge_draft(
         QUESTION, draft("308 points."), [], None, verifier_path=covered, embedder=fake_embed
     )
     assert verdict["calibrated"] is True
     assert any(r.startswith("not measured (no contribution): ") for r in verdict["reasons"])
+
+
+def test_drafts_without_logprobs_are_left_to_the_heuristic_when_training_had_none(artifact: Path) -> None:
+    verdict = judge_draft(QUESTION, draft("308 points.", meta={}), [hit(PASSAGE)], None,
+                          verifier_path=artifact, embedder=fake_embed)  # fmt: skip
+    assert verdict["calibrated"] is False
+    assert "trained only on answers with token log-probabilities" in verdict["reasons"][-1]
+
+    covered = artifact.parent / "covered"
+    VerifierModel(tiny_meta(training_data={"rows": 10, "with_logprobs": 5, "with_passages": 10})).save(
+        covered
+    )
+    verdict = judge_draft(QUESTION, draft("308 points.", meta={}), [hit(PASSAGE)], None,
+                          verifier_path=covered, embedder=fake_embed)  # fmt: skip
+    assert verdict["calibrated"] is True
+    assert "not measured (no contribution): mean_token_prob, min_token_prob" in verdict["reasons"]
 
 
 def test_the_artifact_is_loaded_once_and_again_when_it_changes(artifact: Path) -> None:

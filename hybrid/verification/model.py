@@ -81,6 +81,12 @@ class VerifierModel:
         return bool(data.get("without_passages", 0))
 
     @property
+    def covers_no_logprobs(self) -> bool:
+        """Whether the training data held drafts without token log-probabilities."""
+        data = self.meta.get("training_data") or {}
+        return int(data.get("with_logprobs", 0)) < int(data.get("rows", 0))
+
+    @property
     def threshold(self) -> float | None:
         """The calibrated acceptance threshold on p_good, None until calibrated."""
         record = self.meta.get("threshold")
