@@ -22,7 +22,7 @@ FROM python:3.11-slim
 COPY --from=build /usr/local /usr/local
 COPY --from=build /app/data /app/data
 WORKDIR /app
-ENV HYBRID_DATA_DIR=/var/lib/hybrid HYBRID_ROUTER_PATH=/app/data/router/default STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
+ENV HYBRID_DATA_DIR=/var/lib/hybrid HYBRID_ROUTER_PATH=/app/data/router/default HYBRID_VERIFIER_PATH=/app/data/verifier/default STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
 CMD ["hybrid", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -36,7 +36,7 @@ from graphs.state import (
     Tier,
     decision_schema,
 )
-from graphs.verifier import verify_draft
+from graphs.verifier import judge_draft
 from hybrid import audit, budget, cache, costs, observability, reviews
 from hybrid.errors import InvalidQuestion
 from hybrid.feedback import record_review_feedback
@@ -328,6 +328,18 @@ def answer_messages(state: State, settings: Settings) -> list[BaseMessage]:
     return messages
 
 
+def reply_signals(reply: BaseMessage) -> tuple[str, str | None, dict[str, float | str]]:
+    """A model reply's text, finish reason and the extra signals the verifier reads."""
+    metadata = reply.response_metadata
+    finish = metadata.get("finish_reason") or metadata.get("done_reason")
+    meta = {
+        k: v
+        for k, v in metadata.items()
+        if isinstance(v, float | str) and k in ("mean_token_logprob", "min_token_prob", "model_name")
+    }
+    return reply.text.strip(), finish, meta
+
+
 def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
     specs = state["route"]["models"][tier]
     started = time.perf_counter()
@@ -339,13 +351,7 @@ def _draft(tier: Tier, state: State, settings: Settings) -> Draft:
         reply, spec, attempts = call_tier(
             specs, answer_messages(state, settings), settings, time.monotonic() + remaining
         )
-        text = reply.text.strip()
-        finish = reply.response_metadata.get("finish_reason") or reply.response_metadata.get("done_reason")
-        meta = {
-            k: v
-            for k, v in reply.response_metadata.items()
-            if isinstance(v, float | str) and k in ("mean_token_logprob", "min_token_prob", "model_name")
-        }
+        text, finish, meta = reply_signals(reply)
         if reply.usage_metadata:
             usage = {
                 "input_tokens": int(reply.usage_metadata.get("input_tokens", 0)),
@@ -405,7 +411,9 @@ def verify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     )
     hits = (state.get("retrieval") or {}).get("hits") or []
     started = time.perf_counter()
-    verification = verify_draft(state["question"], draft, hits, threshold)
+    verification = judge_draft(
+        state["question"], draft, hits, threshold, verifier_path=settings.verifier_path
+    )
     verification["cost"] = round((time.perf_counter() - started) * settings.verifier_price_per_s, 8)
     budget.add_spend(settings, verification["cost"])
     return {"verifications": [*state.get("verifications", []), verification]}

@@ -126,11 +126,20 @@ class Verification(TypedDict):
     tier: Tier
     model: str
     score: float
-    """Confidence in [0, 1] that the draft is a good answer."""
+    """Confidence in [0, 1] that the draft is a good answer: the learned verifier's P(good) after its
+    rules when `calibrated`, else the heuristic's multiplicative score."""
     threshold: float
+    """The score at or above which the draft passes: a per-run or `HYBRID_*_ACCEPT_THRESHOLD` setting,
+    else (small tier) the threshold calibrated into the verifier's artifact."""
     passed: bool
     signals: dict[str, float]
+    """Every measured signal by name (unmeasurable ones are left out; `no_context`, `no_logprobs`
+    and `no_embedding` say which), and `p_good`."""
     reasons: list[str]
+    """The verdict first, then any rule that applied, then the signals that moved the score most."""
+    calibrated: NotRequired[bool]
+    """True when the learned, calibrated verifier judged; False when it could not be loaded and the
+    heuristic did (the reasons say why). Absent in records written before it existed."""
     cost: NotRequired[float]
     """The verifier's own compute, at `verifier_price_per_s`."""
 

@@ -649,6 +649,227 @@ def _calibrate_and_report(
     )
 
 
+@eval_.command("verifier")
+@click.option(
+    "--xquad",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="XQuAD (SQuAD-format) JSON, e.g. ../shared/data/qa/xquad-en-dev.json.",
+)
+@click.option("--max-items", type=click.IntRange(10), help="A seeded sample of N questions (quick runs).")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="CV folds.")
+@click.option(
+    "--target-precision", type=click.FloatRange(0, 1),
+    help="Rule for the per-fold threshold [default: 0.9, unless --max-reject-share].",
+)  # fmt: skip
+@click.option("--max-reject-share", type=click.FloatRange(0, 1), help="Rule for the per-fold threshold.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_verifier(
+    *,
+    xquad: Path,
+    max_items: int | None,
+    folds: int,
+    target_precision: float | None,
+    max_reject_share: float | None,
+    as_json: bool,
+) -> None:
+    """AUROC, Brier and ECE of the heuristic and the calibrated verifier on the small model's answers."""
+    from hybrid.settings import resolve_settings
+    from hybrid.verification.pipeline import (
+        build_xquad_rows,
+        embedding_cache,
+        evaluate_verifier,
+        format_report,
+    )
+
+    if target_precision is not None and max_reject_share is not None:
+        raise click.UsageError("give at most one of --target-precision and --max-reject-share")
+    if max_reject_share is None and target_precision is None:
+        target_precision = 0.9
+    settings = resolve_settings()
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    try:
+        rows = build_xquad_rows(xquad, settings, max_items=max_items, log=log)
+        report = evaluate_verifier(
+            rows,
+            cache_dir=embedding_cache(settings),
+            folds=folds,
+            target_precision=target_precision,
+            max_reject_share=max_reject_share,
+            log=log,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@cli.group()
+def verifier() -> None:
+    """Build training data for, train and calibrate the learned verifier."""
+
+
+@verifier.command("build-data")
+@click.option(
+    "--xquad",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="XQuAD (SQuAD-format) JSON, read in place.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSONL to write [default: <data dir>/verifier/xquad-smollm2.jsonl].",
+)
+@click.option("--per-paragraph", default=3, show_default=True, type=click.IntRange(1), help="Questions each.")
+@click.option(
+    "--wrong-share", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+    help="Share of questions shown another article's paragraph.",
+)  # fmt: skip
+@click.option("--max-tokens", default=48, show_default=True, type=click.IntRange(1), help="Answer length.")
+@click.option("--max-items", type=click.IntRange(1), help="A seeded sample of N questions.")
+@_handle_errors
+def verifier_build_data(
+    *,
+    xquad: Path,
+    out: Path | None,
+    per_paragraph: int,
+    wrong_share: float,
+    max_tokens: int,
+    max_items: int | None,
+) -> None:
+    """Answer XQuAD questions with the real small model through the graph's prompt; label the answers."""
+    from hybrid.settings import resolve_settings
+    from hybrid.verification.data import write_jsonl
+    from hybrid.verification.pipeline import build_xquad_rows
+
+    settings = resolve_settings()
+    rows = build_xquad_rows(
+        xquad,
+        settings,
+        per_paragraph=per_paragraph,
+        wrong_share=wrong_share,
+        max_tokens=max_tokens,
+        max_items=max_items,
+        log=lambda message: click.echo(message, err=True),
+    )
+    target = write_jsonl(rows, out or settings.data_dir / "verifier" / "xquad-smollm2.jsonl")
+    good = sum(r.good for r in rows)
+    click.echo(f"{len(rows)} labelled drafts ({good} good, {good / len(rows):.1%}) written to {target}")
+
+
+@verifier.command("train")
+@click.option(
+    "--data",
+    "data_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSONL: {"question", "answer", "good": 0|1} (+ "passages", "finish_reason", "model_meta", "group").',
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write (default: a new versioned folder under the data directory).",
+)
+@click.option(
+    "--cv-folds", default=5, show_default=True, type=click.IntRange(0, 20),
+    help="Grouped folds for out-of-fold metrics; 0 skips them.",
+)  # fmt: skip
+@_handle_errors
+def verifier_train(data_file: Path, out: Path | None, cv_folds: int) -> None:
+    """Fit the calibrated verifier on labelled drafts and write verifier.json."""
+    from hybrid.settings import resolve_settings
+    from hybrid.verification.data import read_jsonl
+    from hybrid.verification.pipeline import default_output_dir, embedding_cache, train_verifier
+
+    settings = resolve_settings()
+    try:
+        rows = read_jsonl(data_file)
+        report = train_verifier(
+            rows,
+            out or default_output_dir(settings),
+            description=f"{data_file.name} ({len(rows)} drafts)",
+            cache_dir=embedding_cache(settings),
+            cv_folds=cv_folds,
+            log=lambda message: click.echo(message, err=True),
+        )
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    oof = report.metrics.get("out_of_fold")
+    summary = (
+        f"; out of fold AUROC {oof['calibrated']['auroc']:.3f} (heuristic {oof['heuristic']['auroc']:.3f}), "
+        f"ECE {oof['calibrated']['ece']:.3f} (heuristic {oof['heuristic']['ece']:.3f})"
+        if oof
+        else ""
+    )
+    click.echo(f"verifier written to {report.path} ({report.rows} drafts{summary})")
+
+
+@verifier.command("calibrate")
+@click.option(
+    "--data",
+    "data_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Labelled-draft JSONL (scored out of fold unless --held-out).",
+)
+@click.option("--target-precision", type=click.FloatRange(0, 1), help="Share accepted that is good.")
+@click.option("--max-reject-share", type=click.FloatRange(0, 1), help="Largest share of drafts rejected.")
+@click.option(
+    "--verifier",
+    "verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Verifier folder (default: the configured verifier_path).",
+)
+@click.option("--held-out", is_flag=True, help="The rows were not used to train it: score them as is.")
+@_handle_errors
+def verifier_calibrate(
+    data_file: Path,
+    target_precision: float | None,
+    max_reject_share: float | None,
+    verifier_dir: Path | None,
+    held_out: bool,
+) -> None:
+    """Choose the verifier's acceptance threshold for a target precision or a maximum reject share."""
+    from hybrid.settings import resolve_settings
+    from hybrid.verification.data import read_jsonl
+    from hybrid.verification.pipeline import calibrate_verifier, embedding_cache
+
+    if (target_precision is None) == (max_reject_share is None):
+        raise click.UsageError("give exactly one of --target-precision and --max-reject-share")
+    settings = resolve_settings()
+    folder = verifier_dir or settings.verifier_path
+    try:
+        result = calibrate_verifier(
+            folder,
+            read_jsonl(data_file),
+            target_precision=target_precision,
+            max_reject_share=max_reject_share,
+            cache_dir=embedding_cache(settings),
+            source=data_file.name,
+            held_out=held_out,
+        )
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    a_low, a_high = result.accept_share_ci
+    r_low, r_high = result.recall_ci
+    click.echo(f"threshold {result.threshold:.4f} ({result.rule}) saved to {folder / 'verifier.json'}")
+    if result.precision is None:
+        click.secho(
+            "no threshold reaches that precision on this data: the threshold is above every score, "
+            "so the small tier's drafts with sources will all be escalated",
+            fg="yellow",
+        )
+    else:
+        p_low, p_high = result.precision_ci
+        click.echo(
+            f"expected precision {result.precision:.1%} (95% CI {p_low:.1%}-{p_high:.1%}), "
+            f"accept share {result.accept_share:.1%} (95% CI {a_low:.1%}-{a_high:.1%}), "
+            f"recall {result.recall:.1%} (95% CI {r_low:.1%}-{r_high:.1%})"
+        )
+    click.echo(f"on {result.examples} drafts, {result.good_share:.1%} of them good")
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
 def ui(streamlit_args: tuple[str, ...]) -> None:

@@ -76,6 +76,8 @@ BUILTIN_PROFILES: dict[str, Profile] = {
 
 # The router artifact shipped in the repository (`hybrid router train --routellm ... --out` rebuilds it).
 DEFAULT_ROUTER_PATH = Path(__file__).resolve().parent.parent / "data" / "router" / "default"
+# The verifier artifact shipped in the repository (see data/verifier/default/README.md).
+DEFAULT_VERIFIER_PATH = Path(__file__).resolve().parent.parent / "data" / "verifier" / "default"
 
 
 def _default_data_dir() -> Path:
@@ -181,8 +183,20 @@ class Settings(BaseSettings):
     history_turns: int = Field(3, ge=0, description="Earlier turns of the conversation shown to models.")
 
     # Verifier (after a model answers)
-    small_accept_threshold: float = Field(0.6, ge=0, le=1.01)
-    large_accept_threshold: float = Field(0.5, ge=0, le=1.01)
+    verifier_path: Path = Field(
+        DEFAULT_VERIFIER_PATH,
+        description="Folder of the learned verifier (verifier.json, with its calibrated threshold).",
+    )
+    small_accept_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1.01,
+        description="Verifier score at which a small-model answer is accepted; unset: the verifier's "
+        "calibrated threshold.",
+    )
+    large_accept_threshold: float = Field(
+        0.5, ge=0, le=1.01, description="Verifier score at which a large-model answer is accepted."
+    )
 
     # Input and storage
     max_question_chars: int = Field(8000, ge=1, description="Longer questions are refused, naming the limit.")

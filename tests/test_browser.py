@@ -75,8 +75,13 @@ def start_ui(data_dir: Path, **settings: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One UI server for the module's tests; each test starts its own conversation."""
-    with start_ui(tmp_path_factory.mktemp("ui") / "data") as url:
+    """One UI server for the module's tests; each test starts its own conversation.
+
+    These tests are about what the page shows, so SmolLM2's grounded answers are accepted at a
+    lower bar than the calibrated verifier's (which turns most of them down: test_verification).
+    """
+    data = tmp_path_factory.mktemp("ui") / "data"
+    with start_ui(data, HYBRID_SMALL_ACCEPT_THRESHOLD="0.1") as url:
         yield url
 
 
@@ -155,7 +160,7 @@ def test_a_question_streams_a_draft_then_shows_the_answer_with_its_route_badge(u
     usage = message.get_by_text(re.compile(r"\d+ tokens"))
     usage.wait_for(timeout=MODEL_TIMEOUT_MS)
     assert badge(message, "small model").count() == 1
-    assert badge(message, "verifier").inner_text().startswith("verifier 1.00")
+    assert re.match(r"verifier \d\.\d\d", badge(message, "verifier").inner_text())
     assert "2025" in message.locator('[data-testid="stMarkdownContainer"]').first.inner_text()
     assert "router:" in message.inner_text()
     assert re.search(r"cost \$\d", usage.inner_text())
