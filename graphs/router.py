@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from graphs.state import RouteDecision, Tier
@@ -95,23 +94,15 @@ class LearnedScore:
     """Which artifact: its folder name and training date."""
 
 
-@lru_cache(maxsize=256)
-def _embedding(text: str) -> tuple[float, ...]:
-    from retrieval.embeddings import embed
-
-    return tuple(float(v) for v in embed([text])[0])
-
-
 def score_query(
     text: str, settings: Settings, extra_features: Mapping[str, float] | None = None
 ) -> LearnedScore:
     """Score a routing text with the learned router at `settings.router_path` (loaded once)."""
-    import numpy as np
-
     from hybrid.routing.model import RouterModel
+    from retrieval.embeddings import embed_query
 
     model = RouterModel.load(settings.router_path)
-    embedding = np.asarray(_embedding(text), dtype=np.float32) if model.use_embedding else None
+    embedding = embed_query(text) if model.use_embedding else None
     score = model.score(text, embedding, dict(extra_features or {}))
     trained = str(model.meta.get("trained") or model.meta.get("created") or "")[:10]
     return LearnedScore(score, model.threshold, f"{settings.router_path.name} {trained}".strip())

@@ -124,9 +124,9 @@ def lookup(settings: Settings, question: str, scope_key: str) -> tuple[CacheHit 
         ).all()
     if not rows:
         return None, "cache: nothing cached in this scope"
-    from retrieval.embeddings import embed
+    from retrieval.embeddings import embed_query
 
-    query = embed([question])[0]
+    query = embed_query(question)
     matrix = np.stack([np.frombuffer(r.embedding, dtype=np.float32) for r in rows])
     similarities = matrix @ query
     for index in np.argsort(-similarities)[:5]:
@@ -157,9 +157,9 @@ def store(
         return
     embedding: Any = None
     if settings.cache == "semantic":
-        from retrieval.embeddings import embed
+        from retrieval.embeddings import embed_query
 
-        embedding = embed([question])[0].astype(np.float32).tobytes()
+        embedding = embed_query(question).tobytes()
     insert_ignore(
         database_for(settings).engine,
         answer_cache,

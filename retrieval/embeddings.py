@@ -55,6 +55,17 @@ def embed(texts: list[str], batch_size: int = 64, threads: int = 1) -> np.ndarra
     return np.asarray(vectors, dtype=np.float32)
 
 
+@lru_cache(maxsize=1024)
+def _remembered(text: str) -> bytes:
+    return embed([text])[0].tobytes()
+
+
+def embed_query(text: str) -> np.ndarray:
+    """One question's embedding, remembered: the router, the answer cache and retrieval each need
+    it within one request, and MiniLM would otherwise run once for each."""
+    return np.frombuffer(_remembered(text), dtype=np.float32)
+
+
 @register_embedding_function
 class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
     """Chroma embedding function over `embed`, registered as `hybrid-minilm`."""

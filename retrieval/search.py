@@ -43,13 +43,13 @@ def search(
     collection: str | None = None,
 ) -> list[dict[str, Any]]:
     """The `k` best chunks for `query`, best first, ranked by `mode` (default: configured)."""
-    from retrieval.embeddings import embed
+    from retrieval.embeddings import embed_query
 
     mode = mode or settings.retrieval_mode
     store = get_collection(settings, collection)
     if store.count() == 0:
         return []
-    query_vector = embed([query])[0]
+    query_vector = embed_query(query)
     depth = max(k, settings.fusion_candidates)
     rankings: dict[str, list[tuple[str, float]]] = {}
     if mode in ("dense", "hybrid"):
