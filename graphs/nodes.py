@@ -261,7 +261,7 @@ def _rescored_route(state: State, confidence: float, settings: Settings) -> Rout
     try:
         from hybrid.routing.model import RouterModel
 
-        if "retrieval_confidence" not in RouterModel.load(settings.router_path).extra_features:
+        if "retrieval_confidence" not in RouterModel.load(settings.router_path).informative_extras:
             return route
         previous = [m.text for m in state.get("messages", [])[:-1] if isinstance(m, HumanMessage)]
         text = routing_text(state["question"], previous)

@@ -9,6 +9,7 @@ function back instead of Chroma's default one, which would try to download a mod
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -55,15 +56,38 @@ def embed(texts: list[str], batch_size: int = 64, threads: int = 1) -> np.ndarra
     return np.asarray(vectors, dtype=np.float32)
 
 
-@lru_cache(maxsize=1024)
-def _remembered(text: str) -> bytes:
-    return embed([text])[0].tobytes()
+_REMEMBERED_MAX = 1024
+_remembered: OrderedDict[str, np.ndarray] = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def embed_remembered(texts: list[str]) -> np.ndarray:
+    """`embed`, remembering the last texts seen: within one request the router, the answer cache,
+    retrieval and the verifier (once per draft) meet the same question and passages, and MiniLM
+    would otherwise run again for each. Only the texts not seen recently are embedded."""
+    with _remembered_lock:
+        missing = [t for t in dict.fromkeys(texts) if t not in _remembered]
+    if missing:
+        fresh = embed(missing)
+        with _remembered_lock:
+            for text, vector in zip(missing, fresh, strict=True):
+                vector.setflags(write=False)  # shared between callers
+                _remembered[text] = vector
+            while len(_remembered) > _REMEMBERED_MAX:
+                _remembered.popitem(last=False)
+    with _remembered_lock:
+        found = {t: _remembered.get(t) for t in texts}
+    for text in texts:  # evicted by another thread in between: embed it again
+        if found[text] is None:
+            found[text] = embed([text])[0]
+    if not texts:
+        return np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32)
+    return np.stack([found[t] for t in texts])
 
 
 def embed_query(text: str) -> np.ndarray:
-    """One question's embedding, remembered: the router, the answer cache and retrieval each need
-    it within one request, and MiniLM would otherwise run once for each."""
-    return np.frombuffer(_remembered(text), dtype=np.float32)
+    """One question's embedding, remembered (see `embed_remembered`)."""
+    return embed_remembered([text])[0]
 
 
 @register_embedding_function

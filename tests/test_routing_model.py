@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,17 @@ def test_knn_columns_can_be_turned_off() -> None:
     assert not any(name.startswith("knn") for name in model.column_names)
     maths, capitals = (model.score(examples[i].query, vectors[i]).need_large for i in (0, 40))
     assert maths > capitals + 0.1
+
+
+def test_only_extra_features_that_varied_in_training_count_as_informative() -> None:
+    examples, vectors = synthetic()
+    constant = RouterModel.train(examples, vectors, TrainConfig(ks=(5,)), description="no retrieval")
+    varied = [replace(e, extra={"retrieval_confidence": i % 3 / 2}) for i, e in enumerate(examples)]
+    learned = RouterModel.train(varied, vectors, TrainConfig(ks=(5,)), description="with retrieval")
+
+    assert constant.extra_features == learned.extra_features == ("retrieval_confidence",)
+    assert constant.informative_extras == ()
+    assert learned.informative_extras == ("retrieval_confidence",)
 
 
 def test_feedback_weights_move_the_model() -> None:

@@ -317,6 +317,8 @@ class RouterModel:
         self.ks = tuple(int(k) for k in self.meta["ks"])
         self.use_embedding = bool(self.meta["use_embedding"])
         self.extra_features = tuple(self.meta["extra_features"])
+        # Routers saved before this was recorded: assume every extra feature may matter.
+        self.informative_extras = tuple(self.meta.get("informative_extras", self.extra_features))
         self.level2 = self.meta["level2"]
         a = self.arrays
         if self.use_embedding:

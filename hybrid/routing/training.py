@@ -175,7 +175,8 @@ def fit_router(
         linear = fit_linear(reference, y, w, config.embedding_c)
         arrays.update(emb_mu=linear.mu, emb_sd=linear.sd, emb_coef=linear.coef, emb_bias=linear.bias)
     parts.append(np.stack([query_feature_vector(t) for t in texts]).astype(np.float64))
-    parts.append(_extra_matrix([e.extra for e in examples], config.extra_features, len(examples)))
+    extras = _extra_matrix([e.extra for e in examples], config.extra_features, len(examples))
+    parts.append(extras)
     x = np.hstack(parts)
     level2 = config.level2
     if level2 == "auto":
@@ -184,6 +185,10 @@ def fit_router(
         "ks": list(config.ks),
         "use_embedding": config.use_embedding,
         "extra_features": list(config.extra_features),
+        # Extras constant in training (e.g. no retrieval in RouteLLM's data) cannot move a score.
+        "informative_extras": [
+            name for name, column in zip(config.extra_features, extras.T, strict=True) if np.ptp(column)
+        ],
         "level2": level2,
         "columns": level1_column_names(config),
         "n_examples": len(examples),

@@ -129,25 +129,21 @@ def calibrate(
 
 
 def auroc(score: np.ndarray, good: np.ndarray) -> float:
-    """Area under the ROC curve (ties count half): the chance a good draft outscores a bad one."""
-    score = np.asarray(score, dtype=float)
+    """Area under the ROC curve (ties count half): the chance a good draft outscores a bad one;
+    NaN when every draft is good or every one is bad."""
+    from sklearn.metrics import roc_auc_score
+
     good = np.asarray(good, dtype=bool)
-    n_good, n_bad = int(good.sum()), int((~good).sum())
-    if not n_good or not n_bad:
+    if good.all() or not good.any():
         return float("nan")
-    order = np.argsort(score, kind="stable")
-    ranks = np.empty(len(score))
-    sorted_scores = score[order]
-    # Average ranks over ties.
-    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    average = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(average, counts)
-    return float((ranks[good].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
+    return float(roc_auc_score(good, np.asarray(score, dtype=float)))
 
 
 def brier(score: np.ndarray, good: np.ndarray) -> float:
     """Mean squared error of the score as a probability of a good answer."""
-    return float(np.mean((np.asarray(score, dtype=float) - np.asarray(good, dtype=float)) ** 2))
+    from sklearn.metrics import brier_score_loss
+
+    return float(brier_score_loss(np.asarray(good, dtype=bool), np.asarray(score, dtype=float)))
 
 
 def expected_calibration_error(score: np.ndarray, good: np.ndarray, bins: int = 10) -> float:

@@ -241,11 +241,8 @@ def measure(
 
 
 def minilm_embedder() -> Embedder:
-    """MiniLM (`retrieval.embeddings.embed`), loaded on first use, one thread."""
+    """MiniLM, loaded on first use, one thread; the question and the passages were usually
+    embedded already by routing, retrieval or the previous draft's check, and are not again."""
+    from retrieval.embeddings import embed_remembered
 
-    def embed_texts(texts: list[str]) -> np.ndarray:
-        from retrieval.embeddings import embed
-
-        return embed(texts, threads=1)
-
-    return embed_texts
+    return embed_remembered
