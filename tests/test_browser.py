@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import REPO
 from tests.servers import free_port, serving
@@ -36,6 +37,8 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Assertions on page contents retry: Streamlit attaches an element before it draws what is in it.
+expect.set_options(timeout=30_000)
 SCREENSHOTS = REPO / "tests" / "artifacts" / "screenshots"
 # Token prices like an API's, so the cost and "saved" figures on the pages are not all zero.
 PRICES = {
@@ -159,11 +162,11 @@ def test_a_question_streams_a_draft_then_shows_the_answer_with_its_route_badge(u
     shoot(page, "chat-streaming")
     usage = message.get_by_text(re.compile(r"\d+ tokens"))
     usage.wait_for(timeout=MODEL_TIMEOUT_MS)
-    assert badge(message, "small model").count() == 1
-    assert re.match(r"verifier \d\.\d\d", badge(message, "verifier").inner_text())
-    assert "2025" in message.locator('[data-testid="stMarkdownContainer"]').first.inner_text()
-    assert "router:" in message.inner_text()
-    assert re.search(r"cost \$\d", usage.inner_text())
+    expect(badge(message, "small model")).to_have_count(1)
+    expect(badge(message, "verifier")).to_have_text(re.compile(r"verifier \d\.\d\d"))
+    expect(message.locator('[data-testid="stMarkdownContainer"]').first).to_contain_text("2025")
+    expect(message).to_contain_text("router:")
+    expect(usage).to_contain_text(re.compile(r"cost \$\d"))
     message.get_by_text("Sources (").click()
     message.get_by_text("configuration.md").first.wait_for()
     shoot(page, "chat-answer")
@@ -173,7 +176,7 @@ def test_a_question_streams_a_draft_then_shows_the_answer_with_its_route_badge(u
     page.reload()
     reopened = page.locator('[data-testid="stChatMessage"]')
     badge(reopened.last, "small model").wait_for()
-    assert reopened.first.inner_text().endswith("Which port does hybrid dev use?")
+    expect(reopened.first).to_have_text(re.compile(r"Which port does hybrid dev use\?$"))
 
 
 def test_an_escalation_visibly_replaces_the_small_draft(tmp_path: Path, pages: Pages) -> None:
@@ -185,17 +188,15 @@ def test_an_escalation_visibly_replaces_the_small_draft(tmp_path: Path, pages: P
         badge(message, "not accepted · small model").wait_for(timeout=MODEL_TIMEOUT_MS)
         shoot(page, "chat-escalating")
         message.get_by_text(re.compile(r"\d+ tokens")).wait_for(timeout=MODEL_TIMEOUT_MS)
-        assert badge(message, "large model").count() == 1
-        assert "Shakespeare" in message.locator('[data-testid="stMarkdownContainer"]').first.inner_text()
-        assert "escalated to the large model" in message.inner_text()
+        expect(badge(message, "large model")).to_have_count(1)
+        expect(message.locator('[data-testid="stMarkdownContainer"]').first).to_contain_text("Shakespeare")
+        expect(message).to_contain_text("escalated to the large model")
         message.get_by_text("Replaced draft of the small model").click()
         message.locator("del").first.wait_for()  # the small model's draft, struck out
         shoot(page, "chat-escalated")
 
 
 def test_a_reviewer_resolves_a_pending_answer_and_the_chat_updates(ui: str, pages: Pages) -> None:
-    from playwright.sync_api import expect
-
     chat = pages.open(f"{ui}/?route=human")  # the sidebar's "force a route", from the URL
     message = ask(chat, "What is the capital of Italy?")
     badge(message, "waiting for review").wait_for(timeout=MODEL_TIMEOUT_MS)
@@ -206,8 +207,8 @@ def test_a_reviewer_resolves_a_pending_answer_and_the_chat_updates(ui: str, page
 
     review = pages.open(f"{ui}/review")
     case = review.locator(f".st-key-case-{thread}")
-    case.wait_for()
-    assert "What is the capital of Italy?" in case.inner_text()
+    # The case's container is attached before its contents are drawn: wait for the text itself.
+    expect(case).to_contain_text("What is the capital of Italy?")
     review.get_by_label("Your name").fill("ana")
     review.get_by_label("Your name").press("Enter")
     expect(case.get_by_role("button", name="Approve the latest answer")).to_be_enabled()  # a name is given
@@ -219,8 +220,8 @@ def test_a_reviewer_resolves_a_pending_answer_and_the_chat_updates(ui: str, page
 
     # The chat tab was left alone: its poll picks up the verdict.
     badge(message, "human").wait_for(timeout=30_000)
-    assert "Rome is the capital of Italy." in message.inner_text()
-    assert "answer written by reviewer ana" in message.inner_text()
+    expect(message).to_contain_text("Rome is the capital of Italy.")
+    expect(message).to_contain_text("answer written by reviewer ana")
     shoot(chat, "chat-after-review")
 
 
@@ -255,5 +256,5 @@ def test_files_are_uploaded_ingested_and_searchable(ui: str, pages: Pages, tmp_p
         page.get_by_test_id(re.compile("FormSubmit"))
     ).click()
     page.get_by_text("Alpacas hum softly").first.wait_for(timeout=60_000)
-    assert "alpacas.md" in page.get_by_text(re.compile(r"^1\. ")).first.inner_text()
+    expect(page.get_by_text(re.compile(r"^1\. ")).first).to_contain_text("alpacas.md")
     shoot(page, "knowledge", height=1500)
