@@ -185,7 +185,8 @@ def verify_draft(question: str, draft: Draft, hits: Sequence[Hit], threshold: fl
         _check_confidence(j, draft["model_meta"])
 
     score = max(0.0, min(1.0, j.score))
-    passed = score >= threshold
+    # A failed call or an empty text is no answer: it never passes, even at a threshold of 0.
+    passed = score >= threshold and not draft["error"] and bool(words(answer))
     reasons = j.reasons or ["no problem found"]
     reasons.insert(0, f"score {score:.2f} {'>=' if passed else '<'} {threshold:.2f}")
     return Verification(
@@ -303,7 +304,7 @@ def judge_draft(
             notes.append(f"not measured (no contribution): {', '.join(judged.missing)}")
         notes += measured.notes
     score = round(max(0.0, min(1.0, p_good)), 4)
-    passed = score >= threshold
+    passed = score >= threshold and not draft["error"] and bool(words(answer))  # as in verify_draft
     reasons = [
         f"P(good) {score:.2f} {'>=' if passed else '<'} {threshold:.2f} ({origin} threshold; "
         "contributions in log-odds)"

@@ -141,6 +141,19 @@ def test_a_model_that_raises_is_recorded_and_routed_around(fakes: FakeModels) ->
     assert answer.verifications[0]["score"] == 0.0
 
 
+def test_a_failed_call_is_never_accepted_even_at_a_threshold_of_zero(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYBRID_SMALL_ACCEPT_THRESHOLD", "0")
+    fakes.set("small", RuntimeError("connection refused"))
+    fakes.set("large", "Paris is the capital of France.")
+
+    answer = api.ask("What is the capital of France?")
+
+    assert answer.answered_by == "fake:large"
+    assert answer.verifications[0]["passed"] is False
+
+
 def test_when_every_model_raises_the_reviewer_must_write_or_reject(fakes: FakeModels) -> None:
     fakes.set("small", RuntimeError("down"))
     fakes.set("large", TimeoutError("slow"))

@@ -201,6 +201,11 @@ def test_failed_calls_and_empty_answers_score_zero(artifact: Path) -> None:
     assert failed["score"] == empty["score"] == 0.0
     assert failed["reasons"][1] == "model call failed: TimeoutError: slow"
     assert empty["reasons"][1] == "empty answer"
+    for no_answer in (draft("", error="TimeoutError: slow"), draft("  ")):  # whatever the threshold
+        judged = judge_draft(
+            QUESTION, no_answer, [hit(PASSAGE)], 0.0, verifier_path=artifact, embedder=fake_embed
+        )
+        assert judged["passed"] is False
 
 
 def test_arithmetic_is_a_rule_on_top_of_the_learned_score() -> None:

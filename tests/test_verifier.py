@@ -89,6 +89,11 @@ def test_model_errors_score_zero() -> None:
     assert "model call failed: TimeoutError: slow" in result["reasons"][1]
 
 
+@pytest.mark.parametrize("failed", [draft("", error="TimeoutError: slow"), draft("   ")])
+def test_no_answer_never_passes_even_at_a_threshold_of_zero(failed: Draft) -> None:
+    assert verify_draft("Hi?", failed, [], 0.0)["passed"] is False
+
+
 def test_answers_must_be_grounded_in_the_sources() -> None:
     sources = [hit("Hybrid dev serves the graph on port 2025 with langgraph dev.")]
     grounded = verify_draft("Which port does hybrid dev use?", draft("It uses port 2025."), sources, 0.6)
