@@ -17,6 +17,8 @@ COPY retrieval/ retrieval/
 COPY ui/ ui/
 COPY data/ data/
 RUN pip install --no-cache-dir --no-deps .
+# MiniLM's ONNX graph, exported at build time into /usr/local/share/hybrid (the image is read-only at run).
+RUN python -c "from retrieval.embeddings import prepare_onnx; prepare_onnx()"
 
 FROM python:3.11-slim
 COPY --from=build /usr/local /usr/local

@@ -44,6 +44,9 @@ fi
 "${pip[@]}" install --no-deps -e .
 ((with_tests)) && "${pip[@]}" install --no-deps -r requirements/test.txt
 
+# MiniLM's ONNX graph, exported once from the packaged weights into the venv (else at first use).
+"$VENV/bin/python" -c "from retrieval.embeddings import prepare_onnx; print('bootstrap: MiniLM ONNX graph', prepare_onnx())"
+
 rm -f "$VENV"/.hybrid-installed-*
 touch "$stamp"
 echo "bootstrap: $VENV ready"
