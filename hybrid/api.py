@@ -254,7 +254,12 @@ def ask(
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
-    graph.invoke(_turn_input(graph, thread_id, question, history), _config(thread_id), context=context)
+    graph.invoke(
+        _turn_input(graph, thread_id, question, history),
+        _config(thread_id),
+        context=context,
+        durability=settings.checkpoint_durability,
+    )
     return answer_for(thread_id)
 
 
@@ -276,6 +281,7 @@ def stream(
         _config(thread_id),
         context=context,
         stream_mode=["messages", "updates"],
+        durability=settings.checkpoint_durability,
     ):
         if mode == "messages":
             message, meta = chunk
@@ -347,7 +353,11 @@ def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answ
     body = verdict.model_dump(exclude={"claim"}, exclude_none=True)
     token = reviews.claim(settings, case.case_id, reviewer=verdict.reviewer, decision=body)
     try:
-        graph.invoke(Command(resume={**body, "claim": token}), _config(thread_id))
+        graph.invoke(
+            Command(resume={**body, "claim": token}),
+            _config(thread_id),
+            durability=settings.checkpoint_durability,
+        )
     except BaseException:
         reviews.release(settings, case.case_id, token)
         raise

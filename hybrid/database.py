@@ -175,7 +175,7 @@ _lock = threading.Lock()
 
 def database_for(settings: Settings) -> Database:
     """The configured database, opened (and its tables created) once per process."""
-    key = settings.checkpoint_url or f"sqlite:///{settings.database_path.resolve()}"
+    key = settings.checkpoint_url or f"sqlite:///{settings.database_path}"
     with _lock:
         if key not in _databases:
             if settings.checkpoint_url:

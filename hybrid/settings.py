@@ -217,6 +217,11 @@ class Settings(BaseSettings):
     checkpoint_url: str | None = Field(
         None, description="postgresql:// URL for checkpoints, review queue and audit; unset: SQLite."
     )
+    checkpoint_durability: Literal["exit", "async", "sync"] = Field(
+        "exit",
+        description="When a turn is checkpointed: exit (once, when it ends or pauses for review), "
+        "async or sync (after every node too: a restart could resume a half-done turn).",
+    )
 
     # Cache and budgets
     cache: Literal["off", "exact", "semantic"] = Field(
@@ -254,6 +259,12 @@ class Settings(BaseSettings):
     review_claim_lease_s: float = Field(
         300, gt=0, description="A claimed case whose resolution did not finish becomes claimable again."
     )
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        # Resolved once here: stores are keyed by this path on every request.
+        return path.expanduser().resolve()
 
     @model_validator(mode="after")
     def _known_profile(self) -> Settings:

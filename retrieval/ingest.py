@@ -222,6 +222,6 @@ def ingest(
         bump_version(store)
         from retrieval.lexical import lexical_index
 
-        lexical_index(settings, collection)  # rebuild now, not on the first question
+        lexical_index(settings, collection, max_age_s=0)  # rebuild now, not on the first question
     report.seconds = time.perf_counter() - started
     return report

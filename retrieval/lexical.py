@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,18 +122,30 @@ def _load(folder: Path) -> LexicalIndex | None:
 
 
 _cache: dict[tuple[str, str], tuple[tuple[int, int], LexicalIndex]] = {}
+_checked: dict[tuple[str, str | None], tuple[float, tuple[str, str]]] = {}
 _cache_lock = threading.Lock()
 
 
-def lexical_index(settings: Settings, name: str | None = None) -> LexicalIndex:
-    """The BM25 index of a collection, current with its content."""
+def lexical_index(settings: Settings, name: str | None = None, *, max_age_s: float = 1.0) -> LexicalIndex:
+    """The BM25 index of a collection, current with its content.
+
+    Asking Chroma for the collection's version costs milliseconds on every question, so it is asked
+    at most every `max_age_s` seconds: a change made by another process shows within that time.
+    This process's ingestion asks with 0 after each change, so its own changes show at once.
+    """
+    store_key = settings.chroma_url or str(settings.chroma_path)
+    asked = (store_key, name or settings.collection)
+    with _cache_lock:
+        checked = _checked.get(asked)
+        if checked and time.monotonic() - checked[0] < max_age_s and checked[1] in _cache:
+            return _cache[checked[1]][1]
     collection = get_collection(settings, name)
     version = collection_version(collection)
-    store_key = settings.chroma_url or str(settings.chroma_path.resolve())
     key = (store_key, collection.name)
     with _cache_lock:
         cached = _cache.get(key)
         if cached and cached[0] == version:
+            _checked[asked] = (time.monotonic(), key)
             return cached[1]
         folder = settings.data_dir / "lexical" / collection.name / f"{version[0]}-{version[1]}"
         index = _load(folder) if folder.exists() else None
@@ -149,6 +162,7 @@ def lexical_index(settings: Settings, name: str | None = None) -> LexicalIndex:
             _save(index, folder)
         index.version = f"{version[0]}-{version[1]}"
         _cache[key] = (version, index)
+        _checked[asked] = (time.monotonic(), key)
         return index
 
 
@@ -156,3 +170,4 @@ def reset() -> None:
     """Forget in-memory indexes."""
     with _cache_lock:
         _cache.clear()
+        _checked.clear()

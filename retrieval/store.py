@@ -64,7 +64,7 @@ def client_for(settings: Settings) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
-    key = settings.chroma_url or str(settings.chroma_path.resolve())
+    key = settings.chroma_url or str(settings.chroma_path)
     with _clients_lock:
         if key not in _clients:
             chroma_settings = ChromaSettings(anonymized_telemetry=False)  # costs ms: build once

@@ -27,7 +27,11 @@ def test_conversations_are_listed_most_recent_first_with_their_first_question(fa
     assert api.conversations(limit=1)[0].thread_id == second.thread_id
 
 
-def test_a_conversation_reopens_with_every_turn_as_it_ended(fakes: FakeModels) -> None:
+@pytest.mark.parametrize("durability", ["exit", "sync"])  # checkpoints once per turn, or per node
+def test_a_conversation_reopens_with_every_turn_as_it_ended(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    monkeypatch.setenv("HYBRID_CHECKPOINT_DURABILITY", durability)
     fakes.set("small", lambda m: f"Answer to: {m[-1].text.splitlines()[-1]}")
     first = api.ask("What is the capital of France?")
     second = api.ask("And of Italy?", thread_id=first.thread_id, force_route="human")

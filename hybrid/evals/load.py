@@ -35,6 +35,12 @@ QUESTIONS = [
 ]
 
 
+def load_question(n: int) -> str:
+    """Request `n`'s question: distinct text every time, so nothing is served from memory (the
+    question's embedding is computed for every request, as it is for new traffic)."""
+    return f"Question {n + 1}: {QUESTIONS[n % len(QUESTIONS)]}"
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2) if ordered else 0.0
@@ -51,7 +57,7 @@ def _server(folder: Path) -> Iterator[str]:
             yield f"http://127.0.0.1:{port}"
 
 
-async def _level(url: str, concurrency: int, requests: int) -> dict[str, Any]:
+async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -59,7 +65,7 @@ async def _level(url: str, concurrency: int, requests: int) -> dict[str, Any]:
     health: list[float] = []
     errors: list[str] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for n in range(requests):
+    for n in range(first, first + requests):
         queue.put_nowait(n)
     running = True
 
@@ -68,7 +74,7 @@ async def _level(url: str, concurrency: int, requests: int) -> dict[str, Any]:
             n = queue.get_nowait()
             body = {
                 "model": "hybrid",
-                "messages": [{"role": "user", "content": QUESTIONS[n % len(QUESTIONS)]}],
+                "messages": [{"role": "user", "content": load_question(n)}],
             }
             began = time.perf_counter()
             try:
@@ -129,10 +135,12 @@ def evaluate_load(
             body = {"model": "hybrid", "messages": [{"role": "user", "content": question}]}
             httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
         levels = []
+        asked = 0
         for level in concurrency:
             requests = requests_per_level or max(2 * level, 8)
             log(f"  concurrency {level}: {requests} requests ...")
-            levels.append(asyncio.run(_level(url, level, requests)))
+            levels.append(asyncio.run(_level(url, level, requests, first=asked)))
+            asked += requests
     overhead = [lvl["overhead_ms"]["p50"] for lvl in levels]
     return {
         "levels": levels,
