@@ -219,8 +219,8 @@ class Settings(BaseSettings):
     )
     checkpoint_durability: Literal["exit", "async", "sync"] = Field(
         "exit",
-        description="When a turn is checkpointed: exit (once, when it ends or pauses for review), "
-        "async or sync (after every node too: a restart could resume a half-done turn).",
+        description="When a turn is checkpointed: exit (once, when it ends or pauses for review) or "
+        "after every node as well (async, sync: each step's state is kept, at some ms per node).",
     )
 
     # Cache and budgets
