@@ -168,14 +168,25 @@ def _check_confidence(j: _Judgement, model_meta: dict[str, float | str]) -> None
             )
 
 
+def _missing_answer(draft: Draft) -> tuple[str, str] | None:
+    """(signal, reason) when a draft holds no answer at all (a failed call, an empty text), else None.
+
+    No answer never passes, whatever the threshold (a threshold of 0 must not accept a failure).
+    """
+    if draft["error"]:
+        return "model_error", f"model call failed: {draft['error']}"
+    if not words((draft["text"] or "").strip()):
+        return "empty", "empty answer"
+    return None
+
+
 def verify_draft(question: str, draft: Draft, hits: Sequence[Hit], threshold: float) -> Verification:
     """Score a draft in [0, 1] with the reasons behind the score."""
     j = _Judgement()
     answer = (draft["text"] or "").strip()
-    if draft["error"]:
-        j.penalise("model_error", 0.0, f"model call failed: {draft['error']}")
-    elif not words(answer):
-        j.penalise("empty", 0.0, "empty answer")
+    missing = _missing_answer(draft)
+    if missing:
+        j.penalise(missing[0], 0.0, missing[1])
     else:
         expected = arithmetic_in(question)
         _check_degenerate(j, question, answer, draft["finish_reason"])
@@ -185,8 +196,7 @@ def verify_draft(question: str, draft: Draft, hits: Sequence[Hit], threshold: fl
         _check_confidence(j, draft["model_meta"])
 
     score = max(0.0, min(1.0, j.score))
-    # A failed call or an empty text is no answer: it never passes, even at a threshold of 0.
-    passed = score >= threshold and not draft["error"] and bool(words(answer))
+    passed = missing is None and score >= threshold
     reasons = j.reasons or ["no problem found"]
     reasons.insert(0, f"score {score:.2f} {'>=' if passed else '<'} {threshold:.2f}")
     return Verification(
@@ -278,12 +288,10 @@ def judge_draft(
     answer = (draft["text"] or "").strip()
     signals: dict[str, float] = {}
     notes: list[str] = []
-    if draft["error"]:
-        p_good, rule = 0.0, f"model call failed: {draft['error']}"
-        signals["model_error"] = 1.0
-    elif not words(answer):
-        p_good, rule = 0.0, "empty answer"
-        signals["empty"] = 1.0
+    missing = _missing_answer(draft)
+    if missing:
+        p_good, rule = 0.0, missing[1]
+        signals[missing[0]] = 1.0
     else:
         measured = measure(
             question,
@@ -304,7 +312,7 @@ def judge_draft(
             notes.append(f"not measured (no contribution): {', '.join(judged.missing)}")
         notes += measured.notes
     score = round(max(0.0, min(1.0, p_good)), 4)
-    passed = score >= threshold and not draft["error"] and bool(words(answer))  # as in verify_draft
+    passed = missing is None and score >= threshold
     reasons = [
         f"P(good) {score:.2f} {'>=' if passed else '<'} {threshold:.2f} ({origin} threshold; "
         "contributions in log-odds)"

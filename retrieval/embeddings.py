@@ -70,11 +70,12 @@ def prepare_onnx(target: Path | None = None) -> Path:
 
     Written to a temporary file and renamed, so a concurrent reader never sees half a graph.
     """
-    import torch
-
     target = target or onnx_path()
     if target.exists():
         return target
+    import torch  # only to export: a process that finds the graph never imports torch
+
+    log.info("exporting %s to ONNX at %s (once per environment)", EMBEDDING_MODEL, target)
     transformer = load_sentence_model()[0].auto_model.eval()
 
     class LastHiddenState(torch.nn.Module):
@@ -189,11 +190,7 @@ class TorchMiniLM:
 def encoder() -> _Encoder:
     """The process's MiniLM runner: ONNX Runtime, exporting the graph first if needed; else torch."""
     try:
-        graph = onnx_path()
-        if not graph.exists():
-            log.info("exporting %s to ONNX at %s (once per environment)", EMBEDDING_MODEL, graph)
-            prepare_onnx(graph)
-        return OnnxMiniLM(graph, model_path())
+        return OnnxMiniLM(prepare_onnx(), model_path())
     except Exception as exc:  # any failure here leaves the slower path with the same vectors
         log.warning("MiniLM runs in torch (slower): no ONNX graph (%s: %s)", type(exc).__name__, exc)
         return TorchMiniLM()

@@ -121,8 +121,8 @@ def _load(folder: Path) -> LexicalIndex | None:
     return LexicalIndex(meta["ids"], retriever, meta["df"])
 
 
-_cache: dict[tuple[str, str], tuple[tuple[int, int], LexicalIndex]] = {}
-_checked: dict[tuple[str, str | None], tuple[float, tuple[str, str]]] = {}
+_cache: dict[tuple[str, str], tuple[tuple[int, int], LexicalIndex, float]] = {}
+"""(store, collection) → (its version, its index, when that version was last read from Chroma)."""
 _cache_lock = threading.Lock()
 
 
@@ -133,19 +133,17 @@ def lexical_index(settings: Settings, name: str | None = None, *, max_age_s: flo
     at most every `max_age_s` seconds: a change made by another process shows within that time.
     This process's ingestion asks with 0 after each change, so its own changes show at once.
     """
-    store_key = settings.chroma_url or str(settings.chroma_path)
-    asked = (store_key, name or settings.collection)
+    key = (settings.chroma_url or str(settings.chroma_path), name or settings.collection)
     with _cache_lock:
-        checked = _checked.get(asked)
-        if checked and time.monotonic() - checked[0] < max_age_s and checked[1] in _cache:
-            return _cache[checked[1]][1]
+        cached = _cache.get(key)
+        if cached and time.monotonic() - cached[2] < max_age_s:
+            return cached[1]
     collection = get_collection(settings, name)
     version = collection_version(collection)
-    key = (store_key, collection.name)
     with _cache_lock:
         cached = _cache.get(key)
         if cached and cached[0] == version:
-            _checked[asked] = (time.monotonic(), key)
+            _cache[key] = (version, cached[1], time.monotonic())
             return cached[1]
         folder = settings.data_dir / "lexical" / collection.name / f"{version[0]}-{version[1]}"
         index = _load(folder) if folder.exists() else None
@@ -161,8 +159,7 @@ def lexical_index(settings: Settings, name: str | None = None, *, max_age_s: flo
                 shutil.rmtree(stale, ignore_errors=True)
             _save(index, folder)
         index.version = f"{version[0]}-{version[1]}"
-        _cache[key] = (version, index)
-        _checked[asked] = (time.monotonic(), key)
+        _cache[key] = (version, index, time.monotonic())
         return index
 
 
@@ -170,4 +167,3 @@ def reset() -> None:
     """Forget in-memory indexes."""
     with _cache_lock:
         _cache.clear()
-        _checked.clear()

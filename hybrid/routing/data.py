@@ -71,22 +71,27 @@ def _flag(value: str) -> bool:
     raise ValueError(f"not a correctness flag: {value!r}")
 
 
+def _responses(path: Path) -> list[dict[str, str]]:
+    """Every row of one of RouteLLM's responses CSVs."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _labels(rows: list[dict[str, str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Prompts, and whether the weak and the strong model got each one right."""
+    weak = np.array([_flag(row[WEAK_MODEL]) for row in rows])
+    strong = np.array([_flag(row[STRONG_MODEL]) for row in rows])
+    return [row["prompt"] for row in rows], weak, strong
+
+
 def load_gsm8k(root: Path) -> Benchmark:
     """GSM8K test questions with Mixtral's responses: 1,307 of 1,319 kept."""
     folder = Path(root) / "gsm8k"
     dropped = _contaminated(folder / "contaminated_prompts.jsonl")
-    prompts, weak, strong, responses = [], [], [], []
-    rows = 0
-    with (folder / "gsm8k_responses.csv").open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            rows += 1
-            if row["prompt"] in dropped:
-                continue
-            prompts.append(row["prompt"])
-            weak.append(_flag(row[WEAK_MODEL]))
-            strong.append(_flag(row[STRONG_MODEL]))
-            responses.append(row[WEAK_MODEL + "_response"])
-    return Benchmark("gsm8k", prompts, np.array(weak), np.array(strong), None, responses, rows)
+    rows = _responses(folder / "gsm8k_responses.csv")
+    kept = [row for row in rows if row["prompt"] not in dropped]
+    responses = [row[WEAK_MODEL + "_response"] for row in kept]
+    return Benchmark("gsm8k", *_labels(kept), None, responses, len(rows))
 
 
 def mmlu_subjects(root: Path) -> list[str]:
@@ -99,19 +104,13 @@ def load_mmlu(root: Path) -> Benchmark:
     """MMLU questions of all 57 subjects: 14,037 of 14,042 kept (105 prompt texts appear twice)."""
     folder = Path(root) / "mmlu"
     dropped = _contaminated(folder / "contaminated_prompts.jsonl")
-    prompts, weak, strong, groups = [], [], [], []
-    rows = 0
+    kept, groups, rows = [], [], 0
     for subject in mmlu_subjects(root):
-        with (folder / "responses" / f"mmlu_{subject}.csv").open(encoding="utf-8", newline="") as handle:
-            for row in csv.DictReader(handle):
-                rows += 1
-                if row["prompt"] in dropped:
-                    continue
-                prompts.append(row["prompt"])
-                weak.append(_flag(row[WEAK_MODEL]))
-                strong.append(_flag(row[STRONG_MODEL]))
-                groups.append(subject)
-    return Benchmark("mmlu", prompts, np.array(weak), np.array(strong), np.array(groups), None, rows)
+        read = _responses(folder / "responses" / f"mmlu_{subject}.csv")
+        rows += len(read)
+        kept += [row for row in read if row["prompt"] not in dropped]
+        groups += [subject] * (len(kept) - len(groups))
+    return Benchmark("mmlu", *_labels(kept), np.array(groups), None, rows)
 
 
 @dataclass(frozen=True)
