@@ -151,7 +151,9 @@ def _config(thread_id: str) -> dict[str, Any]:
     return {"configurable": {"thread_id": thread_id}}
 
 
-def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterable[Any]) -> Answer:
+def _build_answer(
+    thread_id: str, values: Mapping[str, Any], interrupts: Iterable[Any], settings: Settings
+) -> Answer:
     pending = next((i.value for i in interrupts), None)
     drafts: list[Draft] = list(values.get("drafts") or [])
     usage: dict[str, TokenUsage] = {}
@@ -164,7 +166,7 @@ def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterabl
     status = "pending_review" if pending is not None else values.get("status") or "answered"
     verifier_cost = round(sum(v.get("cost", 0.0) for v in values.get("verifications") or []), 8)
     total = round(sum(cost.values()) + verifier_cost, 8)
-    large_only, basis = costs.large_only_cost(values, resolve_settings())
+    large_only, basis = costs.large_only_cost(values, settings)
     return Answer(
         thread_id=thread_id,
         trace_id=values.get("trace_id"),
@@ -190,12 +192,14 @@ def _build_answer(thread_id: str, values: Mapping[str, Any], interrupts: Iterabl
     )
 
 
-def _run_settings(overrides: Mapping[str, Any]) -> tuple[Settings, Any]:
+def _run_settings(overrides: Mapping[str, Any]) -> Settings:
+    """The run's settings. The graph gets them whole as its context, so its nodes do not each
+    resolve them again (resolving reads the environment)."""
     try:
         context = RunContext(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         raise invalid_setting(exc, "per-run setting") from None
-    return resolve_settings(context), context
+    return resolve_settings(context)
 
 
 def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
@@ -205,10 +209,14 @@ def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
 
 def answer_for(thread_id: str) -> Answer:
     """The latest answer of a conversation (pending, answered or rejected)."""
-    snapshot = _graph(resolve_settings()).get_state(_config(thread_id))
+    return _latest_answer(thread_id, resolve_settings())
+
+
+def _latest_answer(thread_id: str, settings: Settings) -> Answer:
+    snapshot = _graph(settings).get_state(_config(thread_id))
     if not snapshot.values:
         raise ReviewError(f"no conversation with thread id {thread_id!r}")
-    return _build_answer(thread_id, snapshot.values, snapshot.interrupts)
+    return _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
 
 
 def _turn_input(
@@ -231,7 +239,7 @@ def _turn_input(
 
 def check_request(question: Any, **overrides: Any) -> str:
     """Validate a question and per-run settings without running anything; the question, stripped."""
-    settings, _ = _run_settings(overrides)
+    settings = _run_settings(overrides)
     return check_question(question, settings)
 
 
@@ -249,7 +257,7 @@ def ask(
     `InvalidQuestion` for an empty or oversized question, before anything runs. `history`
     (earlier `{"role", "content"}` turns) seeds a new conversation, as stateless clients send it.
     """
-    settings, context = _run_settings(overrides)
+    settings = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
@@ -257,10 +265,10 @@ def ask(
     graph.invoke(
         _turn_input(graph, thread_id, question, history),
         _config(thread_id),
-        context=context,
+        context=settings,
         durability=settings.checkpoint_durability,
     )
-    return answer_for(thread_id)
+    return _latest_answer(thread_id, settings)
 
 
 def stream(
@@ -271,7 +279,7 @@ def stream(
     **overrides: Any,
 ) -> Iterator[Event]:
     """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`."""
-    settings, context = _run_settings(overrides)
+    settings = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
@@ -279,7 +287,7 @@ def stream(
     for mode, chunk in graph.stream(
         _turn_input(graph, thread_id, question, history),
         _config(thread_id),
-        context=context,
+        context=settings,
         stream_mode=["messages", "updates"],
         durability=settings.checkpoint_durability,
     ):
@@ -292,7 +300,7 @@ def stream(
             for node, update in chunk.items():
                 if node != "__interrupt__":
                     yield Event(kind="node", node=node, update=update if isinstance(update, dict) else None)
-    yield Event(kind="answer", answer=answer_for(thread_id))
+    yield Event(kind="answer", answer=_latest_answer(thread_id, settings))
 
 
 def _heal(settings: Settings, graph: CompiledStateGraph, case: reviews.Case) -> bool:
@@ -356,13 +364,14 @@ def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answ
         graph.invoke(
             Command(resume={**body, "claim": token}),
             _config(thread_id),
+            context=settings,
             durability=settings.checkpoint_durability,
         )
     except BaseException:
         reviews.release(settings, case.case_id, token)
         raise
     reviews.mark_resolved(settings, case.case_id, reviewer=verdict.reviewer, action=verdict.action)
-    return answer_for(thread_id)
+    return _latest_answer(thread_id, settings)
 
 
 def pending_reviews() -> list[PendingReview]:
@@ -453,7 +462,7 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
     """Search the knowledge base directly, with the configured (or overridden) ranking mode."""
     from retrieval.search import search as run_search
 
-    settings, _ = _run_settings(overrides)
+    settings = _run_settings(overrides)
     return run_search(settings, query, k or settings.retrieval_k, collection=collection)  # type: ignore[return-value]
 
 

@@ -73,13 +73,14 @@ def conversation(thread_id: str) -> list[Answer]:
     """
     from hybrid.api import _build_answer, _config, _graph
 
-    graph = _graph(resolve_settings())
+    settings = resolve_settings()
+    graph = _graph(settings)
     answers = []
     for index, snapshot in enumerate(graph.get_state_history(_config(thread_id))):
         # Newest first. Only the newest snapshot can be paused on a review: asking again is
         # refused while one is pending, and resolving it moves the conversation on.
         if (index == 0 and snapshot.interrupts) or (not snapshot.next and snapshot.values.get("route")):
-            answers.append(_build_answer(thread_id, snapshot.values, snapshot.interrupts))
+            answers.append(_build_answer(thread_id, snapshot.values, snapshot.interrupts, settings))
     if not answers and not graph.get_state(_config(thread_id)).values:
         raise ReviewError(f"no conversation with thread id {thread_id!r}")
     return answers[::-1]

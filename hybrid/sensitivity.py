@@ -120,8 +120,29 @@ def _secrets(text: str) -> list[Finding]:
     return found
 
 
+# The fewest digits a valid phone number has anywhere: country code plus shortest national number
+# (Austria, Germany, Iran: 2 + 4).
+MIN_PHONE_DIGITS = 6
+
+
+def _may_hold_phone(text: str) -> bool:
+    """Whether a candidate span of libphonenumber's own matcher pattern has enough digits to be a
+    number: the matcher costs ~1 ms a string with numbers in it (route and verifier reasons)."""
+    from phonenumbers import phonenumbermatcher
+
+    pattern = getattr(phonenumbermatcher, "_PATTERN", None)  # private: without it, always match
+    if pattern is None:
+        return True
+    return any(sum(ch.isdigit() for ch in m.group()) >= MIN_PHONE_DIGITS for m in pattern.finditer(text))
+
+
 def find_sensitive(text: str) -> list[Finding]:
     """Every piece of sensitive data in `text`, in order of position."""
+    return list(_find_sensitive(text))
+
+
+@lru_cache(maxsize=1024)  # a question is judged when routed and again when its answer is audited
+def _find_sensitive(text: str) -> tuple[Finding, ...]:
     import phonenumbers
     from stdnum import iban, luhn
 
@@ -144,10 +165,11 @@ def find_sensitive(text: str) -> list[Finding]:
         ]
     findings += [Finding("email", "personal", m.start(), m.end()) for m in _EMAIL.finditer(text)]
     taken = [(f.start, f.end) for f in findings]
-    for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.VALID):
-        if not any(start < match.end and match.start < end for start, end in taken):
-            findings.append(Finding("phone", "personal", match.start, match.end))
-    return sorted(findings, key=lambda f: (f.start, -f.end))
+    if _may_hold_phone(text):
+        for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.VALID):
+            if not any(start < match.end and match.start < end for start, end in taken):
+                findings.append(Finding("phone", "personal", match.start, match.end))
+    return tuple(sorted(findings, key=lambda f: (f.start, -f.end)))
 
 
 def sensitivity_level(findings: list[Finding]) -> Sensitivity:

@@ -417,9 +417,13 @@ def create_app() -> FastAPI:
 
 def serve(host: str, port: int) -> None:
     """Run the server until interrupted."""
+    import threadpoolctl
     import uvicorn
 
     from hybrid.observability import configure_logging
 
     configure_logging(resolve_settings().log_level)
+    # Requests run side by side; inside one, BLAS only multiplies a single query vector (the
+    # router's neighbours), where waking a second BLAS thread after a model call cost 3-5 ms.
+    threadpoolctl.threadpool_limits(1, user_api="blas")
     uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)

@@ -50,3 +50,28 @@ def test_masking_replaces_values_with_their_kind() -> None:
     text = "Mail jane.doe@example.com, card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE."
     assert mask(text) == "Mail [EMAIL], card [PAYMENT_CARD], key [SECRET]."
     assert mask("nothing here") == "nothing here"
+
+
+def test_no_valid_phone_number_has_fewer_digits_than_the_matcher_skips() -> None:
+    # The matcher is skipped below MIN_PHONE_DIGITS digits: that is safe only while no region's
+    # country code plus shortest national number is shorter (libphonenumber's own metadata).
+    from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+    from hybrid.sensitivity import MIN_PHONE_DIGITS
+
+    shortest = min(
+        len(str(code)) + min(metadata.general_desc.possible_length)
+        for code, regions in COUNTRY_CODE_TO_REGION_CODE.items()
+        for region in regions
+        if (metadata := PhoneMetadata.metadata_for_region_or_calling_code(code, region))
+        and metadata.general_desc is not None
+        and metadata.general_desc.possible_length
+    )
+    assert shortest >= MIN_PHONE_DIGITS
+    assert kinds(find_sensitive("ring +49 30 1234567 now")) == ["phone"]
+
+
+def test_findings_are_fresh_lists_each_call() -> None:
+    first = find_sensitive("write to jane.doe@example.com")
+    first.clear()  # a caller changing its list must not change what the next caller gets
+    assert kinds(find_sensitive("write to jane.doe@example.com")) == ["email"]
