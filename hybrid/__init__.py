@@ -15,6 +15,7 @@ __all__ = [
     "ask",
     "ingest",
     "pending_reviews",
+    "prepare",
     "resume",
     "search",
     "stream",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -235,6 +235,42 @@ def _turn_input(
             messages.append(HumanMessage(content) if role == "user" else AIMessage(content))
         turn["messages"] = messages
     return turn
+
+
+def prepare(**overrides: Any) -> list[str]:
+    """Load what answering uses, so the first question does not wait for it: the graph and its
+    database, the knowledge base's index, MiniLM, the router and verifier artifacts and the model
+    clients. Embedded model weights still load on first use (the router counts them as cold).
+
+    Returns what could not be prepared and why, without raising (the question that needs a broken
+    piece reports it, or degrades as it would have anyway); invalid settings raise `InvalidSetting`.
+    """
+    from graphs.router import score_query
+    from graphs.verifier import load_verifier
+    from hybrid.models.factory import get_chat_model
+    from retrieval.embeddings import embed
+    from retrieval.lexical import lexical_index
+
+    settings = _run_settings(overrides)
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("graph and database", lambda: _graph(settings)),
+        ("MiniLM", lambda: embed(["warm-up"])),
+    ]
+    if settings.retrieval != "never":
+        steps.append(("knowledge base", lambda: lexical_index(settings)))
+    if settings.router == "learned":
+        steps.append(("router", lambda: score_query("warm-up", settings)))
+    steps.append(("verifier", lambda: load_verifier(settings.verifier_path)))
+    for tier in ("small", "large"):
+        for spec in settings.tier_specs(tier):
+            steps.append((f"model client {spec}", lambda spec=spec: get_chat_model(spec, settings)))
+    problems = []
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:  # reported, never fatal: see the docstring
+            problems.append(f"{name}: {type(exc).__name__}: {exc}")
+    return problems
 
 
 def check_request(question: Any, **overrides: Any) -> str:

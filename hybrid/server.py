@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import secrets
 import time
@@ -32,7 +33,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from hybrid import api
+from hybrid import api, observability
 from hybrid.errors import HybridError, InvalidQuestion, InvalidSetting, ReviewError, UnknownModel
 from hybrid.settings import resolve_settings
 
@@ -310,22 +311,32 @@ def _pieces(text: str) -> list[str]:
     return [w if i == 0 else f" {w}" for i, w in enumerate(words)] if text else []
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Prepare before serving; expire overdue reviews while serving."""
+
+    async def expire_periodically() -> None:
+        while True:
+            await asyncio.sleep(60)
+            with contextlib.suppress(Exception):  # the next round tries again; cron can too
+                await run_in_threadpool(api.expire_reviews)
+
+    for problem in await run_in_threadpool(api.prepare):
+        observability.logger.warning("not prepared at start-up: %s", problem)
+    # A full garbage collection walks every object: ~200k once the libraries are loaded,
+    # ~200 ms holding the GIL, a stall of every request and of /health. Frozen, the start-up
+    # objects are never walked again (reference counting still frees them; only cycles would stay).
+    gc.collect()
+    gc.freeze()
+    task = asyncio.create_task(expire_periodically())
+    yield
+    task.cancel()
+
+
 def create_app() -> FastAPI:
     """The server application (nothing happens until it is served)."""
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        async def expire_periodically() -> None:
-            while True:
-                await asyncio.sleep(60)
-                with contextlib.suppress(Exception):  # the next round tries again; cron can too
-                    await run_in_threadpool(api.expire_reviews)
-
-        task = asyncio.create_task(expire_periodically())
-        yield
-        task.cancel()
-
-    app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
 
     async def authorize(request: Request) -> None:
         keys = resolve_settings().api_key_list

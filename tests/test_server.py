@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from pathlib import Path
 
 import openai
 import pytest
@@ -240,3 +242,33 @@ def test_stream_errors_before_the_stream_starts_are_http_errors(fakes: FakeModel
     response = http.post("/v1/chat/completions", json=body)
     assert response.status_code == 400
     assert json.loads(response.text)["error"]["message"] == "the question is empty"
+
+
+def test_prepare_loads_what_answering_uses_and_reports_what_it_cannot(
+    fakes: FakeModels, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hybrid import api
+    from hybrid.errors import InvalidSetting
+
+    fakes.set("small", "Paris.")
+    fakes.set("large", "Paris.")
+    assert api.prepare() == []
+    assert set(fakes.models) == {"small", "large"}  # both tiers' clients are built
+    assert not fakes.calls("small")  # and nothing was asked of them
+    monkeypatch.setenv("HYBRID_ROUTER_PATH", str(isolated / "no-router-here"))
+    problems = api.prepare()
+    assert len(problems) == 1
+    assert problems[0].startswith("router: ")
+    with pytest.raises(InvalidSetting, match="router"):
+        api.prepare(router="nonsense")
+
+
+def test_the_server_prepares_and_freezes_its_start_up_objects_before_serving(fakes: FakeModels) -> None:
+    fakes.set("small", "Paris.")
+    fakes.set("large", "Paris.")
+    try:
+        with TestClient(create_app()) as http:  # runs the start-up
+            assert gc.get_freeze_count() > 0  # a full collection no longer walks them
+            assert http.get("/health").status_code == 200
+    finally:
+        gc.unfreeze()
