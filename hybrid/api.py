@@ -248,19 +248,25 @@ def prepare(**overrides: Any) -> list[str]:
     from graphs.router import score_query
     from graphs.verifier import load_verifier
     from hybrid.models.factory import get_chat_model
-    from retrieval.embeddings import embed
+    from retrieval.embeddings import embed_query
     from retrieval.lexical import lexical_index
 
     settings = _run_settings(overrides)
+
+    def verifier() -> None:
+        _, problem = load_verifier(settings.verifier_path)  # reports, does not raise
+        if problem:
+            raise ValueError(f"{problem}; drafts get the heuristic score")
+
     steps: list[tuple[str, Callable[[], object]]] = [
         ("graph and database", lambda: _graph(settings)),
-        ("MiniLM", lambda: embed(["warm-up"])),
+        ("MiniLM", lambda: embed_query("warm-up")),  # remembered: the router's warm-up reuses it
     ]
     if settings.retrieval != "never":
         steps.append(("knowledge base", lambda: lexical_index(settings)))
     if settings.router == "learned":
         steps.append(("router", lambda: score_query("warm-up", settings)))
-    steps.append(("verifier", lambda: load_verifier(settings.verifier_path)))
+    steps.append(("verifier", verifier))
     for tier in ("small", "large"):
         for spec in settings.tier_specs(tier):
             steps.append((f"model client {spec}", lambda spec=spec: get_chat_model(spec, settings)))
