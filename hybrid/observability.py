@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 logger = logging.getLogger("hybrid")
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hybrid_trace_id", default=None)
@@ -43,6 +43,13 @@ FALLBACKS = Counter(
 CACHE_HITS = Counter(
     "hybrid_cache_hits", "Answers served from the cache, by match kind", ["kind"], registry=REGISTRY
 )
+QUEUE_SECONDS = Histogram(
+    "hybrid_queue_seconds",
+    "Time a request waited for a free run slot in `hybrid serve`",
+    registry=REGISTRY,
+    buckets=_SECONDS,
+)
+RUNS_WAITING = Gauge("hybrid_runs_waiting", "Requests waiting for a free run slot", registry=REGISTRY)
 REVIEWS = Counter(
     "hybrid_reviews", "Review cases opened and resolved, by action", ["action"], registry=REGISTRY
 )

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -152,7 +153,7 @@ def _conversation(request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
     return turns[-1].text, [{"role": m.role, "content": m.text} for m in turns[:-1]]
 
 
-def _hybrid_field(answer: api.Answer, elapsed_ms: float) -> dict[str, Any]:
+def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
     model_ms = sum(d["latency_ms"] for d in answer.drafts)
     return {
         "thread_id": answer.thread_id,
@@ -170,8 +171,9 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float) -> dict[str, Any]:
         "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
         "timings_ms": {
             "total": round(elapsed_ms, 2),
+            "queued": round(queued_ms, 2),
             "models": round(model_ms, 2),
-            "overhead": round(max(0.0, elapsed_ms - model_ms), 2),
+            "overhead": round(max(0.0, elapsed_ms - queued_ms - model_ms), 2),
             "nodes": answer.timings_ms,
         },
     }
@@ -196,7 +198,7 @@ def _headers(answer: api.Answer) -> dict[str, str]:
     }
 
 
-def _completion(answer: api.Answer, model: str, elapsed_ms: float) -> dict[str, Any]:
+def _completion(answer: api.Answer, model: str, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
     usage = {
         "prompt_tokens": sum(u["input_tokens"] for u in answer.usage.values()),
         "completion_tokens": sum(u["output_tokens"] for u in answer.usage.values()),
@@ -215,13 +217,16 @@ def _completion(answer: api.Answer, model: str, elapsed_ms: float) -> dict[str, 
             }
         ],
         "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-        "hybrid": _hybrid_field(answer, elapsed_ms),
+        "hybrid": _hybrid_field(answer, elapsed_ms, queued_ms),
     }
 
 
-def _answer_response(answer: api.Answer, model: str, elapsed_ms: float) -> JSONResponse:
+def _answer_response(
+    answer: api.Answer, model: str, elapsed_ms: float, queued_ms: float = 0.0
+) -> JSONResponse:
     status = 202 if answer.status == "pending_review" else 200
-    return JSONResponse(_completion(answer, model, elapsed_ms), status_code=status, headers=_headers(answer))
+    body = _completion(answer, model, elapsed_ms, queued_ms)
+    return JSONResponse(body, status_code=status, headers=_headers(answer))
 
 
 def _chunk(
@@ -236,6 +241,36 @@ def _chunk(
         **extra,
     }
     return f"data: {json.dumps(body)}\n\n"
+
+
+class _Admission:
+    """At most `max_active_runs` graph runs at once; later requests wait here, on the event loop.
+
+    A run holds the GIL for its Python work between model calls, and the models take both cores:
+    sixteen runs side by side kept `/health` waiting up to 238 ms and stretched every run's own time
+    (measured), for no more throughput. A waiting request costs nothing and keeps its place in line.
+    """
+
+    def __init__(self) -> None:
+        self._limiter: anyio.CapacityLimiter | None = None  # made at first use: settings, not import
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold a run slot; yields how long the request waited for it, in milliseconds."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(resolve_settings().max_active_runs)
+        began = time.perf_counter()
+        observability.RUNS_WAITING.inc()
+        try:
+            await self._limiter.acquire()
+        finally:
+            observability.RUNS_WAITING.dec()
+        waited = time.perf_counter() - began
+        observability.QUEUE_SECONDS.observe(waited)
+        try:
+            yield waited * 1000
+        finally:
+            self._limiter.release()
 
 
 async def _iterate_in_thread(events: Iterator[Any]) -> AsyncIterator[Any]:
@@ -259,7 +294,13 @@ async def _iterate_in_thread(events: Iterator[Any]) -> AsyncIterator[Any]:
 
 
 async def _stream(
-    request: ChatRequest, question: str, history: list, overrides: dict, policy: str
+    request: ChatRequest,
+    question: str,
+    history: list,
+    overrides: dict,
+    policy: str,
+    *,
+    admission: _Admission,
 ) -> AsyncIterator[str]:
     """Server-sent events. `hold`: only the final, verified text. `correct`: drafts as they are
     written, a `hybrid.event = "correction"` chunk whenever a streamed draft fails verification
@@ -267,36 +308,37 @@ async def _stream(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
-    events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
-    streamed = ""  # draft text the client has been shown and not told to discard
-    async for event in _iterate_in_thread(events):
-        if isinstance(event, BaseException):
-            error = _error_for(event if isinstance(event, Exception) else RuntimeError(str(event)))
-            yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind}})}\n\n"
-            return
-        if event.kind == "token" and policy == "correct":
-            streamed += event.text or ""
-            yield _chunk(completion_id, request.model, {"content": event.text})
-        elif event.kind == "node" and event.node == "verify" and streamed:
-            verification = ((event.update or {}).get("verifications") or [{}])[-1]
-            if not verification.get("passed"):
-                yield _correction(completion_id, request.model, verification.get("reasons", [])[:2])
-                streamed = ""
-        elif event.kind == "answer" and event.answer is not None:
-            answer = event.answer
-            final = _content(answer)
-            if streamed.strip() != final.strip():
-                if streamed:
-                    yield _correction(
-                        completion_id, request.model, ["the final answer differs from the draft"]
-                    )
-                for piece in _pieces(final):
-                    yield _chunk(completion_id, request.model, {"content": piece})
-            elapsed = (time.perf_counter() - started) * 1000
-            extra: dict[str, Any] = {"hybrid": _hybrid_field(answer, elapsed)}
-            if (request.stream_options or {}).get("include_usage"):
-                extra["usage"] = _completion(answer, request.model, elapsed)["usage"]
-            yield _chunk(completion_id, request.model, {}, "stop", **extra)
+    async with admission.slot() as queued:
+        events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+        streamed = ""  # draft text the client has been shown and not told to discard
+        async for event in _iterate_in_thread(events):
+            if isinstance(event, BaseException):
+                error = _error_for(event if isinstance(event, Exception) else RuntimeError(str(event)))
+                yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind}})}\n\n"
+                return
+            if event.kind == "token" and policy == "correct":
+                streamed += event.text or ""
+                yield _chunk(completion_id, request.model, {"content": event.text})
+            elif event.kind == "node" and event.node == "verify" and streamed:
+                verification = ((event.update or {}).get("verifications") or [{}])[-1]
+                if not verification.get("passed"):
+                    yield _correction(completion_id, request.model, verification.get("reasons", [])[:2])
+                    streamed = ""
+            elif event.kind == "answer" and event.answer is not None:
+                answer = event.answer
+                final = _content(answer)
+                if streamed.strip() != final.strip():
+                    if streamed:
+                        yield _correction(
+                            completion_id, request.model, ["the final answer differs from the draft"]
+                        )
+                    for piece in _pieces(final):
+                        yield _chunk(completion_id, request.model, {"content": piece})
+                elapsed = (time.perf_counter() - started) * 1000
+                extra: dict[str, Any] = {"hybrid": _hybrid_field(answer, elapsed, queued)}
+                if (request.stream_options or {}).get("include_usage"):
+                    extra["usage"] = _completion(answer, request.model, elapsed, queued)["usage"]
+                yield _chunk(completion_id, request.model, {}, "stop", **extra)
     yield "data: [DONE]\n\n"
 
 
@@ -337,6 +379,7 @@ def create_app() -> FastAPI:
     """The server application (nothing happens until it is served)."""
 
     app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
+    admission = _Admission()
 
     async def authorize(request: Request) -> None:
         keys = resolve_settings().api_key_list
@@ -394,13 +437,15 @@ def create_app() -> FastAPI:
             # Refuse bad input before the stream starts, so it gets a proper status code.
             api.check_request(question, **overrides)
             return StreamingResponse(
-                _stream(request, question, history, overrides, policy), media_type="text/event-stream"
+                _stream(request, question, history, overrides, policy, admission=admission),
+                media_type="text/event-stream",
             )
         started = time.perf_counter()
-        answer = await run_in_threadpool(
-            lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
-        )
-        return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000)
+        async with admission.slot() as queued:
+            answer = await run_in_threadpool(
+                lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+            )
+        return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000, queued)
 
     @app.get("/v1/hybrid/threads/{thread_id}", dependencies=[Depends(authorize)])
     async def thread(thread_id: str) -> Response:
@@ -415,7 +460,8 @@ def create_app() -> FastAPI:
     @app.post("/v1/hybrid/reviews/{thread_id}", dependencies=[Depends(authorize)])
     async def review(thread_id: str, body: ReviewBody) -> Response:
         decision = body.model_dump(exclude_none=True)
-        answer = await run_in_threadpool(api.resume, thread_id, decision)
+        async with admission.slot():  # resuming may run the large model
+            answer = await run_in_threadpool(api.resume, thread_id, decision)
         return _answer_response(answer, MODEL, 0.0)
 
     @app.post("/v1/hybrid/feedback", dependencies=[Depends(authorize)])

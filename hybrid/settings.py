@@ -241,6 +241,11 @@ class Settings(BaseSettings):
     stream_policy: Literal["hold", "correct"] = Field(
         "hold", description="Streaming: hold until verified, or stream drafts and send a correction."
     )
+    max_active_runs: int = Field(
+        4,
+        ge=1,
+        description="Graph runs `hybrid serve` executes at once; later requests wait their turn.",
+    )
 
     # Observability
     otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for OpenTelemetry spans.")

@@ -272,3 +272,54 @@ def test_the_server_prepares_and_freezes_its_start_up_objects_before_serving(fak
             assert http.get("/health").status_code == 200
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+
+    monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", str(limit))
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_answer(_messages: object) -> str:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.3)
+        with lock:
+            active[0] -= 1
+        return "The capital of France is Paris."
+
+    fakes.set("small", slow_answer)
+    fakes.set("large", slow_answer)
+
+    async def two_at_once() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            bodies = [
+                {"model": "hybrid", "messages": [{"role": "user", "content": f"{QUESTION} ({n})"}]}
+                for n in range(2)
+            ]
+            return await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
+
+    responses = asyncio.run(two_at_once())
+
+    assert [r.status_code for r in responses] == [200, 200]
+    assert most[0] == limit  # never more graph runs at once than allowed, and no fewer
+    timings = sorted((r.json()["hybrid"]["timings_ms"] for r in responses), key=lambda t: t["queued"])
+    if limit == 1:
+        assert timings[0]["queued"] < 200 <= timings[1]["queued"]  # the second waited for the first
+    else:
+        assert timings[1]["queued"] < 200
+    for t in timings:  # the wait is neither the models' time nor the graph's own
+        assert t["overhead"] == pytest.approx(t["total"] - t["queued"] - t["models"], abs=0.05)
+    metrics = TestClient(create_app()).get("/metrics").text
+    assert "hybrid_queue_seconds_count" in metrics
+    assert "hybrid_runs_waiting 0.0" in metrics

@@ -3,8 +3,8 @@
 A real `hybrid serve` process on 127.0.0.1 (its own data directory, the cache off so every request
 runs the models) is driven over HTTP at each concurrency level, while `/health` is probed every
 100 ms. Per level: requests per second, latency percentiles, errors, the graph's own overhead per
-request (the server's time minus the models' time, as each response reports it), and `/health`
-latency.
+request (the server's time minus the models' time and minus the time the request waited for a run
+slot, as each response reports them), that waiting time, and `/health` latency.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
 
     latencies: list[float] = []
     overheads: list[float] = []
+    queued: list[float] = []
     health: list[float] = []
     errors: list[str] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -84,7 +85,9 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
                     errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
                     continue
                 latencies.append(elapsed)
-                overheads.append(response.json()["hybrid"]["timings_ms"]["overhead"])
+                timings = response.json()["hybrid"]["timings_ms"]
+                overheads.append(timings["overhead"])
+                queued.append(timings["queued"])
             except httpx.HTTPError as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -115,6 +118,7 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
         "rps": round(len(latencies) / wall, 3) if wall else 0.0,
         "latency_ms": {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
         "overhead_ms": {"p50": _percentile(overheads, 0.5), "p95": _percentile(overheads, 0.95)},
+        "queued_ms": {"p50": _percentile(queued, 0.5), "p95": _percentile(queued, 0.95)},
         "health_ms": {
             "p50": _percentile(health, 0.5),
             "p95": _percentile(health, 0.95),
@@ -166,15 +170,16 @@ def format_table(report: dict[str, Any]) -> str:
         "p95 ms",
         "p99 ms",
         "overhead p50",
+        "queued p50",
         "health p95",
         "health max",
     )
-    widths = (5, 6, 8, 8, 9, 9, 9, 14, 12, 12)
+    widths = (5, 6, 8, 8, 9, 9, 9, 14, 12, 12, 12)
     lines = ["".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True))]
     for lvl in report["levels"]:
-        lat, over, health = lvl["latency_ms"], lvl["overhead_ms"], lvl["health_ms"]
+        lat, over, queued, health = lvl["latency_ms"], lvl["overhead_ms"], lvl["queued_ms"], lvl["health_ms"]
         lines.append(
             f"{lvl['concurrency']:>5}{lvl['requests']:>6}{lvl['errors']:>8}{lvl['rps']:>8.2f}{lat['p50']:>9.0f}"
-            f"{lat['p95']:>9.0f}{lat['p99']:>9.0f}{over['p50']:>14.1f}{health['p95']:>12.1f}{health['max']:>12.1f}"
+            f"{lat['p95']:>9.0f}{lat['p99']:>9.0f}{over['p50']:>14.1f}{queued['p50']:>12.1f}{health['p95']:>12.1f}{health['max']:>12.1f}"
         )
     return "\n".join(lines)

