@@ -49,6 +49,11 @@ QUEUE_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=_SECONDS,
 )
+ABANDONED = Counter(
+    "hybrid_requests_abandoned",
+    "Requests not run because their client left while they waited for a run slot",
+    registry=REGISTRY,
+)
 RUNS_WAITING = Gauge("hybrid_runs_waiting", "Requests waiting for a free run slot", registry=REGISTRY)
 REVIEWS = Counter(
     "hybrid_reviews", "Review cases opened and resolved, by action", ["action"], registry=REGISTRY

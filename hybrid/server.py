@@ -255,8 +255,12 @@ class _Admission:
         self._limiter: anyio.CapacityLimiter | None = None  # made at first use: settings, not import
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Hold a run slot; yields how long the request waited for it, in milliseconds."""
+    async def slot(self, client: Request | None = None) -> AsyncIterator[float]:
+        """Hold a run slot; yields how long the request waited for it, in milliseconds.
+
+        A `client` that hung up while waiting gets no run: under overload, clients time out and
+        retry, and running what nobody will read would only lengthen the line (nothing of theirs
+        had started, so nothing is lost)."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(resolve_settings().max_active_runs)
         began = time.perf_counter()
@@ -265,9 +269,13 @@ class _Admission:
             await self._limiter.acquire()
         finally:
             observability.RUNS_WAITING.dec()
-        waited = time.perf_counter() - began
-        observability.QUEUE_SECONDS.observe(waited)
         try:
+            waited = time.perf_counter() - began
+            observability.QUEUE_SECONDS.observe(waited)
+            if client is not None and await client.is_disconnected():
+                observability.ABANDONED.inc()
+                message = "the client closed the connection while the request waited for a run slot"
+                raise OpenAIError(499, message, "client_closed_request")
             yield waited * 1000
         finally:
             self._limiter.release()
@@ -429,7 +437,7 @@ def create_app() -> FastAPI:
         }
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
-    async def chat(request: ChatRequest) -> Response:
+    async def chat(request: ChatRequest, raw: Request) -> Response:
         question, history = _conversation(request)
         overrides = _overrides(request)
         if request.stream:
@@ -441,7 +449,7 @@ def create_app() -> FastAPI:
                 media_type="text/event-stream",
             )
         started = time.perf_counter()
-        async with admission.slot() as queued:
+        async with admission.slot(raw) as queued:
             answer = await run_in_threadpool(
                 lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
             )

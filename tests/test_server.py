@@ -323,3 +323,29 @@ def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     metrics = TestClient(create_app()).get("/metrics").text
     assert "hybrid_queue_seconds_count" in metrics
     assert "hybrid_runs_waiting 0.0" in metrics
+
+
+def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from hybrid.server import OpenAIError, _Admission
+
+    monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
+
+    class HungUp:
+        async def is_disconnected(self) -> bool:
+            return True
+
+    async def scenario() -> tuple[list[float], OpenAIError]:
+        admission, ran = _Admission(), []
+        with pytest.raises(OpenAIError) as caught:
+            async with admission.slot(HungUp()):  # type: ignore[arg-type]
+                ran.append(-1.0)
+        async with admission.slot() as waited:  # its slot was given back: the next one runs at once
+            ran.append(waited)
+        return ran, caught.value
+
+    ran, error = asyncio.run(scenario())
+    assert len(ran) == 1
+    assert ran[0] < 100
+    assert (error.status, error.kind) == (499, "client_closed_request")

@@ -74,6 +74,35 @@ def test_health_answers_while_the_models_are_busy(server: str) -> None:
     busy.join()
 
 
+def test_one_run_at_a_time_and_a_caller_who_hung_up_while_waiting_gets_no_run(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ask(question: str, timeout: float) -> httpx.Response:
+        body = {"model": "hybrid", "messages": [{"role": "user", "content": question}]}
+        body["hybrid"] = {"overrides": {"force_route": "large"}}
+        return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=timeout)
+
+    with start_replica(port, isolated.parent / "serve.log"):
+        assert ask("Who wrote Hamlet?", 300).status_code == 200  # loads the model
+        answers: list[httpx.Response] = []
+        story = "Tell me a long story about a dragon."
+        first = threading.Thread(target=lambda: answers.append(ask(story, 300)))
+        first.start()
+        time.sleep(0.3)
+        with pytest.raises(httpx.TimeoutException):  # hangs up while the story holds the only slot
+            ask("Who painted the Mona Lisa?", 0.5)
+        first.join()
+        assert [a.status_code for a in answers] == [200]
+        assert answers[0].json()["hybrid"]["timings_ms"]["queued"] < 100
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert "hybrid_requests_abandoned_total 1.0" in metrics
+        assert 'hybrid_requests_total{route="large",status="answered"} 2.0' in metrics  # no third run
+
+
 def test_replicas_share_reviews_and_knowledge_through_real_stores(
     isolated: Path, postgres: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
