@@ -247,8 +247,8 @@ class _Admission:
     """At most `max_active_runs` graph runs at once; later requests wait here, on the event loop.
 
     A run holds the GIL for its Python work between model calls, and the models take both cores:
-    sixteen runs side by side kept `/health` waiting up to 238 ms and stretched every run's own time
-    (measured), for no more throughput. A waiting request costs nothing and keeps its place in line.
+    sixteen runs side by side kept `/health` waiting up to 200 ms and stretched every run's own time
+    (measured), for fewer answers per second. A waiting request costs nothing and keeps its place.
     """
 
     def __init__(self) -> None:
