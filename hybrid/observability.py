@@ -54,6 +54,9 @@ ABANDONED = Counter(
     "Requests not run because their client left while they waited for a run slot",
     registry=REGISTRY,
 )
+REFUSED = Counter(
+    "hybrid_requests_refused", "Requests answered 429 because too many already waited", registry=REGISTRY
+)
 RUNS_WAITING = Gauge("hybrid_runs_waiting", "Requests waiting for a free run slot", registry=REGISTRY)
 REVIEWS = Counter(
     "hybrid_reviews", "Review cases opened and resolved, by action", ["action"], registry=REGISTRY

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import math
 import secrets
 import time
 import uuid
@@ -97,14 +98,22 @@ class OpenAIError(Exception):
     """An error to answer in OpenAI's shape."""
 
     def __init__(
-        self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        code: str | None = None,
+        param: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
+        self.headers = headers
 
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 def _error_for(exc: Exception) -> OpenAIError:
@@ -253,24 +262,50 @@ class _Admission:
 
     def __init__(self) -> None:
         self._limiter: anyio.CapacityLimiter | None = None  # made at first use: settings, not import
+        self._max_waiting: int | None = None
+        self._run_seconds = 1.0  # moving average of a run's length, for Retry-After
+
+    def _limits(self) -> anyio.CapacityLimiter:
+        if self._limiter is None:
+            settings = resolve_settings()
+            self._limiter = anyio.CapacityLimiter(settings.max_active_runs)
+            self._max_waiting = settings.max_waiting_runs
+        return self._limiter
+
+    def refuse_if_full(self) -> None:
+        """Raise 429 with a Retry-After estimate when `max_waiting_runs` requests already wait."""
+        limiter = self._limits()
+        waiting = limiter.statistics().tasks_waiting
+        if self._max_waiting is None or limiter.available_tokens > 0 or waiting < self._max_waiting:
+            return
+        retry = max(1, math.ceil(self._run_seconds * (waiting + 1) / limiter.total_tokens))
+        observability.REFUSED.inc()
+        message = f"the server is at capacity ({waiting} requests wait for a run slot); retry in {retry} s"
+        raise OpenAIError(
+            429, message, "rate_limit_error", "server_at_capacity", headers={"Retry-After": str(retry)}
+        )
 
     @contextlib.asynccontextmanager
-    async def slot(self, client: Request | None = None) -> AsyncIterator[float]:
+    async def slot(
+        self, client: Request | None = None, *, refuse_if_full: bool = True
+    ) -> AsyncIterator[float]:
         """Hold a run slot; yields how long the request waited for it, in milliseconds.
 
         A `client` that hung up while waiting gets no run: under overload, clients time out and
         retry, and running what nobody will read would only lengthen the line (nothing of theirs
         had started, so nothing is lost)."""
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(resolve_settings().max_active_runs)
+        limiter = self._limits()
+        if refuse_if_full:
+            self.refuse_if_full()
         began = time.perf_counter()
         observability.RUNS_WAITING.inc()
         try:
-            await self._limiter.acquire()
+            await limiter.acquire()
         finally:
             observability.RUNS_WAITING.dec()
+        admitted = time.perf_counter()
         try:
-            waited = time.perf_counter() - began
+            waited = admitted - began
             observability.QUEUE_SECONDS.observe(waited)
             if client is not None and await client.is_disconnected():
                 observability.ABANDONED.inc()
@@ -278,7 +313,8 @@ class _Admission:
                 raise OpenAIError(499, message, "client_closed_request")
             yield waited * 1000
         finally:
-            self._limiter.release()
+            limiter.release()
+            self._run_seconds = 0.8 * self._run_seconds + 0.2 * (time.perf_counter() - admitted)
 
 
 async def _iterate_in_thread(events: Iterator[Any]) -> AsyncIterator[Any]:
@@ -316,7 +352,7 @@ async def _stream(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
-    async with admission.slot() as queued:
+    async with admission.slot(refuse_if_full=False) as queued:  # checked before the stream began
         events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
         streamed = ""  # draft text the client has been shown and not told to discard
         async for event in _iterate_in_thread(events):
@@ -444,6 +480,7 @@ def create_app() -> FastAPI:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
             # Refuse bad input before the stream starts, so it gets a proper status code.
             api.check_request(question, **overrides)
+            admission.refuse_if_full()
             return StreamingResponse(
                 _stream(request, question, history, overrides, policy, admission=admission),
                 media_type="text/event-stream",

@@ -246,6 +246,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Graph runs `hybrid serve` executes at once; later requests wait their turn.",
     )
+    max_waiting_runs: int | None = Field(
+        None,
+        ge=0,
+        description="Requests `hybrid serve` lets wait for a run slot; beyond, 429 (unset: no limit).",
+    )
 
     # Observability
     otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint for OpenTelemetry spans.")

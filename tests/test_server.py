@@ -349,3 +349,44 @@ def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pyt
     assert len(ran) == 1
     assert ran[0] < 100
     assert (error.status, error.kind) == (499, "client_closed_request")
+
+
+def test_beyond_the_waiting_limit_requests_get_429_with_retry_after(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time
+
+    import httpx
+
+    monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
+    monkeypatch.setenv("HYBRID_MAX_WAITING_RUNS", "1")
+
+    def slow_answer(_messages: object) -> str:
+        time.sleep(0.4)
+        return "The capital of France is Paris."
+
+    fakes.set("small", slow_answer)
+    fakes.set("large", slow_answer)
+
+    async def four_in_a_row() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+
+            async def ask(n: int) -> httpx.Response:
+                await asyncio.sleep(0.1 * n)  # in this order: runs, waits, refused, refused (streaming)
+                body = {"model": "hybrid", "messages": [{"role": "user", "content": f"{QUESTION} ({n})"}]}
+                return await http.post("/v1/chat/completions", json=body | {"stream": n == 3})
+
+            return await asyncio.gather(*(ask(n) for n in range(4)))
+
+    responses = asyncio.run(four_in_a_row())
+
+    assert [r.status_code for r in responses] == [200, 200, 429, 429]
+    refused = responses[2]
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert refused.json()["error"]["code"] == "server_at_capacity"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert responses[1].json()["hybrid"]["timings_ms"]["queued"] > 100  # the one that waited did run
+    metrics = TestClient(create_app()).get("/metrics").text
+    assert "hybrid_requests_refused_total 2.0" in metrics
