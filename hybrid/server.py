@@ -305,16 +305,16 @@ class _Admission:
             observability.RUNS_WAITING.dec()
         admitted = time.perf_counter()
         try:
-            waited = admitted - began
-            observability.QUEUE_SECONDS.observe(waited)
+            observability.QUEUE_SECONDS.observe(admitted - began)
             if client is not None and await client.is_disconnected():
                 observability.ABANDONED.inc()
                 message = "the client closed the connection while the request waited for a run slot"
                 raise OpenAIError(499, message, "client_closed_request")
-            yield waited * 1000
+            yield (admitted - began) * 1000
+            # Only runs that finished inform Retry-After: a dropped or failed one took no time.
+            self._run_seconds = 0.8 * self._run_seconds + 0.2 * (time.perf_counter() - admitted)
         finally:
             limiter.release()
-            self._run_seconds = 0.8 * self._run_seconds + 0.2 * (time.perf_counter() - admitted)
 
 
 async def _iterate_in_thread(events: Iterator[Any]) -> AsyncIterator[Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from fastapi.testclient import TestClient
@@ -274,15 +276,32 @@ def test_the_server_prepares_and_freezes_its_start_up_objects_before_serving(fak
         gc.unfreeze()
 
 
+def _numbered_question(n: int) -> dict[str, object]:
+    return {"model": "hybrid", "messages": [{"role": "user", "content": f"{QUESTION} ({n})"}]}
+
+
+def post_together(bodies: list[dict[str, object]], spacing: float = 0.0) -> list[httpx.Response]:
+    """POST the chat bodies to one app concurrently, the n-th after n * `spacing` seconds."""
+
+    async def send_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+
+            async def send(n: int, body: dict[str, object]) -> httpx.Response:
+                await asyncio.sleep(spacing * n)
+                return await http.post("/v1/chat/completions", json=body)
+
+            return await asyncio.gather(*(send(n, body) for n, body in enumerate(bodies)))
+
+    return asyncio.run(send_all())
+
+
 @pytest.mark.parametrize("limit", [1, 2])
 def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:
-    import asyncio
     import threading
     import time
-
-    import httpx
 
     monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", str(limit))
     active, most = [0], [0]
@@ -300,16 +319,7 @@ def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     fakes.set("small", slow_answer)
     fakes.set("large", slow_answer)
 
-    async def two_at_once() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=create_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            bodies = [
-                {"model": "hybrid", "messages": [{"role": "user", "content": f"{QUESTION} ({n})"}]}
-                for n in range(2)
-            ]
-            return await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
-
-    responses = asyncio.run(two_at_once())
+    responses = post_together([_numbered_question(n) for n in range(2)])
 
     assert [r.status_code for r in responses] == [200, 200]
     assert most[0] == limit  # never more graph runs at once than allowed, and no fewer
@@ -326,8 +336,6 @@ def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
 
 
 def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
     from hybrid.server import OpenAIError, _Admission
 
     monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
@@ -354,10 +362,7 @@ def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pyt
 def test_beyond_the_waiting_limit_requests_get_429_with_retry_after(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
     import time
-
-    import httpx
 
     monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
     monkeypatch.setenv("HYBRID_MAX_WAITING_RUNS", "1")
@@ -369,18 +374,8 @@ def test_beyond_the_waiting_limit_requests_get_429_with_retry_after(
     fakes.set("small", slow_answer)
     fakes.set("large", slow_answer)
 
-    async def four_in_a_row() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=create_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-
-            async def ask(n: int) -> httpx.Response:
-                await asyncio.sleep(0.1 * n)  # in this order: runs, waits, refused, refused (streaming)
-                body = {"model": "hybrid", "messages": [{"role": "user", "content": f"{QUESTION} ({n})"}]}
-                return await http.post("/v1/chat/completions", json=body | {"stream": n == 3})
-
-            return await asyncio.gather(*(ask(n) for n in range(4)))
-
-    responses = asyncio.run(four_in_a_row())
+    bodies = [_numbered_question(n) | {"stream": n == 3} for n in range(4)]
+    responses = post_together(bodies, spacing=0.1)  # in order: runs, waits, refused, refused (streaming)
 
     assert [r.status_code for r in responses] == [200, 200, 429, 429]
     refused = responses[2]
