@@ -207,11 +207,13 @@ def _headers(answer: api.Answer) -> dict[str, str]:
     }
 
 
+def _usage(answer: api.Answer) -> dict[str, int]:
+    prompt = sum(u["input_tokens"] for u in answer.usage.values())
+    completion = sum(u["output_tokens"] for u in answer.usage.values())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 def _completion(answer: api.Answer, model: str, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
-    usage = {
-        "prompt_tokens": sum(u["input_tokens"] for u in answer.usage.values()),
-        "completion_tokens": sum(u["output_tokens"] for u in answer.usage.values()),
-    }
     return {
         "id": f"chatcmpl-{answer.trace_id or uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -225,7 +227,7 @@ def _completion(answer: api.Answer, model: str, elapsed_ms: float, queued_ms: fl
                 "logprobs": None,
             }
         ],
-        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        "usage": _usage(answer),
         "hybrid": _hybrid_field(answer, elapsed_ms, queued_ms),
     }
 
@@ -286,17 +288,14 @@ class _Admission:
         )
 
     @contextlib.asynccontextmanager
-    async def slot(
-        self, client: Request | None = None, *, refuse_if_full: bool = True
-    ) -> AsyncIterator[float]:
-        """Hold a run slot; yields how long the request waited for it, in milliseconds.
+    async def slot(self, client: Request | None = None) -> AsyncIterator[float]:
+        """Hold a run slot; yields how long the request waited for it, in milliseconds. Callers
+        check `refuse_if_full` first, before anything (a stream's first bytes) has been sent.
 
         A `client` that hung up while waiting gets no run: under overload, clients time out and
         retry, and running what nobody will read would only lengthen the line (nothing of theirs
         had started, so nothing is lost)."""
         limiter = self._limits()
-        if refuse_if_full:
-            self.refuse_if_full()
         began = time.perf_counter()
         observability.RUNS_WAITING.inc()
         try:
@@ -352,7 +351,7 @@ async def _stream(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
-    async with admission.slot(refuse_if_full=False) as queued:  # checked before the stream began
+    async with admission.slot() as queued:
         events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
         streamed = ""  # draft text the client has been shown and not told to discard
         async for event in _iterate_in_thread(events):
@@ -381,7 +380,7 @@ async def _stream(
                 elapsed = (time.perf_counter() - started) * 1000
                 extra: dict[str, Any] = {"hybrid": _hybrid_field(answer, elapsed, queued)}
                 if (request.stream_options or {}).get("include_usage"):
-                    extra["usage"] = _completion(answer, request.model, elapsed, queued)["usage"]
+                    extra["usage"] = _usage(answer)
                 yield _chunk(completion_id, request.model, {}, "stop", **extra)
     yield "data: [DONE]\n\n"
 
@@ -485,6 +484,7 @@ def create_app() -> FastAPI:
                 _stream(request, question, history, overrides, policy, admission=admission),
                 media_type="text/event-stream",
             )
+        admission.refuse_if_full()
         started = time.perf_counter()
         async with admission.slot(raw) as queued:
             answer = await run_in_threadpool(
@@ -505,6 +505,7 @@ def create_app() -> FastAPI:
     @app.post("/v1/hybrid/reviews/{thread_id}", dependencies=[Depends(authorize)])
     async def review(thread_id: str, body: ReviewBody) -> Response:
         decision = body.model_dump(exclude_none=True)
+        admission.refuse_if_full()
         async with admission.slot():  # resuming may run the large model
             answer = await run_in_threadpool(api.resume, thread_id, decision)
         return _answer_response(answer, MODEL, 0.0)
