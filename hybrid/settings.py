@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     embed_threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
         ge=1,
-        description="CPU threads for bulk embedding at ingestion (a question uses two); default: CPU count.",
+        description="CPU threads for bulk embedding (ingestion; a question uses up to 2); default: CPUs.",
     )
     max_answer_tokens: int = Field(
         192, ge=1, le=4096, description="Longest answer a model may write, in tokens."
