@@ -117,8 +117,8 @@ def test_numpy_trees_match_sklearn() -> None:
     config = TrainConfig(hgb_iterations=25, hgb_min_leaf=10, hgb_learning_rate=0.1)
     arrays = fit_forest(x, y, np.ones(len(y)), config)
     reference = HistGradientBoostingClassifier(
-        max_iter=25, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10, l2_regularization=1.0,
-        early_stopping="auto", random_state=0,
+        max_iter=25, learning_rate=0.1, max_leaf_nodes=config.hgb_leaves, min_samples_leaf=10,
+        l2_regularization=1.0, early_stopping="auto", random_state=0,
     ).fit(x, y)  # fmt: skip
     model = RouterModel(arrays, {"ks": [], "use_embedding": False, "extra_features": [], "level2": "hgb",
                                  "columns": [f"f{i}" for i in range(8)]})  # fmt: skip

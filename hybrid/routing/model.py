@@ -123,8 +123,13 @@ class TrainConfig:
     auto_hgb_min: int = 2000
     hgb_iterations: int = 600
     hgb_learning_rate: float = 0.025
-    hgb_leaves: int = 15
-    hgb_min_leaf: int = 50
+    hgb_leaves: int = 7
+    hgb_min_leaf: int = 150
+    """Coarse trees (7 leaves of at least 150 rows) generalise to unseen topics: on MMLU with
+    subjects held out they scored APGR 0.653 over 3 fold seeds against 0.643 with 15 leaves of 50
+    rows, the random split staying at 0.703-0.706. Coarser still (300-500 rows) helped unseen
+    subjects more (0.658) but cost the random split (0.699-0.703); choosing it per training set by
+    inner cross-validation was noisy (0.646) and ten times slower."""
     hgb_l2: float = 1.0
     bags: int = 1
     """Boosted models with different seeds, averaged (their early-stopping splits differ)."""
