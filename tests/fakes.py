@@ -11,6 +11,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
+from graphs.state import Draft
+
 Reply = Callable[[list[BaseMessage]], str]
 
 
@@ -100,3 +102,25 @@ class FakeModels:
     def calls(self, name: str) -> list[list[BaseMessage]]:
         """Prompts `fake:<name>` received."""
         return self.models[name].calls if name in self.models else []
+
+
+def small_draft(
+    text: str,
+    *,
+    model: str = "fake:small",
+    error: str | None = None,
+    finish: str | None = "stop",
+    meta: dict[str, Any] | None = None,
+) -> Draft:
+    """A small-tier draft that cost nothing and took no time: what the verifier's tests judge."""
+    return Draft(
+        tier="small",
+        model=model,
+        text=text,
+        error=error,
+        finish_reason=finish,
+        usage={"input_tokens": 0, "output_tokens": 0},
+        cost=0.0,
+        latency_ms=0.0,
+        model_meta=meta if meta is not None else {},
+    )

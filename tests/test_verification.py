@@ -21,6 +21,7 @@ from hybrid.verification.calibration import (
 from hybrid.verification.data import is_good, token_f1
 from hybrid.verification.features import FEATURE_NAMES, measure
 from hybrid.verification.model import ARTIFACT_VERSION, VerifierModel
+from tests.fakes import small_draft
 
 PASSAGE = "The Panthers defense gave up just 308 points, ranking sixth in the league under coach Ron Rivera."
 QUESTION = "How many points did the Panthers defense surrender?"
@@ -36,17 +37,9 @@ def fake_embed(texts: list[str]) -> np.ndarray:
 
 
 def draft(text: str, *, error: str | None = None, finish: str = "stop", meta: dict | None = None) -> Draft:
-    return Draft(
-        tier="small",
-        model="fake:small",
-        text=text,
-        error=error,
-        finish_reason=finish,
-        usage={"input_tokens": 0, "output_tokens": 0},
-        cost=0.0,
-        latency_ms=0.0,
-        model_meta=meta if meta is not None else {"mean_token_logprob": -0.3, "min_token_prob": 0.2},
-    )
+    """A draft with the token probabilities of a confident small model unless `meta` says otherwise."""
+    confident = {"mean_token_logprob": -0.3, "min_token_prob": 0.2}
+    return small_draft(text, error=error, finish=finish, meta=confident if meta is None else meta)
 
 
 def hit(text: str) -> Hit:

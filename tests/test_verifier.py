@@ -6,22 +6,9 @@ import pytest
 
 from graphs.state import Draft, Hit
 from graphs.verifier import arithmetic_in, verify_draft
+from tests.fakes import small_draft
 
-
-def draft(
-    text: str, *, error: str | None = None, finish: str | None = "stop", meta: dict | None = None
-) -> Draft:
-    return Draft(
-        tier="small",
-        model="fake:small",
-        text=text,
-        error=error,
-        finish_reason=finish,
-        usage={"input_tokens": 0, "output_tokens": 0},
-        cost=0.0,
-        latency_ms=0.0,
-        model_meta=meta or {},
-    )
+draft = small_draft
 
 
 def hit(text: str) -> Hit:

@@ -15,6 +15,7 @@ from hybrid.cli import cli
 from hybrid.settings import DEFAULT_VERIFIER_PATH
 from hybrid.verification.model import VerifierModel
 from tests.conftest import REPO
+from tests.fakes import small_draft
 
 XQUAD = REPO.parent / "shared" / "data" / "qa" / "xquad-en-dev.json"
 
@@ -109,17 +110,8 @@ def test_bad_training_data_gives_one_clear_line(tmp_path: Path) -> None:
 
 
 def _draft(text: str, finish: str = "stop", logprob: float = -0.4) -> Draft:
-    return Draft(
-        tier="small",
-        model="llamacpp:smollm2-135m-instruct",
-        text=text,
-        error=None,
-        finish_reason=finish,
-        usage={"input_tokens": 0, "output_tokens": 0},
-        cost=0.0,
-        latency_ms=0.0,
-        model_meta={"mean_token_logprob": logprob, "min_token_prob": 0.1},
-    )
+    meta = {"mean_token_logprob": logprob, "min_token_prob": 0.1}
+    return small_draft(text, model="llamacpp:smollm2-135m-instruct", finish=finish, meta=meta)
 
 
 PASSAGE = (
