@@ -199,3 +199,6 @@ def test_the_load_benchmark_reports_every_level(isolated: Path) -> None:
         assert 0 < level["latency_ms"]["p50"] <= level["latency_ms"]["p99"]
         assert level["overhead_ms"]["p50"] >= 0
         assert level["health_ms"]["max"] > 0
+        steps = level["steps_ms_p50"]  # each request's own step times, as its response reports them
+        assert {"classify", "verify"} <= set(steps)
+        assert 0 < steps["classify"] < level["latency_ms"]["p50"]

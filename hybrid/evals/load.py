@@ -63,6 +63,7 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
     latencies: list[float] = []
     overheads: list[float] = []
     queued: list[float] = []
+    steps: dict[str, list[float]] = {}
     health: list[float] = []
     errors: list[str] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -88,6 +89,8 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
                 timings = response.json()["hybrid"]["timings_ms"]
                 overheads.append(timings["overhead"])
                 queued.append(timings["queued"])
+                for node, spent in timings.get("nodes", {}).items():
+                    steps.setdefault(node, []).append(spent)
             except httpx.HTTPError as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -119,6 +122,8 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
         "latency_ms": {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
         "overhead_ms": {"p50": _percentile(overheads, 0.5), "p95": _percentile(overheads, 0.95)},
         "queued_ms": {"p50": _percentile(queued, 0.5), "p95": _percentile(queued, 0.95)},
+        # Where the time goes, per graph step (answer_small and escalate include their models' time).
+        "steps_ms_p50": {node: _percentile(spent, 0.5) for node, spent in steps.items()},
         "health_ms": {
             "p50": _percentile(health, 0.5),
             "p95": _percentile(health, 0.95),
@@ -182,4 +187,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{lvl['concurrency']:>5}{lvl['requests']:>6}{lvl['errors']:>8}{lvl['rps']:>8.2f}{lat['p50']:>9.0f}"
             f"{lat['p95']:>9.0f}{lat['p99']:>9.0f}{over['p50']:>14.1f}{queued['p50']:>12.1f}{health['p95']:>12.1f}{health['max']:>12.1f}"
         )
+    for lvl in report["levels"]:
+        steps = ", ".join(f"{node} {spent:.1f}" for node, spent in lvl.get("steps_ms_p50", {}).items())
+        lines.append(f"steps p50 ms at {lvl['concurrency']} (models included): {steps or '-'}")
     return "\n".join(lines)
