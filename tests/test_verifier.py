@@ -6,9 +6,7 @@ import pytest
 
 from graphs.state import Draft, Hit
 from graphs.verifier import arithmetic_in, verify_draft
-from tests.fakes import small_draft
-
-draft = small_draft
+from tests.fakes import small_draft as draft
 
 
 def hit(text: str) -> Hit:
