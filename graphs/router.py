@@ -47,7 +47,8 @@ _CODE = re.compile(
 )
 _LONG_FORM = re.compile(r"\b(write|essay|story|poem|summari[sz]e|draft|letter|translate|rewrite)\b")
 _FOLLOW_UP = re.compile(
-    r"^(and|what about|how about|why|also|then|so|but|or)\b|\b(it|that|this|they|those|them)\b"
+    r"^(and|what about|how about|why|also|then|so|but|or|are you sure|really)\b"
+    r"|\b(it|that|this|they|those|them)\b"
 )
 
 # Weight of each signal: the probability it alone makes the small model fail (heuristic).
@@ -102,7 +103,7 @@ def score_query(
     from retrieval.embeddings import embed_query
 
     model = RouterModel.load(settings.router_path)
-    embedding = embed_query(text) if model.use_embedding else None
+    embedding = embed_query(text, layer=model.embedding_layer) if model.use_embedding else None
     score = model.score(text, embedding, dict(extra_features or {}))
     trained = str(model.meta.get("trained") or model.meta.get("created") or "")[:10]
     return LearnedScore(score, model.threshold, f"{settings.router_path.name} {trained}".strip())

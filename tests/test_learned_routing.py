@@ -48,8 +48,8 @@ def test_a_short_follow_up_is_routed_with_the_question_it_follows(fakes: FakeMod
     fakes.set("large", "60 clips.")
     first = api.ask(WORD_PROBLEM, force_route="small")
 
-    alone = api.ask("And in 2019?")
-    follow_up = api.ask("And in 2019?", thread_id=first.thread_id)
+    alone = api.ask("And what about 2019?")
+    follow_up = api.ask("And what about 2019?", thread_id=first.thread_id)
 
     assert alone.route["route"] == "small"
     assert follow_up.route["route"] == "large"

@@ -75,6 +75,7 @@ def test_short_follow_ups_are_judged_with_the_previous_question() -> None:
     assert routing_text("and in 2019?", ["What was 15% of the 2018 revenue of 2.4 million?"]).startswith(
         "What"
     )
+    assert routing_text("Are you sure?", ["What is 2+2?"]) == "What is 2+2?\nAre you sure?"
     assert routing_text("Who wrote Hamlet?", ["What is 2+2?"]) == "Who wrote Hamlet?"
     decision = route("and what about 2019?", previous=["What is 17 * 23 + 5?"])
     assert decision["route"] == "large"

@@ -113,7 +113,9 @@ def test_the_live_view_marks_the_draft_then_verifies_or_replaces_it(fakes: FakeM
 
 
 def test_a_conversation_continues_and_survives_a_reload(fakes: FakeModels) -> None:
+    # Either tier answers alike: this test is about the conversation, not where each turn goes.
     fakes.set("small", lambda messages: f"Answer {len(messages)}.")
+    fakes.set("large", lambda messages: f"Answer {len(messages)}.")
     app = ask(ask(open_app(), "First question?"), "Second question?")
     thread = app.query_params["thread"]
     assert [m.markdown[0].value for m in app.chat_message] == [

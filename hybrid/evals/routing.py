@@ -130,7 +130,11 @@ def run_benchmark(
     began = time.perf_counter()
     config = config or CONFIGS[name]
     examples = benchmark_examples(name, bench)
-    embeddings = embed_cached([e.text for e in examples], cache_dir) if config.use_embedding else None
+    embeddings = (
+        embed_cached([e.text for e in examples], cache_dir, layer=config.embedding_layer)
+        if config.use_embedding
+        else None
+    )
     rows, curve = [], None
     for seed in range(seeds):
         score = cross_validated_need_large(
@@ -176,7 +180,7 @@ def decision_latency(
 
         for text in texts[:100]:  # MMLU prompts with their options: longer than most questions
             began = time.perf_counter()
-            model.score(text, embed([text])[0])
+            model.score(text, embed([text], layer=model.embedding_layer)[0])
             with_embedding.append((time.perf_counter() - began) * 1000)
     return {**_percentiles(times), "queries": len(times), "with_embedding": _percentiles(with_embedding)}
 
@@ -217,7 +221,7 @@ def evaluate_routing(
         texts = [bench.prompts[i] for i in pick]
         report["decision_latency_ms"] = {
             "router": str(router),
-            **decision_latency(model, texts, embed_cached(texts, cache_dir)),
+            **decision_latency(model, texts, embed_cached(texts, cache_dir, layer=model.embedding_layer)),
         }
     if plot_dir is not None:
         report["plots"] = [str(p) for p in plot_curves(results, Path(plot_dir))]

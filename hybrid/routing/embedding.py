@@ -19,26 +19,30 @@ def _key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
-def embed_cached(texts: Sequence[str], cache_dir: Path | None, threads: int = 1) -> np.ndarray:
-    """Unit-length MiniLM embeddings (`retrieval.embeddings.embed`), one row per text, cached."""
-    from retrieval.embeddings import EMBEDDING_DIMENSIONS, embed
+def embed_cached(
+    texts: Sequence[str], cache_dir: Path | None, threads: int = 1, layer: int = 6
+) -> np.ndarray:
+    """Unit-length MiniLM embeddings after `layer` (`retrieval.embeddings.embed`), one row per text,
+    cached (one set of files per layer)."""
+    from retrieval.embeddings import EMBEDDING_DIMENSIONS, FINAL_LAYER, embed
 
+    name = "minilm" if layer == FINAL_LAYER else f"minilm-layer{layer}"
     if cache_dir is None:
-        return embed(list(texts), batch_size=64, threads=threads)
+        return embed(list(texts), batch_size=64, threads=threads, layer=layer)
     keys = [_key(t) for t in texts]
     wanted = set(keys)
     found: dict[bytes, np.ndarray] = {}
-    for path in sorted(Path(cache_dir).glob("minilm-*.npz")):
+    for path in sorted(Path(cache_dir).glob(f"{name}-*.npz")):
         with np.load(path, allow_pickle=False) as stored:
             for key, vector in zip(stored["keys"], stored["vectors"], strict=True):
                 if key.tobytes() in wanted:
                     found[key.tobytes()] = vector
     missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
     if missing:
-        vectors = embed(missing, batch_size=64, threads=threads)
+        vectors = embed(missing, batch_size=64, threads=threads, layer=layer)
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         new_keys = np.frombuffer(b"".join(_key(t) for t in missing), dtype=np.uint8).reshape(-1, 16)
-        np.savez(Path(cache_dir) / f"minilm-{uuid.uuid4().hex[:12]}.npz", keys=new_keys, vectors=vectors)
+        np.savez(Path(cache_dir) / f"{name}-{uuid.uuid4().hex[:12]}.npz", keys=new_keys, vectors=vectors)
         found.update(zip((_key(t) for t in missing), vectors, strict=True))
     if not texts:
         return np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32)

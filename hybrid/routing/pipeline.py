@@ -80,7 +80,9 @@ def train_router(
     began = time.perf_counter()
     config = config or TrainConfig()
     log(f"embedding {len(examples)} queries ...")
-    embeddings = embed_cached([e.text for e in examples], cache_dir, threads=threads)
+    embeddings = embed_cached(
+        [e.text for e in examples], cache_dir, threads=threads, layer=config.embedding_layer
+    )
     arrays: dict[str, np.ndarray] = {}
     metrics: dict[str, Any] = {}
     ids = holdout_ids(examples, "text")
@@ -123,7 +125,9 @@ def calibrate_router(
         if len(paired) < 2:
             raise ValueError("calibration needs examples with both small_correct and large_correct")
         texts = [e.text for e in paired]
-        embeddings = embed_cached(texts, cache_dir) if model.use_embedding else None
+        embeddings = (
+            embed_cached(texts, cache_dir, layer=model.embedding_layer) if model.use_embedding else None
+        )
         score = model.need_large(texts, embeddings, [dict(e.extra) for e in paired])
         small = np.array([e.small_correct for e in paired], dtype=bool)
         large = np.array([e.large_correct for e in paired], dtype=bool)
