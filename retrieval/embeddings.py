@@ -361,30 +361,31 @@ def _recalled(text: str, layer: int) -> np.ndarray | None:
     return entry.early if layer == EARLY_LAYER else entry.final
 
 
-def embed_remembered(texts: list[str], layer: int = FINAL_LAYER) -> np.ndarray:
+def embed_remembered(texts: list[str]) -> np.ndarray:
     """`embed`, remembering the last texts seen: within one request the router, the answer cache,
     retrieval and the verifier (once per draft) meet the same question and passages, and MiniLM
     would otherwise run again for each. Only the texts not seen recently are embedded; a text the
     router embedded to its layer continues from there to the last layer."""
-    _check_layer(layer)
     if not texts:
         return np.zeros((0, EMBEDDING_DIMENSIONS), dtype=np.float32)
-    found = {t: _recalled(t, layer) for t in dict.fromkeys(texts)}
-    missing = [t for t, vector in found.items() if vector is None]
+    found = {t: _recalled(t, FINAL_LAYER) for t in dict.fromkeys(texts)}
     threads = query_threads()
-    for text in list(missing):
+    missing = []
+    for text, vector in found.items():
+        if vector is not None:
+            continue
         with _remembered_lock:
             partial = _partials.pop(text, None)
-        if partial is not None and layer == FINAL_LAYER:
+        if partial is None:
+            missing.append(text)
+        else:
             found[text] = partial.finish(threads)
             _remember(text, partial.early, found[text])
-            missing.remove(text)
     if missing:
-        layers = encoder().encode(missing, 64, threads, final=layer == FINAL_LAYER)
-        for i, text in enumerate(missing):
-            final = None if layers.final is None else layers.final[i]
-            _remember(text, layers.early[i], final)
-            found[text] = layers.early[i] if layer == EARLY_LAYER else final
+        layers = encoder().encode(missing, 64, threads)
+        for text, early, final in zip(missing, layers.early, layers.final, strict=True):  # type: ignore[arg-type]
+            _remember(text, early, final)
+            found[text] = final
     return np.stack([found[t] for t in texts])
 
 
