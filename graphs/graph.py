@@ -11,7 +11,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs import nodes, routing
+from graphs import edges, nodes
 from graphs.state import InputState, State
 from hybrid.settings import RunContext
 
@@ -28,12 +28,12 @@ def build_graph() -> StateGraph:
     builder.add_node("accept", nodes.accept)
 
     builder.add_edge(START, "classify")
-    builder.add_conditional_edges("classify", routing.after_classify)
-    builder.add_conditional_edges("retrieve", routing.after_retrieve)
+    builder.add_conditional_edges("classify", edges.after_classify)
+    builder.add_conditional_edges("retrieve", edges.after_retrieve)
     builder.add_edge("answer_small", "verify")
     builder.add_edge("escalate", "verify")
-    builder.add_conditional_edges("verify", routing.after_verify)
-    builder.add_conditional_edges("human_review", routing.after_review)
+    builder.add_conditional_edges("verify", edges.after_verify)
+    builder.add_conditional_edges("human_review", edges.after_review)
     builder.add_edge("accept", END)
     return builder
 

@@ -21,10 +21,10 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError
 
-from graphs.explain import explain
 from graphs.graph import compile_graph
-from graphs.nodes import check_question
-from graphs.state import (
+from hybrid import audit, costs, reviews
+from hybrid.database import database_for
+from hybrid.decisions import (
     Draft,
     Hit,
     Retrieval,
@@ -36,10 +36,18 @@ from graphs.state import (
     TokenUsage,
     Verification,
 )
-from hybrid import audit, costs, reviews
-from hybrid.database import database_for
-from hybrid.errors import InvalidQuestion, ReviewError
+from hybrid.errors import (
+    CaseAlreadyResolved,
+    ConversationBusy,
+    ConversationNotFound,
+    InvalidDecision,
+    InvalidQuestion,
+    NoAnswer,
+    ReviewElsewhere,
+)
+from hybrid.explain import explain
 from hybrid.settings import RunContext, Settings, invalid_setting, resolve_settings
+from hybrid.validation import check_question
 from retrieval.ingest import IngestReport, Progress
 
 __all__ = [
@@ -204,7 +212,9 @@ def _run_settings(overrides: Mapping[str, Any]) -> Settings:
 
 def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
     if graph.get_state(_config(thread_id)).interrupts:
-        raise ReviewError(f"conversation {thread_id} is waiting for a review; resolve it before asking again")
+        raise ConversationBusy(
+            f"conversation {thread_id} is waiting for a review; resolve it before asking again"
+        )
 
 
 def answer_for(thread_id: str) -> Answer:
@@ -215,7 +225,7 @@ def answer_for(thread_id: str) -> Answer:
 def _latest_answer(thread_id: str, settings: Settings) -> Answer:
     snapshot = _graph(settings).get_state(_config(thread_id))
     if not snapshot.values:
-        raise ReviewError(f"no conversation with thread id {thread_id!r}")
+        raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
     return _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
 
 
@@ -245,9 +255,9 @@ def prepare(**overrides: Any) -> list[str]:
     Returns what could not be prepared and why, without raising (the question that needs a broken
     piece reports it, or degrades as it would have anyway); invalid settings raise `InvalidSetting`.
     """
-    from graphs.router import score_query
-    from graphs.verifier import load_verifier
     from hybrid.models.factory import get_chat_model
+    from hybrid.routing.decision import score_query
+    from hybrid.verification.judge import load_verifier
     from retrieval.embeddings import embed_query
     from retrieval.lexical import lexical_index
 
@@ -371,31 +381,32 @@ def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answ
     """Resolve a conversation's pending review (approve, edit, reject, escalate); return the answer.
 
     Exactly once: the case is claimed atomically before the graph resumes, so when two reviewers
-    act at once one wins and the other gets a `ReviewError` naming who resolved it. Raises
-    `ReviewError` too if there is no such case or the decision is malformed.
+    act at once one wins and the other gets `CaseAlreadyResolved` naming who resolved it. Raises
+    `ConversationNotFound` if there is no such conversation and `InvalidDecision` if the decision
+    is malformed or not allowed for the case.
     """
     settings = resolve_settings()
     graph = _graph(settings)
     try:
         verdict = decision if isinstance(decision, ReviewDecision) else ReviewDecision(**decision)
     except ValidationError as exc:
-        raise ReviewError(f"invalid review decision: {exc.errors()[0]['msg']}") from None
+        raise InvalidDecision(f"invalid review decision: {exc.errors()[0]['msg']}") from None
     case = reviews.latest_case(settings, thread_id)
     if case is None:
         if not graph.get_state(_config(thread_id)).values:
-            raise ReviewError(f"no conversation with thread id {thread_id!r}")
-        raise ReviewError(f"conversation {thread_id} has no pending review")
+            raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
+        raise CaseAlreadyResolved(f"conversation {thread_id} has no pending review")
     if case.origin != "local":
-        raise ReviewError(
+        raise ReviewElsewhere(
             f"conversation {thread_id} lives in a LangGraph server; resolve it through that server's API"
         )
     if case.status != "resolved" and _heal(settings, graph, case):
         case = reviews.get_case(settings, case.case_id) or case
     if case.status == "resolved":
-        raise ReviewError(f"conversation {thread_id} has no pending review: {case.describe()}")
+        raise CaseAlreadyResolved(f"conversation {thread_id} has no pending review: {case.describe()}")
     allowed = case.request.get("actions")
     if allowed and verdict.action not in allowed:
-        raise ReviewError(
+        raise InvalidDecision(
             f"cannot {verdict.action} conversation {thread_id}: "
             + ("no model produced an answer; " if verdict.action == "approve" else "")
             + f"choose one of: {', '.join(allowed)}"
@@ -453,7 +464,7 @@ def expire_reviews(now: datetime | None = None) -> list[Answer]:
             decision["reason"] = settings.review_fallback_message
         try:
             answer = resume(case.thread_id, decision)
-        except ReviewError:
+        except CaseAlreadyResolved:
             continue  # a reviewer got there first
         audit.record(
             settings,
@@ -474,7 +485,7 @@ def feedback(thread_id: str, rating: Literal["up", "down"], *, comment: str | No
 
     answer = answer_for(thread_id)
     if answer.status != "answered":
-        raise ReviewError(f"conversation {thread_id} has no answer to rate ({answer.status})")
+        raise NoAnswer(f"conversation {thread_id} has no answer to rate ({answer.status})")
     record_user_feedback(resolve_settings(), answer, rating, comment)
 
 

@@ -675,9 +675,9 @@ def eval_verifier(
     as_json: bool,
 ) -> None:
     """AUROC, Brier and ECE of the heuristic and the calibrated verifier on the small model's answers."""
+    from hybrid.evals.drafts import build_xquad_rows
     from hybrid.settings import resolve_settings
     from hybrid.verification.pipeline import (
-        build_xquad_rows,
         embedding_cache,
         evaluate_verifier,
         format_report,
@@ -739,9 +739,9 @@ def verifier_build_data(
     max_items: int | None,
 ) -> None:
     """Answer XQuAD questions with the real small model through the graph's prompt; label the answers."""
+    from hybrid.evals.drafts import build_xquad_rows
     from hybrid.settings import resolve_settings
     from hybrid.verification.data import write_jsonl
-    from hybrid.verification.pipeline import build_xquad_rows
 
     settings = resolve_settings()
     rows = build_xquad_rows(

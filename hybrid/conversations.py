@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from hybrid import traffic
 from hybrid.database import audit, database_for, feedback
-from hybrid.errors import ReviewError
+from hybrid.errors import ConversationNotFound, NoAnswer
 from hybrid.settings import resolve_settings
 
 if TYPE_CHECKING:
@@ -68,8 +68,8 @@ def conversation(thread_id: str) -> list[Answer]:
     """Every turn of a conversation, oldest first, each as the `Answer` it ended with.
 
     A turn ends when the graph finishes (answered or rejected) or pauses for a reviewer; a turn
-    that never got there (the process died mid-answer) is left out. Raises `ReviewError` if
-    there is no such conversation.
+    that never got there (the process died mid-answer) is left out. Raises
+    `ConversationNotFound` if there is no such conversation.
     """
     from hybrid.api import _build_answer, _config, _graph
 
@@ -82,7 +82,7 @@ def conversation(thread_id: str) -> list[Answer]:
         if (index == 0 and snapshot.interrupts) or (not snapshot.next and snapshot.values.get("route")):
             answers.append(_build_answer(thread_id, snapshot.values, snapshot.interrupts, settings))
     if not answers and not graph.get_state(_config(thread_id)).values:
-        raise ReviewError(f"no conversation with thread id {thread_id!r}")
+        raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
     return answers[::-1]
 
 
@@ -92,9 +92,9 @@ def rate(thread_id: str, trace_id: str, rating: Literal["up", "down"], *, commen
 
     answer = next((a for a in conversation(thread_id) if a.trace_id == trace_id), None)
     if answer is None:
-        raise ReviewError(f"conversation {thread_id} has no turn {trace_id!r}")
+        raise ConversationNotFound(f"conversation {thread_id} has no turn {trace_id!r}")
     if answer.status != "answered":
-        raise ReviewError(f"conversation {thread_id} has no answer to rate ({answer.status})")
+        raise NoAnswer(f"conversation {thread_id} has no answer to rate ({answer.status})")
     record_user_feedback(resolve_settings(), answer, rating, comment)
 
 

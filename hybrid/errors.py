@@ -24,4 +24,28 @@ class ContextWindowExceeded(HybridError, ValueError):
 
 
 class ReviewError(HybridError):
-    """A review decision cannot be applied: no such case, already resolved, or malformed."""
+    """A conversation or review request cannot be served; the subclasses below say why."""
+
+
+class ConversationNotFound(ReviewError, LookupError):
+    """No conversation (or no such turn of one) has this id."""
+
+
+class ConversationBusy(ReviewError):
+    """The conversation waits for a reviewer; nothing more can be asked until the case is resolved."""
+
+
+class CaseAlreadyResolved(ReviewError):
+    """The review case is resolved, or being resolved by someone else, or was never opened."""
+
+
+class InvalidDecision(ReviewError, ValueError):
+    """A review decision is malformed or not allowed for this case (e.g. an edit without text)."""
+
+
+class NoAnswer(ReviewError):
+    """The conversation's turn has no answer to act on (it is pending review or was rejected)."""
+
+
+class ReviewElsewhere(ReviewError):
+    """The case belongs to a LangGraph server's run; resolve it through that server's API."""

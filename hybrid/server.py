@@ -36,7 +36,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from hybrid import api, observability
-from hybrid.errors import HybridError, InvalidQuestion, InvalidSetting, ReviewError, UnknownModel
+from hybrid.errors import (
+    CaseAlreadyResolved,
+    ConversationBusy,
+    ConversationNotFound,
+    HybridError,
+    InvalidDecision,
+    InvalidQuestion,
+    InvalidSetting,
+    NoAnswer,
+    ReviewElsewhere,
+    ReviewError,
+    UnknownModel,
+)
 from hybrid.settings import resolve_settings
 
 MODEL = "hybrid"
@@ -116,6 +128,17 @@ class OpenAIError(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+# HTTP status and error code of each conversation and review error, by type.
+_REVIEW_STATUSES: dict[type[ReviewError], tuple[int, str | None]] = {
+    ConversationNotFound: (404, "not_found"),
+    ConversationBusy: (409, "conversation_busy"),
+    CaseAlreadyResolved: (409, "review_conflict"),
+    NoAnswer: (409, "no_answer"),
+    ReviewElsewhere: (409, "review_elsewhere"),
+    InvalidDecision: (422, "invalid_decision"),
+}
+
+
 def _error_for(exc: Exception) -> OpenAIError:
     if isinstance(exc, OpenAIError):
         return exc
@@ -123,11 +146,9 @@ def _error_for(exc: Exception) -> OpenAIError:
         return OpenAIError(400, str(exc), "invalid_request_error", "invalid_value")
     if isinstance(exc, UnknownModel):
         return OpenAIError(404, str(exc), "invalid_request_error", "model_not_found", "model")
-    if isinstance(exc, ReviewError):
-        status = 409 if "already resolved" in str(exc) or "being resolved" in str(exc) else 404
-        return OpenAIError(
-            status, str(exc), "invalid_request_error", "review_conflict" if status == 409 else None
-        )
+    for kind, (status, code) in _REVIEW_STATUSES.items():
+        if isinstance(exc, kind):
+            return OpenAIError(status, str(exc), "invalid_request_error", code)
     if isinstance(exc, HybridError):
         return OpenAIError(400, str(exc), "invalid_request_error")
     return OpenAIError(500, f"internal error: {type(exc).__name__}", "server_error")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from graphs.router import LearnedScore, rescore_with_retrieval
 from graphs.state import RouteDecision
 from hybrid import api
+from hybrid.routing.decision import LearnedScore, rescore_with_retrieval
 from hybrid.routing.model import RouterScore
 from tests.fakes import FakeModels
 

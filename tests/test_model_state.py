@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from graphs.router import decide_route
 from hybrid import api
 from hybrid.models import get_chat_model
 from hybrid.models.state import ModelState, in_flight, model_state, reset
+from hybrid.routing.decision import decide_route
 from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 

@@ -149,6 +149,35 @@ def test_a_pending_review_is_202_and_can_be_polled_and_resolved(fakes: FakeModel
     assert "already resolved (edit) by ana" in again.json()["error"]["message"]
 
 
+def test_conversation_and_review_errors_get_statuses_by_type(fakes: FakeModels, http: TestClient) -> None:
+    fakes.set("small", "A draft.")
+    body = {
+        "model": "hybrid",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "hybrid": {"overrides": {"force_route": "human"}},
+    }
+    thread = http.post("/v1/chat/completions", json=body).json()["hybrid"]["thread_id"]
+
+    # Asking again on a conversation that waits for a reviewer is a conflict, not "not found".
+    asked_again = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "hybrid",
+            "messages": [{"role": "user", "content": "And?"}],
+            "hybrid": {"thread_id": thread},
+        },
+    )
+    assert asked_again.status_code == 409
+    assert asked_again.json()["error"]["code"] == "conversation_busy"
+    # An edit without the reviewer's answer is an invalid decision, and the case stays pending.
+    empty_edit = http.post(f"/v1/hybrid/reviews/{thread}", json={"action": "edit", "reviewer": "ana"})
+    assert empty_edit.status_code == 422
+    assert "needs the reviewer's answer" in empty_edit.json()["error"]["message"]
+    assert [case["thread_id"] for case in http.get("/v1/hybrid/reviews").json()["data"]] == [thread]
+    assert http.get("/v1/hybrid/threads/nonexistent").status_code == 404
+    assert http.post("/v1/hybrid/reviews/nonexistent", json={"action": "reject"}).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [

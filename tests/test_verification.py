@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from graphs.state import Draft, Hit
-from graphs.verifier import HEURISTIC_THRESHOLD, apply_rules, judge_draft
 from hybrid.verification.calibration import (
     auroc,
     calibrate,
@@ -20,6 +19,7 @@ from hybrid.verification.calibration import (
 )
 from hybrid.verification.data import is_good, token_f1
 from hybrid.verification.features import FEATURE_NAMES, measure
+from hybrid.verification.judge import HEURISTIC_THRESHOLD, apply_rules, judge_draft
 from hybrid.verification.model import ARTIFACT_VERSION, VerifierModel
 from tests.fakes import small_draft
 

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from graphs.state import Draft, Hit
-from graphs.verifier import judge_draft
 from hybrid.cli import cli
 from hybrid.settings import DEFAULT_VERIFIER_PATH
+from hybrid.verification.judge import judge_draft
 from hybrid.verification.model import VerifierModel
 from tests.conftest import REPO
 from tests.fakes import small_draft

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from hybrid import api
-from hybrid.errors import HybridError, ReviewError
+from hybrid.errors import ConversationNotFound, HybridError
 from ui.components import render_answer
 from ui.streaming import LiveAnswer
 
@@ -190,7 +190,7 @@ answers: list[api.Answer] = []
 if thread:
     try:
         answers = history(thread)
-    except ReviewError:
+    except ConversationNotFound:
         st.warning(f"There is no conversation {thread} here; starting a new one.")
         st.query_params.pop("thread", None)
         thread = None
