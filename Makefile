@@ -2,14 +2,13 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup setup-test sample lint ui dev docs
+.PHONY: run test setup setup-test sample lint lint-only ui dev docs
 
 run: setup sample  ## Set up, ingest the sample knowledge base, start the chat UI
 	$(BIN)/hybrid ui
 
 test: setup-test  ## Set up with test tools, lint, run the whole test suite
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(MAKE) --no-print-directory lint-only
 	$(BIN)/python -m pytest
 
 setup:
@@ -22,8 +21,13 @@ setup-test:
 sample: setup
 	$(BIN)/hybrid ingest data/knowledge
 
-lint: setup-test
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: setup-test  ## ruff, and the import layers (import-linter, contracts in pyproject.toml)
+	$(MAKE) --no-print-directory lint-only
+
+lint-only:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 ui: setup
 	$(BIN)/hybrid ui

@@ -21,7 +21,6 @@ from hybrid.answering import write_draft
 from hybrid.grounding import gather_sources
 from hybrid.history import questions_asked
 from hybrid.settings import resolve_settings
-from hybrid.verification.judge import judge_turn_draft
 
 Node = Callable[[State, Runtime[Any]], dict[str, Any]]
 
@@ -130,7 +129,7 @@ def verify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Judge the latest draft."""
     settings = resolve_settings(runtime.context)
     hits = (state.get("retrieval") or {}).get("hits") or []
-    verification = judge_turn_draft(state["question"], state["drafts"][-1], hits, settings)
+    verification = turns.judge_turn_draft(state["question"], state["drafts"][-1], hits, settings)
     return {"verifications": [*state.get("verifications", []), verification]}
 
 

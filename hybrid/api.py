@@ -10,7 +10,6 @@ Each call takes per-run overrides as keywords (any field of `RunContext`), which
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -21,20 +20,11 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError
 
-from graphs.graph import compile_graph
-from hybrid import audit, costs, reviews
-from hybrid.database import database_for
+from hybrid import audit, reviews
 from hybrid.decisions import (
-    Draft,
     Hit,
-    Retrieval,
-    Review,
     ReviewDecision,
     ReviewRequest,
-    RouteDecision,
-    Status,
-    TokenUsage,
-    Verification,
 )
 from hybrid.errors import (
     CaseAlreadyResolved,
@@ -45,8 +35,10 @@ from hybrid.errors import (
     NoAnswer,
     ReviewElsewhere,
 )
-from hybrid.explain import explain
 from hybrid.settings import RunContext, Settings, invalid_setting, resolve_settings
+from hybrid.threads import Answer, compiled_graph, forget_graphs
+from hybrid.threads import build_answer as _build_answer
+from hybrid.threads import thread_config as _config
 from hybrid.validation import check_question
 from retrieval.ingest import IngestReport, Progress
 
@@ -67,45 +59,6 @@ __all__ = [
     "search",
     "stream",
 ]
-
-
-class Answer(BaseModel):
-    """Everything Hybrid AI did with one question: the answer and every decision behind it."""
-
-    thread_id: str
-    trace_id: str | None = Field(None, description="Id of this turn in the audit log.")
-    status: Status
-    question: str
-    answer: str | None = Field(description="Final answer; None while pending review or if rejected.")
-    answered_by: str | None = Field(description="Model spec of the final answer, or human:<reviewer>.")
-    explanation: str = Field(description="Why the query went where it went, in one line.")
-    route: RouteDecision
-    retrieval: Retrieval | None
-    drafts: list[Draft]
-    verifications: list[Verification]
-    review: Review | None
-    pending_review: ReviewRequest | None = Field(description="What the reviewer sees, while pending.")
-    timings_ms: dict[str, float]
-    usage: dict[str, TokenUsage] = Field(description="Tokens per model spec.")
-    cost: dict[str, float] = Field(description="Estimated cost per model spec, from configured prices.")
-    verifier_cost: float = Field(0.0, description="The verifier's own compute, priced.")
-    total_cost: float = Field(description="Every model call and the verifier, priced.")
-    large_only_cost: float = Field(
-        0.0, description="What sending this question to the large model alone would cost."
-    )
-    large_only_basis: str = Field("", description="How `large_only_cost` was worked out.")
-    saved: float = Field(
-        0.0, description="large_only_cost - total_cost (negative when escalation cost more)."
-    )
-
-    @property
-    def tier(self) -> Literal["small", "large", "human"] | None:
-        """Which tier produced the final answer."""
-        if self.answered_by is None:
-            return None
-        if self.answered_by.startswith("human:"):
-            return "human"
-        return next((d["tier"] for d in reversed(self.drafts) if d["model"] == self.answered_by), None)
 
 
 class PendingReview(BaseModel):
@@ -130,17 +83,6 @@ class Event(BaseModel):
 
 
 _ANSWER_NODES = {"answer_small", "escalate"}
-_graphs: dict[str, CompiledStateGraph] = {}
-_graphs_lock = threading.Lock()
-
-
-def _graph(settings: Settings) -> CompiledStateGraph:
-    """The graph compiled over the configured database, once per process."""
-    database = database_for(settings)
-    with _graphs_lock:
-        if database.url not in _graphs:
-            _graphs[database.url] = compile_graph(database.checkpointer)
-        return _graphs[database.url]
 
 
 def reset() -> None:
@@ -148,56 +90,15 @@ def reset() -> None:
     from hybrid import database
     from retrieval import lexical, store
 
-    with _graphs_lock:
-        _graphs.clear()
+    forget_graphs()
     database.reset()
     store.reset()
     lexical.reset()
 
 
-def _config(thread_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id}}
-
-
-def _build_answer(
-    thread_id: str, values: Mapping[str, Any], interrupts: Iterable[Any], settings: Settings
-) -> Answer:
-    pending = next((i.value for i in interrupts), None)
-    drafts: list[Draft] = list(values.get("drafts") or [])
-    usage: dict[str, TokenUsage] = {}
-    cost: dict[str, float] = {}
-    for draft in drafts:
-        total = usage.setdefault(draft["model"], {"input_tokens": 0, "output_tokens": 0})
-        total["input_tokens"] += draft["usage"]["input_tokens"]
-        total["output_tokens"] += draft["usage"]["output_tokens"]
-        cost[draft["model"]] = round(cost.get(draft["model"], 0.0) + draft["cost"], 8)
-    status = "pending_review" if pending is not None else values.get("status") or "answered"
-    verifier_cost = round(sum(v.get("cost", 0.0) for v in values.get("verifications") or []), 8)
-    total = round(sum(cost.values()) + verifier_cost, 8)
-    large_only, basis = costs.large_only_cost(values, settings)
-    return Answer(
-        thread_id=thread_id,
-        trace_id=values.get("trace_id"),
-        status=status,
-        question=values["question"],
-        answer=values.get("answer"),
-        answered_by=values.get("answered_by"),
-        explanation=explain(values, pending is not None),
-        route=values["route"],
-        retrieval=values.get("retrieval"),
-        drafts=drafts,
-        verifications=values.get("verifications") or [],
-        review=values.get("review"),
-        pending_review=pending,
-        timings_ms=values.get("timings_ms") or {},
-        usage=usage,
-        cost=cost,
-        verifier_cost=verifier_cost,
-        total_cost=total,
-        large_only_cost=large_only,
-        large_only_basis=basis,
-        saved=round(large_only - total, 8),
-    )
+def _graph(settings: Settings) -> CompiledStateGraph:
+    """The graph compiled over the configured database, once per process."""
+    return compiled_graph(settings)
 
 
 def _run_settings(overrides: Mapping[str, Any]) -> Settings:
@@ -535,12 +436,14 @@ def traffic(*, since: datetime | None = None, until: datetime | None = None) -> 
 from hybrid.choices import RunChoices, run_choices  # noqa: E402
 from hybrid.conversations import Conversation, conversation, conversations, rate, ratings  # noqa: E402
 from hybrid.knowledge import CollectionStats, collection_stats, files_under, save_uploads  # noqa: E402
+from hybrid.traffic import OUTCOMES as TRAFFIC_OUTCOMES  # noqa: E402
 from hybrid.traffic import Summary as TrafficSummary  # noqa: E402
 from hybrid.traffic import Turn as TrafficTurn  # noqa: E402
 from hybrid.traffic import latency_by_model  # noqa: E402
 from hybrid.traffic import summarize as traffic_summary  # noqa: E402
 
 __all__ += [
+    "TRAFFIC_OUTCOMES",
     "CollectionStats",
     "Conversation",
     "RunChoices",

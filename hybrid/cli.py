@@ -39,10 +39,9 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except HybridError as exc:
             _fail(str(exc))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-            )
-            _fail(f"invalid setting: {problems}")
+            from hybrid.settings import invalid_setting
+
+            _fail(str(invalid_setting(exc)))
 
     return wrapper
 

@@ -8,7 +8,7 @@ so a reopened conversation shows exactly the `Answer` records it showed when it 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -17,9 +17,7 @@ from hybrid import traffic
 from hybrid.database import audit, database_for, feedback
 from hybrid.errors import ConversationNotFound, NoAnswer
 from hybrid.settings import resolve_settings
-
-if TYPE_CHECKING:
-    from hybrid.api import Answer
+from hybrid.threads import Answer, build_answer, compiled_graph, thread_config
 
 
 class Conversation(BaseModel):
@@ -71,17 +69,15 @@ def conversation(thread_id: str) -> list[Answer]:
     that never got there (the process died mid-answer) is left out. Raises
     `ConversationNotFound` if there is no such conversation.
     """
-    from hybrid.api import _build_answer, _config, _graph
-
     settings = resolve_settings()
-    graph = _graph(settings)
+    graph = compiled_graph(settings)
     answers = []
-    for index, snapshot in enumerate(graph.get_state_history(_config(thread_id))):
+    for index, snapshot in enumerate(graph.get_state_history(thread_config(thread_id))):
         # Newest first. Only the newest snapshot can be paused on a review: asking again is
         # refused while one is pending, and resolving it moves the conversation on.
         if (index == 0 and snapshot.interrupts) or (not snapshot.next and snapshot.values.get("route")):
-            answers.append(_build_answer(thread_id, snapshot.values, snapshot.interrupts, settings))
-    if not answers and not graph.get_state(_config(thread_id)).values:
+            answers.append(build_answer(thread_id, snapshot.values, snapshot.interrupts, settings))
+    if not answers and not graph.get_state(thread_config(thread_id)).values:
         raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
     return answers[::-1]
 

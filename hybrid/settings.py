@@ -8,6 +8,7 @@ function the rest of the code calls to get one.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from collections.abc import Mapping
@@ -74,10 +75,14 @@ BUILTIN_PROFILES: dict[str, Profile] = {
 }
 
 
-# The router artifact shipped in the repository (`hybrid router train --routellm ... --out` rebuilds it).
-DEFAULT_ROUTER_PATH = Path(__file__).resolve().parent.parent / "data" / "router" / "default"
-# The verifier artifact shipped in the repository (see data/verifier/default/README.md).
-DEFAULT_VERIFIER_PATH = Path(__file__).resolve().parent.parent / "data" / "verifier" / "default"
+def shipped(name: str) -> Path:
+    """A file or folder shipped with the package: the repository's `data/`, installed as `hybrid.shipped`."""
+    return Path(str(importlib.resources.files("hybrid.shipped") / name))
+
+
+# The learned router and verifier shipped with the package (data/*/default/README.md say how they were made).
+DEFAULT_ROUTER_PATH = shipped("router/default")
+DEFAULT_VERIFIER_PATH = shipped("verifier/default")
 
 
 def _default_data_dir() -> Path:

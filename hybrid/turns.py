@@ -21,11 +21,13 @@ from hybrid import budget, cache, effects, observability
 from hybrid.decisions import (
     REVIEW_ACTIONS,
     Draft,
+    Hit,
     Review,
     ReviewAction,
     ReviewDecision,
     ReviewRequest,
     RouteDecision,
+    Verification,
     decision_schema,
 )
 from hybrid.history import conversation_turns, questions_asked, turn_number
@@ -35,6 +37,7 @@ from hybrid.reviews import case_id_for
 from hybrid.routing.decision import LearnedScore, decide_route, routing_text, score_query
 from hybrid.settings import Settings
 from hybrid.validation import check_question
+from hybrid.verification.judge import judge_draft
 
 TurnValues = Mapping[str, Any]
 """The turn so far, as the graph's state records it (`graphs.state.State`)."""
@@ -141,6 +144,23 @@ def start_turn(
         trace_id=uuid.uuid4().hex,
         deadline_at=time.time() + settings.request_deadline_s,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging a draft
+# ---------------------------------------------------------------------------------------------
+
+
+def judge_turn_draft(question: str, draft: Draft, hits: Sequence[Hit], settings: Settings) -> Verification:
+    """Judge a turn's latest draft at its tier's threshold, and price the verifier's own compute."""
+    threshold = (
+        settings.small_accept_threshold if draft["tier"] == "small" else settings.large_accept_threshold
+    )
+    started = time.perf_counter()
+    verification = judge_draft(question, draft, hits, threshold, verifier_path=settings.verifier_path)
+    verification["cost"] = round((time.perf_counter() - started) * settings.verifier_price_per_s, 8)
+    effects.draft_judged(settings, verification)
+    return verification
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hybrid.evals.stats import percentile
+
 QUESTIONS = [
     "What is the capital of France?",
     "Who wrote Hamlet?",
@@ -39,11 +41,6 @@ def load_question(n: int) -> str:
     """Request `n`'s question: distinct text every time, so nothing is served from memory (the
     question's embedding is computed for every request, as it is for new traffic)."""
     return f"Question {n + 1}: {QUESTIONS[n % len(QUESTIONS)]}"
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2) if ordered else 0.0
 
 
 @contextlib.contextmanager
@@ -119,14 +116,19 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
         "errors": len(errors),
         "error_samples": errors[:3],
         "rps": round(len(latencies) / wall, 3) if wall else 0.0,
-        "latency_ms": {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-        "overhead_ms": {"p50": _percentile(overheads, 0.5), "p95": _percentile(overheads, 0.95)},
-        "queued_ms": {"p50": _percentile(queued, 0.5), "p95": _percentile(queued, 0.95)},
+        "latency_ms": {
+            q: round(percentile(latencies, p), 2) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))
+        },
+        "overhead_ms": {
+            "p50": round(percentile(overheads, 50), 2),
+            "p95": round(percentile(overheads, 95), 2),
+        },
+        "queued_ms": {"p50": round(percentile(queued, 50), 2), "p95": round(percentile(queued, 95), 2)},
         # Where the time goes, per graph step (answer_small and escalate include their models' time).
-        "steps_ms_p50": {node: _percentile(spent, 0.5) for node, spent in steps.items()},
+        "steps_ms_p50": {node: round(percentile(spent, 50), 2) for node, spent in steps.items()},
         "health_ms": {
-            "p50": _percentile(health, 0.5),
-            "p95": _percentile(health, 0.95),
+            "p50": round(percentile(health, 50), 2),
+            "p95": round(percentile(health, 95), 2),
             "max": round(max(health, default=0), 2),
         },
     }

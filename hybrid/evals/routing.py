@@ -17,7 +17,6 @@ Every model is the product's `RouterModel`, trained by the product's code; embed
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.evals.stats import percentile
 from hybrid.routing.data import Benchmark, load_gsm8k, load_mmlu
 from hybrid.routing.embedding import embed_cached
 from hybrid.routing.features import RESPONSE_FEATURE_NAMES, response_check_features
@@ -186,11 +186,7 @@ def decision_latency(
 
 
 def _percentiles(times: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {
-        "p50": round(statistics.median(times), 3),
-        "p95": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 3),
-    }
+    return {"p50": round(percentile(times, 50), 3), "p95": round(percentile(times, 95), 3)}
 
 
 def evaluate_routing(

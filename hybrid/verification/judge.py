@@ -16,15 +16,12 @@ recomputed from the question (`hybrid.arithmetic`).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hybrid import effects
 from hybrid.arithmetic import arithmetic_in
 from hybrid.decisions import Draft, Hit, Verification
-from hybrid.settings import Settings
 from hybrid.text import numbers
 from hybrid.verification.heuristic import missing_answer, verify_draft
 
@@ -147,15 +144,3 @@ def judge_draft(
         reasons=reasons,
         calibrated=True,
     )
-
-
-def judge_turn_draft(question: str, draft: Draft, hits: Sequence[Hit], settings: Settings) -> Verification:
-    """Judge a turn's latest draft at its tier's threshold, and price the verifier's own compute."""
-    threshold = (
-        settings.small_accept_threshold if draft["tier"] == "small" else settings.large_accept_threshold
-    )
-    started = time.perf_counter()
-    verification = judge_draft(question, draft, hits, threshold, verifier_path=settings.verifier_path)
-    verification["cost"] = round((time.perf_counter() - started) * settings.verifier_price_per_s, 8)
-    effects.draft_judged(settings, verification)
-    return verification
