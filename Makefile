@@ -35,5 +35,5 @@ ui: setup
 dev: setup
 	$(BIN)/hybrid dev
 
-docs: setup  ## Regenerate the README's CLI reference from --help
+docs: setup  ## Regenerate docs/cli.md (from --help) and docs/configuration.md (from Settings)
 	$(BIN)/python scripts/cli_reference.py --write

@@ -398,7 +398,7 @@ def eval_robustness(as_json: bool) -> None:
     "root",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="RouteLLM's data folder (gsm8k/, mmlu/), e.g. ../shared/data/routellm.",
+    help="RouteLLM's routellm/evals folder (gsm8k/, mmlu/).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option(
@@ -653,7 +653,7 @@ def _calibrate_and_report(
     "--xquad",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="XQuAD (SQuAD-format) JSON, e.g. ../shared/data/qa/xquad-en-dev.json.",
+    help="XQuAD (SQuAD-format) JSON, e.g. xquad.en.json from deepmind/xquad.",
 )
 @click.option("--max-items", type=click.IntRange(10), help="A seeded sample of N questions (quick runs).")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="CV folds.")

@@ -279,8 +279,9 @@ class _Admission:
     """At most `max_active_runs` graph runs at once; later requests wait here, on the event loop.
 
     A run holds the GIL for its Python work between model calls, and the models take both cores:
-    sixteen runs side by side kept `/health` waiting up to 200 ms and stretched every run's own time
-    (measured), for fewer answers per second. A waiting request costs nothing and keeps its place.
+    sixteen runs side by side kept `/health` waiting and stretched every run's own time, for fewer
+    answers per second (`hybrid eval load`, docs/benchmarks.md). A waiting request costs nothing and
+    keeps its place.
     """
 
     def __init__(self) -> None:
@@ -429,8 +430,8 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
     for problem in await run_in_threadpool(api.prepare):
         observability.logger.warning("not prepared at start-up: %s", problem)
-    # A full garbage collection walks every object: ~200k once the libraries are loaded,
-    # ~200 ms holding the GIL, a stall of every request and of /health. Frozen, the start-up
+    # A full garbage collection walks every object, and once the libraries are loaded that holds
+    # the GIL long enough to stall every request and /health. Frozen, the start-up
     # objects are never walked again (reference counting still frees them; only cycles would stay).
     gc.collect()
     gc.freeze()
@@ -548,6 +549,7 @@ def serve(host: str, port: int) -> None:
 
     configure_logging(resolve_settings().log_level)
     # Requests run side by side; inside one, BLAS only multiplies a single query vector (the
-    # router's neighbours), where waking a second BLAS thread after a model call cost 3-5 ms.
+    # router's neighbours), where waking a second BLAS thread after a model call costs more than
+    # the product.
     threadpoolctl.threadpool_limits(1, user_api="blas")
     uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     )
     n_ctx: int = Field(2048, ge=256, description="Context window given to embedded models.")
     # One thread per call: on a shared 2-core machine, two llama.cpp threads with the other core busy
-    # were 3x slower than one (measured), while a quiet machine gains only ~1.4x from the second.
+    # were far slower than one, while a quiet machine gains little from the second (docs/benchmarks.md).
     n_threads: int = Field(1, ge=1, description="CPU threads per embedded-model call.")
     embed_threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
@@ -416,8 +416,8 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
         raise InvalidSetting(
             f"unknown per-run setting(s): {', '.join(unknown)}; allowed: {', '.join(PER_RUN_FIELDS)}"
         )
-    # Building Settings parses the environment (~2 ms) and every node of a run asks for it:
-    # cache on the inputs, the environment included, so the precedence stays exact.
+    # Building Settings parses the environment, and every node of a run asks for it: cache on the
+    # inputs, the environment included, so the precedence stays exact.
     environment = tuple(
         sorted((k, v) for k, v in os.environ.items() if k.startswith("HYBRID_") or k.startswith("XDG_"))
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -88,27 +87,6 @@ def test_ingest_reports_failures_with_exit_code(tmp_path: Path) -> None:
 def test_langgraph_json_serves_the_same_graph_as_hybrid_dev() -> None:
     config = json.loads((REPO / "langgraph.json").read_text())
     assert config["graphs"] == LANGGRAPH_GRAPHS
-
-
-def test_readme_cli_and_settings_references_are_current() -> None:
-    spec = importlib.util.spec_from_file_location("cli_reference", REPO / "scripts" / "cli_reference.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    readme = (REPO / "README.md").read_text()
-    assert module.SETTINGS_START in readme
-    assert module.rendered_readme(readme) == readme, "run `make docs`"
-
-
-def test_readme_opens_with_the_two_commands() -> None:
-    readme = (REPO / "README.md").read_text()
-    first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
-    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
-        "make run",
-        "make test",
-    ]
-    assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
 def test_escalate_expire_feedback_and_audit_export_commands(fakes: FakeModels, monkeypatch) -> None:

@@ -102,7 +102,7 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
             await asyncio.sleep(0.1)
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency + 4)) as client:
-        # The first request of a client pays for its own set-up (~40 ms here): not the server's time.
+        # The first request of a client pays for its own set-up: not the server's time.
         await client.get(f"{url}/health", timeout=30)
         prober = asyncio.create_task(probe(client))
         started = time.perf_counter()

@@ -44,7 +44,7 @@ from hybrid.routing.training import balanced_group_folds, cross_validated_need_l
 BENCHMARKS = ("mmlu_random_split", "mmlu_unseen_subjects", "gsm8k_query", "gsm8k_cascade")
 FOLDS = 5
 
-# RouteLLM paper figures as transcribed in shared/data/README.md (approximate; None: not given).
+# RouteLLM paper figures (arXiv 2406.18665), transcribed second-hand: approximate; None: not given.
 PUBLISHED: dict[str, dict[str, float | None]] = {
     "mmlu_random_split": {"apgr": 0.60, "cpt50": 0.35, "cpt80": None},
     "mmlu_unseen_subjects": {"apgr": 0.60, "cpt50": 0.35, "cpt80": None},
@@ -58,8 +58,8 @@ TARGETS: dict[str, dict[str, float]] = {
     "gsm8k_cascade": {"apgr": 0.85, "cpt50_max": 0.20},
 }
 # The recipe per benchmark. MMLU: the research's stacked router. GSM8K (1,000 training rows per
-# fold, one topic): level-2 logistic regression, since boosting on so few rows scored lower
-# (0.62 vs 0.65 APGR in development). Cascade: the response checks are the signal; the question
+# fold, one topic): level-2 logistic regression, since boosting on so few rows scored lower in
+# development (docs/benchmarks.md). Cascade: the response checks are the signal; the question
 # embedding added nothing in the research.
 CONFIGS: dict[str, TrainConfig] = {
     "mmlu_random_split": TrainConfig(level2="hgb", holdout="text"),

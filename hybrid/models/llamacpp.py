@@ -87,7 +87,7 @@ def packaged_version(name: str) -> str | None:
     """`package==version` of a packaged model, None for a path or a missing package.
 
     Remembered: every answer's audit row names it, and looking it up scans the installed
-    distributions (~0.5 ms)."""
+    distributions."""
     from importlib.metadata import PackageNotFoundError, version
 
     package = PACKAGES.get(name)
@@ -270,7 +270,8 @@ class EmbeddedChatModel(BaseChatModel):
 
         Our own loop over `Llama.generate` rather than `create_completion`: at each token the
         context still holds the logits it was sampled from, so its log-probability costs one
-        softmax, where llama-cpp-python's logprobs need `logits_all` (3.7x slower here, +180 MB).
+        softmax, where llama-cpp-python's logprobs need `logits_all` (several times slower, and more
+        memory: docs/benchmarks.md).
         """
         tokens, stops = self.render(messages)
         stops += list(stop or [])

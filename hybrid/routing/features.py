@@ -7,7 +7,7 @@
   them every written computation recomputed (`check_equations`, `check_annotations`), whether a
   final answer is stated, hedging, and question numbers the answer never used.
 
-Pure Python and numpy, about 1 ms per text. Each vector's names are the matching `*_NAMES` list,
+Pure Python and numpy, cheap enough for every query. Each vector's names are the matching `*_NAMES` list,
 in order; the values are floats and never NaN.
 """
 
