@@ -77,7 +77,7 @@ BUILTIN_PROFILES: dict[str, Profile] = {
 
 def shipped(name: str) -> Path:
     """A file or folder shipped with the package: the repository's `data/`, installed as `hybrid.shipped`."""
-    return Path(str(importlib.resources.files("hybrid.shipped") / name))
+    return Path(str(importlib.resources.files("hybrid.shipped") / name)).resolve()
 
 
 # The learned router and verifier shipped with the package (data/*/default/README.md say how they were made).
