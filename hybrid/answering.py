@@ -13,7 +13,7 @@ from hybrid.decisions import Draft, Tier
 from hybrid.models.resilience import Attempt, TierDown, call_tier
 from hybrid.settings import Settings
 
-_REPLY_SIGNALS = ("mean_token_logprob", "min_token_prob", "model_name")
+_REPLY_SIGNALS = ("mean_token_logprob", "min_token_prob", "model_name", "generation_ms")
 
 
 def reply_signals(reply: BaseMessage) -> tuple[str, str | None, dict[str, float | str]]:

@@ -417,7 +417,7 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
     from retrieval.search import search as run_search
 
     settings = _run_settings(overrides)
-    return run_search(settings, query, k or settings.retrieval_k, collection=collection)  # type: ignore[return-value]
+    return run_search(settings, query, k or settings.passages, collection=collection)  # type: ignore[return-value]
 
 
 def database_path() -> Path:

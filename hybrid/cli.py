@@ -379,6 +379,109 @@ def eval_load(concurrency: str, requests_per_level: int | None, as_json: bool) -
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
+@eval_.command("answers")
+@click.option(
+    "--qa",
+    "qa_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Questions with reference answers: SQuAD/XQuAD JSON, GSM8K JSONL, or JSONL of "
+    "{question, answers, context?}.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+@click.option(
+    "--router",
+    "router_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A router artefact to evaluate as the `candidate` mode.",
+)
+@click.option(
+    "--verifier",
+    "verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A small-tier verifier artefact for the `candidate` mode.",
+)
+@click.option(
+    "--large-verifier",
+    "large_verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A large-tier verifier artefact for the `candidate` mode.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also the `tuned` mode: each fold answered by artefacts tuned on the others (grouped folds).",
+)
+@click.option(
+    "--target-quality", type=click.FloatRange(0, 1.5), help="For --folds: F1 as a share of always-large's."
+)
+@click.option(
+    "--max-review-share", type=click.FloatRange(0, 1), help="For --folds: most questions sent to review."
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file of recorded model answers [default: <data dir>/evals/answers.sqlite].",
+)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Draw quality against cost here.",
+)
+@click.option(
+    "--outcomes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every question's outcome (JSON).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_answers(
+    *,
+    qa_path: Path,
+    limit: int | None,
+    router_dir: Path | None,
+    verifier_dir: Path | None,
+    large_verifier_dir: Path | None,
+    folds: int,
+    target_quality: float | None,
+    max_review_share: float | None,
+    record: Path | None,
+    plot_dir: Path | None,
+    outcomes: Path | None,
+    as_json: bool,
+) -> None:
+    """Real answers end to end: always-small, always-large, the product, and candidates, with savings."""
+    from hybrid.evals.answers import Mode, evaluate_answers, format_report, plot
+
+    candidate = {
+        "HYBRID_ROUTER_PATH": router_dir,
+        "HYBRID_VERIFIER_PATH": verifier_dir,
+        "HYBRID_LARGE_VERIFIER_PATH": large_verifier_dir,
+    }
+    chosen = {k: str(v.resolve()) for k, v in candidate.items() if v is not None}
+    modes = [Mode("candidate", environment=chosen)] if chosen else []
+    tune_options = {"target_quality": target_quality, "max_review_share": max_review_share}
+    report = evaluate_answers(
+        qa_path,
+        limit=limit,
+        modes=modes,
+        folds=folds,
+        tune_options={k: v for k, v in tune_options.items() if v is not None},
+        record=record,
+        log=lambda message: click.echo(message, err=True),
+    )
+    every = report.pop("outcomes")
+    if outcomes:
+        outcomes.parent.mkdir(parents=True, exist_ok=True)
+        outcomes.write_text(json.dumps(every))
+    if plot_dir:
+        click.echo(f"plot: {plot(report, plot_dir)}", err=True)
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
 @eval_.command("robustness")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_handle_errors

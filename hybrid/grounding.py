@@ -40,7 +40,7 @@ def search_sources(question: str, settings: Settings) -> Retrieval:
     try:
         from retrieval.search import search
 
-        found: list[Hit] = search(settings, question, settings.retrieval_k)  # type: ignore[assignment]
+        found: list[Hit] = search(settings, question, settings.passages)  # type: ignore[assignment]
     except Exception as exc:  # answer without the knowledge base rather than not at all
         retrieval["error"] = f"{type(exc).__name__}: {exc}"
         return retrieval

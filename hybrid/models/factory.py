@@ -159,7 +159,10 @@ def get_chat_model(spec: str, settings: Settings) -> BaseChatModel:
     key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = provider.build(parsed.name, settings)
+            from hybrid.models.replay import recorded
+
+            built = provider.build(parsed.name, settings)
+            _cache[key] = recorded(built, str(parsed), model_version(str(parsed)), settings)
         return _cache[key]
 
 

@@ -42,7 +42,8 @@ COMPLETION_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("How many legs does a spider have?", "Eight."),
     ("Who wrote Romeo and Juliet?", "William Shakespeare."),
 )
-COMPLETION_STOPS = ["\nQ:", "\n\n\n"]
+# A base model's answer is one line: past it, it writes the next question or invents more sources.
+COMPLETION_STOPS = ["\n"]
 
 
 def _smollm2_path() -> Path:
@@ -299,7 +300,9 @@ class EmbeddedChatModel(BaseChatModel):
                 logprobs.append(self.loaded.token_logprob(token))
                 generated.append(token)
                 text = llm.detokenize(generated).decode("utf-8", errors="ignore")
-                cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+                # A stop string only ends an answer that has begun (a leading newline is not one).
+                begun = len(text) - len(text.lstrip())
+                cut = min((i for i in (text.find(s, begun) for s in stops if s) if i >= 0), default=-1)
                 if cut >= 0:
                     text, finish, cut_by_stop = text[:cut], "stop", True
                 safe = len(text) if cut_by_stop else len(text) - _stop_prefix(text, stops)
