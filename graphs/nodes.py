@@ -69,6 +69,7 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         state.get("messages") or [],
         settings,
         prompt_overhead=prompts.ANSWER_WITH_SOURCES_SYSTEM,
+        thread_id=_thread_id(),
     )
     return {
         "question": start.question,
@@ -129,7 +130,9 @@ def verify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Judge the latest draft."""
     settings = resolve_settings(runtime.context)
     hits = (state.get("retrieval") or {}).get("hits") or []
-    verification = turns.judge_turn_draft(state["question"], state["drafts"][-1], hits, settings)
+    verification = turns.judge_turn_draft(
+        state["question"], state["drafts"][-1], hits, state["route"], settings
+    )
     return {"verifications": [*state.get("verifications", []), verification]}
 
 

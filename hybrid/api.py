@@ -11,7 +11,7 @@ Each call takes per-run overrides as keywords (any field of `RunContext`), which
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError
 
-from hybrid import audit, reviews
+from hybrid import audit, registry, reviews, shadow
 from hybrid.decisions import (
     Hit,
     ReviewDecision,
@@ -163,9 +163,11 @@ def prepare(**overrides: Any) -> list[str]:
     from retrieval.lexical import lexical_index
 
     settings = _run_settings(overrides)
+    artifacts = registry.resolve(settings)
 
-    def verifier() -> None:
-        _, problem = load_verifier(settings.verifier_path)  # reports, does not raise
+    def verifier(tier: str) -> None:
+        folder = artifacts.path(tier)  # None: that tier is judged by the heuristic, by design
+        _, problem = load_verifier(folder) if folder else (None, None)  # reports, does not raise
         if problem:
             raise ValueError(f"{problem}; drafts get the heuristic score")
 
@@ -175,9 +177,11 @@ def prepare(**overrides: Any) -> list[str]:
     ]
     if settings.retrieval != "never":
         steps.append(("knowledge base", lambda: lexical_index(settings)))
-    if settings.router == "learned":
-        steps.append(("router", lambda: score_query("warm-up", settings)))
-    steps.append(("verifier", verifier))
+    router = artifacts.path("router")
+    if settings.router == "learned" and router is not None:
+        steps.append(("router", lambda: score_query("warm-up", router)))
+    steps.append(("small-tier verifier", lambda: verifier("small")))
+    steps.append(("large-tier verifier", lambda: verifier("large")))
     for tier in ("small", "large"):
         for spec in settings.tier_specs(tier):
             steps.append((f"model client {spec}", lambda spec=spec: get_chat_model(spec, settings)))
@@ -196,11 +200,21 @@ def check_request(question: Any, **overrides: Any) -> str:
     return check_question(question, settings)
 
 
+def _finished(thread_id: str, settings: Settings, reference: Sequence[str] | None) -> Answer:
+    """The turn's answer; a sampled turn is queued for a shadow run (after the answer is built)."""
+    snapshot = _graph(settings).get_state(_config(thread_id))
+    answer = _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
+    if settings.shadow_rate > 0 and not snapshot.interrupts:
+        shadow.schedule(settings, snapshot.values, thread_id=thread_id, reference=reference)
+    return answer
+
+
 def ask(
     question: str,
     *,
     thread_id: str | None = None,
     history: list[Mapping[str, str]] | None = None,
+    reference: Sequence[str] | None = None,
     **overrides: Any,
 ) -> Answer:
     """Answer a question, continuing the conversation `thread_id` if given.
@@ -209,19 +223,22 @@ def ask(
     the final answer is then available from `answer_for(thread_id)`) or `rejected`. Raises
     `InvalidQuestion` for an empty or oversized question, before anything runs. `history`
     (earlier `{"role", "content"}` turns) seeds a new conversation, as stateless clients send it.
+    `reference` (answers known to be right, when the question comes from an evaluation set) labels
+    the turn's shadow pair, if it gets one.
     """
     settings = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
-    graph.invoke(
-        _turn_input(graph, thread_id, question, history),
-        _config(thread_id),
-        context=settings,
-        durability=settings.checkpoint_durability,
-    )
-    return _latest_answer(thread_id, settings)
+    with shadow.user_run():
+        graph.invoke(
+            _turn_input(graph, thread_id, question, history),
+            _config(thread_id),
+            context=settings,
+            durability=settings.checkpoint_durability,
+        )
+    return _finished(thread_id, settings, reference)
 
 
 def stream(
@@ -229,6 +246,7 @@ def stream(
     *,
     thread_id: str | None = None,
     history: list[Mapping[str, str]] | None = None,
+    reference: Sequence[str] | None = None,
     **overrides: Any,
 ) -> Iterator[Event]:
     """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`."""
@@ -237,6 +255,18 @@ def stream(
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
+    with shadow.user_run():
+        yield from _stream_events(graph, thread_id, question, history, settings)
+    yield Event(kind="answer", answer=_finished(thread_id, settings, reference))
+
+
+def _stream_events(
+    graph: CompiledStateGraph,
+    thread_id: str,
+    question: str,
+    history: list[Mapping[str, str]] | None,
+    settings: Settings,
+) -> Iterator[Event]:
     for mode, chunk in graph.stream(
         _turn_input(graph, thread_id, question, history),
         _config(thread_id),
@@ -253,7 +283,6 @@ def stream(
             for node, update in chunk.items():
                 if node != "__interrupt__":
                     yield Event(kind="node", node=node, update=update if isinstance(update, dict) else None)
-    yield Event(kind="answer", answer=_latest_answer(thread_id, settings))
 
 
 def _heal(settings: Settings, graph: CompiledStateGraph, case: reviews.Case) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hybrid import audit, budget, cache, costs, observability, reviews
+from hybrid import audit, budget, cache, costs, drift, observability, reviews
 from hybrid.decisions import Draft, ReviewDecision, ReviewRequest, Verification
 from hybrid.feedback import record_review_feedback
 from hybrid.models import model_version
@@ -59,7 +59,12 @@ def review_opened(
         audit.record(
             settings,
             "review_requested",
-            data={"why": request["why"], "actions": request["actions"], "origin": origin},
+            data={
+                "why": request["why"],
+                "actions": request["actions"],
+                "origin": origin,
+                "version": (request["route"].get("versions") or {}).get("version"),
+            },
             trace_id=trace_id,
             thread_id=thread_id,
             case_id=case_id,
@@ -138,6 +143,8 @@ def turn_answered(
         )
     tier = _answering_tier(values, answered_by)
     observability.REQUESTS.labels(tier, "answered").inc()
+    if not cached:
+        drift.observe(settings, values)
     observability.logger.info(
         "answered by %s (%s tier) in %.0f ms: %s",
         answered_by,

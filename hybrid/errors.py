@@ -19,6 +19,10 @@ class UnknownModel(HybridError, ValueError):
     """A model spec names a provider or packaged model that does not exist."""
 
 
+class GenerationPreempted(HybridError):
+    """A background generation stopped so that a user's request could run (it is tried again later)."""
+
+
 class ContextWindowExceeded(HybridError, ValueError):
     """A prompt does not fit a model's context window (it is never silently truncated)."""
 

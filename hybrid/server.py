@@ -77,6 +77,11 @@ class HybridOptions(BaseModel):
         None, description="hold: stream only verified answers; correct: stream drafts, then a correction."
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Per-run settings, e.g. force_route.")
+    reference: list[str] | None = Field(
+        None,
+        max_length=20,
+        description="Answers known to be right (evaluation traffic): they label the turn's shadow pair.",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -374,7 +379,13 @@ async def _stream(
     started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
     async with admission.slot() as queued:
-        events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+        events = api.stream(
+            question,
+            thread_id=request.hybrid.thread_id,
+            history=history,
+            reference=request.hybrid.reference,
+            **overrides,
+        )
         streamed = ""  # draft text the client has been shown and not told to discard
         async for event in _iterate_in_thread(events):
             if isinstance(event, BaseException):
@@ -510,7 +521,13 @@ def create_app() -> FastAPI:
         started = time.perf_counter()
         async with admission.slot(raw) as queued:
             answer = await run_in_threadpool(
-                lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+                lambda: api.ask(
+                    question,
+                    thread_id=request.hybrid.thread_id,
+                    history=history,
+                    reference=request.hybrid.reference,
+                    **overrides,
+                )
             )
         return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000, queued)
 

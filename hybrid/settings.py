@@ -176,9 +176,15 @@ class Settings(BaseSettings):
         description="Router score at or above which a query starts on the large model "
         "(default: the learned router's calibrated threshold; 0.5 for the heuristic).",
     )
-    router_path: Path = Field(
-        DEFAULT_ROUTER_PATH,
-        description="Folder of the learned router (router.npz + router.json, with its calibrated threshold).",
+    router_path: Path | None = Field(
+        None,
+        description="Folder of a learned router to use (router.npz + router.json with its calibrated "
+        "threshold); unset: the registry's version (`hybrid tune`), else the one shipped with the package.",
+    )
+    artifacts_version: str | None = Field(
+        None,
+        description="Registry version of router and verifiers to serve (`hybrid tune list`); unset: the "
+        "promoted one, a canary's share, else the shipped artefacts.",
     )
     retrieval: RetrievalMode = Field("auto", description="Consult the knowledge base: auto, always, never.")
     kb_need_threshold: float = Field(
@@ -202,9 +208,15 @@ class Settings(BaseSettings):
     history_turns: int = Field(3, ge=0, description="Earlier turns of the conversation shown to models.")
 
     # Verifier (after a model answers)
-    verifier_path: Path = Field(
-        DEFAULT_VERIFIER_PATH,
-        description="Folder of the learned verifier (verifier.json, with its calibrated threshold).",
+    verifier_path: Path | None = Field(
+        None,
+        description="Folder of the small tier's learned verifier (verifier.json, with its calibrated "
+        "threshold); unset: the registry's version, else the shipped one.",
+    )
+    large_verifier_path: Path | None = Field(
+        None,
+        description="Folder of the large tier's learned verifier; unset: the registry's version, else "
+        "the shipped one.",
     )
     small_accept_threshold: float | None = Field(
         None,
@@ -213,8 +225,40 @@ class Settings(BaseSettings):
         description="Verifier score at which a small-model answer is accepted; unset: the verifier's "
         "calibrated threshold.",
     )
-    large_accept_threshold: float = Field(
-        0.5, ge=0, le=1.01, description="Verifier score at which a large-model answer is accepted."
+    large_accept_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1.01,
+        description="Verifier score at which a large-model answer is accepted; unset: its verifier's "
+        "calibrated threshold (0.5 for the heuristic).",
+    )
+
+    # Learning the served models (`hybrid tune`)
+    shadow_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of answered turns the other tier also answers, in the background, after the user "
+        "has the answer; the pairs label `hybrid tune --from-traffic`.",
+    )
+    shadow_queue_size: int = Field(
+        32, ge=1, description="Shadow runs waiting at most; beyond, a new one is dropped and counted."
+    )
+    shadow_timeout_s: float = Field(120.0, gt=0, description="Time one shadow run may take.")
+    judge_model: str | None = Field(
+        None,
+        description="Model spec that labels shadow pairs without a reviewer or a reference answer; unset: "
+        "the large tier's first model.",
+    )
+    drift_window: int = Field(
+        200, ge=10, description="Recent answered turns the large share and small acceptance are watched over."
+    )
+    drift_tolerance: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="How far the large share or the small tier's acceptance may stray from what the serving "
+        "version expects before a drift is reported.",
     )
 
     # Input and storage

@@ -64,6 +64,7 @@ class Turn(BaseModel):
     total_cost: float | None = None
     large_only_cost: float | None = None
     saved: float | None = None
+    version: str | None = Field(None, description="The router and verifier version that decided it.")
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
@@ -114,10 +115,12 @@ def _turn(trace_id: str, rows: list[dict[str, Any]], case: dict[str, Any] | None
         turn.total_cost = round(
             sum(d["cost"] for d in drafts) + sum(v.get("cost", 0.0) for v in verifications), 8
         )
+        turn.version = ((request.get("route") or {}).get("versions") or {}).get("version")
     for row in rows:
         data, event = row["data"], row["event"]
         if event == "review_requested":
             turn.reviewed = True
+            turn.version = data.get("version") or turn.version
         elif event == "review_expired":
             turn.expired = True
         elif event == "review_resolved" and data.get("action") == "reject":
@@ -136,6 +139,7 @@ def _turn(trace_id: str, rows: list[dict[str, Any]], case: dict[str, Any] | None
             turn.total_cost = cost.get("total")
             turn.large_only_cost = cost.get("large_only")
             turn.saved = cost.get("saved")
+            turn.version = ((data.get("route") or {}).get("versions") or {}).get("version") or turn.version
     return turn
 
 

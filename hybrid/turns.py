@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AnyMessage
 
-from hybrid import budget, cache, effects, observability
+from hybrid import budget, cache, effects, observability, registry
 from hybrid.decisions import (
     REVIEW_ACTIONS,
     Draft,
@@ -33,11 +34,12 @@ from hybrid.decisions import (
 from hybrid.history import conversation_turns, questions_asked, turn_number
 from hybrid.models import is_local_model
 from hybrid.models.state import estimated_tokens, model_state
+from hybrid.registry import ArtifactSet
 from hybrid.reviews import case_id_for
 from hybrid.routing.decision import LearnedScore, decide_route, routing_text, score_query
 from hybrid.settings import Settings
 from hybrid.validation import check_question
-from hybrid.verification.judge import judge_draft
+from hybrid.verification.judge import HEURISTIC_THRESHOLD, LARGE_HEURISTIC_THRESHOLD, judge_draft
 
 TurnValues = Mapping[str, Any]
 """The turn so far, as the graph's state records it (`graphs.state.State`)."""
@@ -75,13 +77,18 @@ def knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool, 
 
 
 def learned_score(
-    question: str, previous: Sequence[str], settings: Settings
+    question: str, previous: Sequence[str], settings: Settings, artifacts: ArtifactSet
 ) -> tuple[LearnedScore | None, str | None]:
     """The learned router's score, or why there is none (off, forced, artifact unreadable)."""
     if settings.router != "learned" or settings.force_route:
         return None, None
+    router = artifacts.path("router")
+    if router is None:
+        return None, f"no router in artefact version {artifacts.version}"
     try:
-        return score_query(routing_text(question, previous), settings), None
+        return score_query(
+            routing_text(question, previous), router, label=artifacts.labels.get("router")
+        ), None
     except Exception as exc:  # a broken artifact degrades to the heuristic, visibly
         observability.logger.warning("learned router unavailable: %s: %s", type(exc).__name__, exc)
         return None, f"{type(exc).__name__}: {exc}"
@@ -95,18 +102,25 @@ def _retrieves(kb_score: float, kb_available: bool, settings: Settings) -> bool:
 
 
 def start_turn(
-    question: object, history: Sequence[AnyMessage], settings: Settings, *, prompt_overhead: str
+    question: object,
+    history: Sequence[AnyMessage],
+    settings: Settings,
+    *,
+    prompt_overhead: str,
+    thread_id: str = "",
 ) -> TurnStart:
     """Check the question, route it, and look for a cached answer.
 
     `history` is the conversation before this question; `prompt_overhead` is the fixed text every
-    answering prompt carries (its rules), counted when checking context windows.
+    answering prompt carries (its rules), counted when checking context windows. The conversation
+    id (`thread_id`) keeps a conversation on one artefact version while a canary runs.
     """
     question = check_question(question, settings)
+    artifacts = registry.resolve(settings, thread_id or None)
     previous = questions_asked(history)
     turns = conversation_turns(history, settings.history_turns)
     kb_score, kb_available, kb_error, kb_version = knowledge_coverage(question, settings)
-    learned, learned_error = learned_score(question, previous, settings)
+    learned, learned_error = learned_score(question, previous, settings, artifacts)
     room = settings.passages * settings.chunk_size // 4 if _retrieves(kb_score, kb_available, settings) else 0
     route = decide_route(
         question,
@@ -128,6 +142,11 @@ def start_turn(
     )
     if kb_error:
         route["reasons"].append(f"knowledge base unavailable: {kb_error}")
+    route["versions"] = artifacts.record()
+    if artifacts.stale:
+        route["reasons"].append(
+            f"artefacts {artifacts.version} are stale: {'; '.join(artifacts.stale)} (run `hybrid tune`)"
+        )
     cache_scope = cache.scope("\n".join(f"{q}\n{a}" for q, a in turns), kb_version)
     if settings.force_route:
         hit, cache_reason = None, "cache bypassed: route forced"
@@ -149,13 +168,26 @@ def start_turn(
 # ---------------------------------------------------------------------------------------------
 
 
-def judge_turn_draft(question: str, draft: Draft, hits: Sequence[Hit], settings: Settings) -> Verification:
-    """Judge a turn's latest draft at its tier's threshold, and price the verifier's own compute."""
-    threshold = (
-        settings.small_accept_threshold if draft["tier"] == "small" else settings.large_accept_threshold
-    )
+def judge_turn_draft(
+    question: str, draft: Draft, hits: Sequence[Hit], route: RouteDecision, settings: Settings
+) -> Verification:
+    """Judge a turn's latest draft with its tier's verifier and threshold, and price the verifier's
+    own compute. The verifier is the one of the artefact version that routed the turn."""
+    small = draft["tier"] == "small"
+    threshold = settings.small_accept_threshold if small else settings.large_accept_threshold
+    paths = (route.get("versions") or {}).get("paths") or {}
+    if not paths:  # a turn routed before versions were recorded
+        paths = registry.resolve(settings).paths
+    folder = paths.get(draft["tier"])
     started = time.perf_counter()
-    verification = judge_draft(question, draft, hits, threshold, verifier_path=settings.verifier_path)
+    verification = judge_draft(
+        question,
+        draft,
+        hits,
+        threshold,
+        verifier_path=Path(folder) if folder else None,
+        default_threshold=HEURISTIC_THRESHOLD if small else LARGE_HEURISTIC_THRESHOLD,
+    )
     verification["cost"] = round((time.perf_counter() - started) * settings.verifier_price_per_s, 8)
     effects.draft_judged(settings, verification)
     return verification

@@ -1,6 +1,6 @@
 """`hybrid eval answers`: the product end to end on real questions, against each model alone.
 
-Every question of a question-answer set (`hybrid.evals.qa`) goes through the real graph, in
+Every question of a question-answer set (`hybrid.tuning.qa`) goes through the real graph, in
 process, with the configured models, in each mode:
 
 - `always-small` and `always-large`: the route forced to one tier (every answer delivered);
@@ -16,6 +16,11 @@ question left waiting for a reviewer is unanswered: it scores 0.
 Model answers are recorded by (model, prompt) (`hybrid.models.replay`), so a second run, another
 mode over the same prompts, or a re-calibration never runs a model again. Latency is reported
 as the graph's own time plus each model call's time when it was recorded.
+
+The `tuned` mode (`--folds K`): folds are grouped (all questions of an article share a fold); for
+each fold, `hybrid.tuning.tune` learns a router and both verifiers and calibrates their thresholds
+from the always-small and always-large answers to the other folds' questions only, and the real
+graph answers the fold's questions with those artefacts.
 
 Figures per mode: mean F1 and exact match (numeric match for GSM8K), the share answered correctly
 without a person, the share sent to review, wrong answers delivered automatically (a share of
@@ -41,8 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from hybrid.evals.qa import QAItem, QASet, load_qa, score
 from hybrid.evals.stats import percentile
+from hybrid.tuning.pairs import pairs_from_outcomes
+from hybrid.tuning.qa import QAItem, QASet, load_qa, score
 
 Log = Callable[[str], None]
 BOOTSTRAP_SAMPLES = 1000
@@ -56,6 +62,7 @@ class Outcome:
     id: str
     group: str
     mode: str
+    question: str
     status: str
     """answered, pending_review, rejected, or error (the question could not be asked)."""
     tier: str | None
@@ -71,6 +78,7 @@ class Outcome:
     drafts: list[dict[str, Any]] = field(default_factory=list)
     verifications: list[dict[str, Any]] = field(default_factory=list)
     passages: list[str] = field(default_factory=list)
+    retrieval_confidence: float | None = None
     versions: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,6 +136,7 @@ def ask_item(item: QAItem, mode: Mode) -> Outcome:
         id=item.id,
         group=item.group,
         mode=mode.name,
+        question=item.question,
         status=answer.status,
         tier=tier,
         answer=answer.answer,
@@ -147,6 +156,7 @@ def ask_item(item: QAItem, mode: Mode) -> Outcome:
             for v in answer.verifications
         ],
         passages=[hit["text"] for hit in (answer.retrieval or {}).get("hits") or []],
+        retrieval_confidence=(answer.retrieval or {}).get("confidence"),
         versions=dict(route.get("versions") or {}),
     )
 
@@ -160,6 +170,73 @@ def run_mode(
         for item in items:
             outcomes.append(ask_item(item, mode))
             progress(1)
+    return outcomes
+
+
+# ---------------------------------------------------------------------------------------------
+# The tuned mode: tune on some groups, answer the others
+# ---------------------------------------------------------------------------------------------
+
+
+def fold_of(groups: Sequence[str], k: int, seed: int = 0) -> np.ndarray:
+    """Grouped fold assignment (the verifier's and router's tuning uses the same helper)."""
+    from hybrid.verification.training import grouped_folds
+
+    return grouped_folds(np.asarray(groups), k, seed)
+
+
+def tuned_outcomes(
+    items: Sequence[QAItem],
+    small: Sequence[Outcome],
+    large: Sequence[Outcome],
+    *,
+    folds: int,
+    base: Mapping[str, Any],
+    options: Mapping[str, Any],
+    data_dir: Path,
+    progress: Callable[[int], None] = lambda _n: None,
+    log: Log = lambda _m: None,
+) -> list[Outcome]:
+    """Every question answered by artefacts tuned without its fold."""
+    from hybrid.settings import resolve_settings
+    from hybrid.tuning.tune import tune
+
+    settings = resolve_settings()
+    pairs = pairs_from_outcomes([asdict(o) for o in small], [asdict(o) for o in large])
+    by_id = {pair.id: pair for pair in pairs}
+    assignment = fold_of([item.group for item in items], folds)
+    outcomes: list[Outcome] = []
+    for fold in np.unique(assignment):
+        held_out = [item for item, f in zip(items, assignment, strict=True) if f == fold]
+        training = [
+            by_id[item.id]
+            for item, f in zip(items, assignment, strict=True)
+            if f != fold and item.id in by_id
+        ]
+        log(f"fold {fold + 1}/{folds}: tuning on {len(training)} pairs, answering {len(held_out)} questions")
+        folder = Path(tempfile.mkdtemp(prefix=f"fold{fold}-", dir=data_dir))
+        report = tune(
+            training,
+            folder,
+            models={"small": settings.small_spec, "large": settings.large_spec},
+            description=f"fold {fold + 1} of {folds}",
+            folds=5,
+            cache_dir=data_dir / "embedding-cache",
+            log=log,
+            **options,
+        )
+        expected = report.choice.expected["quality_vs_large"]
+        log(f"fold {fold + 1}: plan {report.choice.plan}, expected F1 vs always-large {expected}")
+        mode = Mode(
+            "tuned",
+            dict(base),
+            {
+                "HYBRID_ROUTER_PATH": str(folder / "router"),
+                "HYBRID_VERIFIER_PATH": str(folder / "verifier-small"),
+                "HYBRID_LARGE_VERIFIER_PATH": str(folder / "verifier-large"),
+            },
+        )
+        outcomes += run_mode(held_out, mode, progress)
     return outcomes
 
 
@@ -346,8 +423,6 @@ def evaluate_answers(
         for mode in plan:
             outcomes[mode.name] = run_mode(items, mode, progress.mode(mode.name, len(items)))
         if folds:
-            from hybrid.tuning.crossval import tuned_outcomes
-
             outcomes["tuned"] = tuned_outcomes(
                 items,
                 outcomes["always-small"],
@@ -447,3 +522,30 @@ def plot(report: Mapping[str, Any], folder: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def pairs_for_qa(
+    qa_path: Path, *, limit: int | None = None, record: Path | None = None, log: Log = lambda _m: None
+) -> list[Any]:
+    """Labelled pairs from a question-answer set: each question answered by always-small and
+    always-large (recorded answers are replayed), labelled by its reference answers."""
+    from hybrid.models.replay import recording
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    qa = load_qa(qa_path, limit=limit)
+    base = {"retrieval": "never" if qa.closed_book else "always"}
+    with recording(record or default_record(settings.data_dir)), workspace(qa):
+        progress = _Progress(2 * len(qa.items), log)
+        small = run_mode(
+            qa.items,
+            Mode("always-small", {**base, "force_route": "small"}),
+            progress.mode("small", len(qa.items)),
+        )
+        large = run_mode(
+            qa.items,
+            Mode("always-large", {**base, "force_route": "large"}),
+            progress.mode("large", len(qa.items)),
+        )
+        progress.close()
+    return pairs_from_outcomes([asdict(o) for o in small], [asdict(o) for o in large])

@@ -108,7 +108,7 @@ _PROVIDERS: dict[str, Provider] = {
     "ollama": Provider(_build_ollama, lambda name, s: True),
     "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_base_url)),
 }
-_cache: dict[tuple[str, str], BaseChatModel] = {}
+_cache: dict[tuple[str, str, int], BaseChatModel] = {}
 _cache_lock = threading.Lock()
 
 # Settings that change how a model is built; a change gives a new model object.
@@ -156,11 +156,11 @@ def get_chat_model(spec: str, settings: Settings) -> BaseChatModel:
     """The chat model for a spec, built once per process for a given configuration."""
     parsed = ModelSpec.parse(spec)
     provider = _provider(parsed)
-    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS))
+    from hybrid.models.replay import active_store, recorded
+
+    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS), id(active_store()))
     with _cache_lock:
         if key not in _cache:
-            from hybrid.models.replay import recorded
-
             built = provider.build(parsed.name, settings)
             _cache[key] = recorded(built, str(parsed), model_version(str(parsed)), settings)
         return _cache[key]

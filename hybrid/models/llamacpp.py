@@ -32,7 +32,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from hybrid.errors import ContextWindowExceeded, UnknownModel
+from hybrid.errors import ContextWindowExceeded, GenerationPreempted, UnknownModel
 
 PromptFormat = Literal["auto", "chat", "completion"]
 
@@ -198,6 +198,20 @@ def _stop_prefix(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
+YIELD_CHUNK = 32
+"""Prompt tokens a yielding (background) generation evaluates between checks for a waiting user."""
+
+
+def _evaluate_yielding(llm: Any, tokens: list[int], yield_to: Any) -> None:
+    """Evaluate the prompt a few tokens at a time, stopping when a user is waiting. `generate` then
+    finds the prompt already evaluated (its common-prefix reuse) and goes straight to answering."""
+    llm.reset()
+    for start in range(0, max(len(tokens) - 1, 0), YIELD_CHUNK):
+        if yield_to():
+            raise GenerationPreempted("stopped for a user's request")
+        llm.eval(tokens[start : min(start + YIELD_CHUNK, len(tokens) - 1)])
+
+
 def render_transcript(messages: Sequence[BaseMessage]) -> str:
     """A conversation as a few-shot `Q:`/`A:` transcript that a base model continues."""
     preamble = "\n\n".join(m.text for m in messages if isinstance(m, SystemMessage))
@@ -283,17 +297,22 @@ class EmbeddedChatModel(BaseChatModel):
                 f"{self.model_name}'s context window of {self.n_ctx} tokens"
             )
         deadline = kwargs.get("deadline")  # a time.monotonic() instant, set by the resilience layer
+        yield_to = kwargs.get("yield_to")  # a background run stops when this says a user is waiting
         temperature = float(kwargs.get("temperature", self.temperature))
         with self.loaded.lock:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("deadline passed while waiting for the model")
             llm = self.loaded.llm
+            if yield_to is not None:
+                _evaluate_yielding(llm, tokens, yield_to)
             generated: list[int] = []
             logprobs: list[float] = []
             shown, finish, cut_by_stop = "", "length", False
             for token in llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, reset=True):
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError("deadline passed while generating")
+                if yield_to is not None and yield_to():
+                    raise GenerationPreempted("stopped for a user's request")
                 if self.loaded.is_end(token):
                     finish = "stop"
                     break

@@ -38,19 +38,18 @@ def _store_at(path: Path) -> Any:
 
 @contextlib.contextmanager
 def recording(path: Path) -> Iterator[Path]:
-    """Within the block, every model the factory builds records and replays its answers at `path`."""
-    from hybrid.models.factory import clear_model_cache
+    """Within the block, every model the factory builds records and replays its answers at `path`.
 
+    (The factory keys the models it keeps by the active store, so models built outside the block
+    are not reused inside it, nor the other way round.)"""
     with _lock:
         previous = dict(_active)
         _active.update(store=_store_at(Path(path)), path=Path(path))
-    clear_model_cache()
     try:
         yield Path(path)
     finally:
         with _lock:
             _active.update(previous)
-        clear_model_cache()
 
 
 def active_store() -> Any:

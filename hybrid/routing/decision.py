@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybrid.decisions import Route, RouteDecision, Tier
@@ -59,17 +60,19 @@ class LearnedScore:
 
 
 def score_query(
-    text: str, settings: Settings, extra_features: Mapping[str, float] | None = None
+    text: str, router: Path, extra_features: Mapping[str, float] | None = None, *, label: str | None = None
 ) -> LearnedScore:
-    """Score a routing text with the learned router at `settings.router_path` (loaded once)."""
+    """Score a routing text with the learned router in folder `router` (loaded once).
+
+    `label` names the router in reasons (its registry version; default: the folder's name)."""
     from hybrid.routing.model import RouterModel
     from retrieval.embeddings import embed_query
 
-    model = RouterModel.load(settings.router_path)
+    model = RouterModel.load(router)
     embedding = embed_query(text, layer=model.embedding_layer) if model.use_embedding else None
     score = model.score(text, embedding, dict(extra_features or {}))
     trained = str(model.meta.get("trained") or model.meta.get("created") or "")[:10]
-    return LearnedScore(score, model.threshold, f"{settings.router_path.name} {trained}".strip())
+    return LearnedScore(score, model.threshold, f"{label or router.name} {trained}".strip())
 
 
 @dataclass(frozen=True)
