@@ -118,6 +118,13 @@ def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
         )
 
 
+def wait_for_shadow_runs(timeout: float | None = None) -> bool:
+    """Wait until this process's shadow runs are done (True), or `timeout` seconds (default: the
+    shadow timeout) pass (False)."""
+    settings = resolve_settings()
+    return shadow.drain(settings.shadow_timeout_s if timeout is None else timeout)
+
+
 def answer_for(thread_id: str) -> Answer:
     """The latest answer of a conversation (pending, answered or rejected)."""
     return _latest_answer(thread_id, resolve_settings())

@@ -102,6 +102,7 @@ def ask(
     answer = api.ask(question, thread_id=thread_id, **overrides)
     if as_json:
         click.echo(answer.model_dump_json())
+        _wait_for_shadow_runs()
         return
     if answer.status == "answered":
         click.echo(answer.answer)
@@ -111,6 +112,14 @@ def ask(
     else:
         click.secho("The answer was rejected by a reviewer.", fg="red")
     click.secho(f"route: {answer.explanation}", dim=True)
+    _wait_for_shadow_runs()
+
+
+def _wait_for_shadow_runs() -> None:
+    """A one-shot command waits for the shadow runs it queued (the process would end them)."""
+    from hybrid import api
+
+    api.wait_for_shadow_runs()
 
 
 class _ProgressBar:

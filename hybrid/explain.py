@@ -89,4 +89,11 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         parts.append(f"{len(retrieval['hits'])} source(s), best {retrieval['confidence']:.2f}")
     elif not route["needs_kb"]:
         parts.append("no retrieval")
+    versions = route.get("versions") or {}
+    if versions.get("stale"):
+        parts.append(
+            f"STALE artefacts {versions['version']} ({'; '.join(versions['stale'])}): run `hybrid tune`"
+        )
+    elif versions.get("origin") == "canary":
+        parts.append(f"canary {versions['version']}")
     return "; ".join(parts)

@@ -49,8 +49,6 @@ COMPONENTS = ("router", "small", "large")
 _FOLDERS = {"router": "router", "small": "verifier-small", "large": "verifier-large"}
 _SHIPPED_FOLDERS = {"router": "router/default", "small": "verifier/default", "large": "verifier/large"}
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-STATE_TTL_S = 2.0
-"""How long a process trusts what it read of the registry's state (a promotion shows within it)."""
 
 
 class RegistryError(HybridError):
@@ -200,12 +198,12 @@ def _fold(events: list[dict[str, Any]]) -> State:
 
 
 def state(settings: Settings, *, fresh: bool = False) -> State:
-    """The registry's state, re-read at most every `STATE_TTL_S` seconds per process."""
+    """The registry's state, re-read at most every `registry_refresh_s` seconds per process."""
     key = settings.checkpoint_url or str(settings.database_path)
     now = time.monotonic()
     with _cache_lock:
         cached = _state_cache.get(key)
-        if cached and not fresh and now - cached[0] < STATE_TTL_S:
+        if cached and not fresh and now - cached[0] < settings.registry_refresh_s:
             return cached[1]
     folded = _fold(_events(settings))
     with _cache_lock:

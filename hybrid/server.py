@@ -203,6 +203,11 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0)
             for hit in (answer.retrieval or {}).get("hits", [])
         ],
         "pending_review": answer.pending_review,
+        "versions": {
+            key: value
+            for key, value in (answer.route.get("versions") or {}).items()
+            if key in ("version", "origin", "canary", "stale")
+        },
         "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
         "timings_ms": {
             "total": round(elapsed_ms, 2),

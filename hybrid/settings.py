@@ -250,6 +250,12 @@ class Settings(BaseSettings):
         description="Model spec that labels shadow pairs without a reviewer or a reference answer; unset: "
         "the large tier's first model.",
     )
+    registry_refresh_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a process trusts what it read of the registry (promotions, canaries) before "
+        "reading it again.",
+    )
     drift_window: int = Field(
         200, ge=10, description="Recent answered turns the large share and small acceptance are watched over."
     )
@@ -424,6 +430,7 @@ PER_RUN_FIELDS = (
     "large_tier_down",
     "cache",
     "user_id",
+    "shadow_rate",
 )
 
 
