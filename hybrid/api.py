@@ -456,6 +456,14 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
     return run_search(settings, query, k or settings.passages, collection=collection)  # type: ignore[return-value]
 
 
+def compare_versions(versions: Sequence[str] = (), *, since: datetime | None = None) -> dict[str, Any]:
+    """Live figures per router/verifier version, and the difference between two (default: the
+    current version and the canary), from recorded traffic (`hybrid tune compare`)."""
+    from hybrid.versions import compare
+
+    return compare(resolve_settings(), list(versions), since=since)
+
+
 def database_path() -> Path:
     """Where the default SQLite database lives (for people looking for their data)."""
     return resolve_settings().database_path
@@ -486,6 +494,7 @@ __all__ += [
     "TrafficSummary",
     "TrafficTurn",
     "collection_stats",
+    "compare_versions",
     "conversation",
     "conversations",
     "files_under",

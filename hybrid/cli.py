@@ -377,14 +377,23 @@ def eval_cache(folder: Path, xquad: Path | None, limit: int, target: float, as_j
 @click.option(
     "--requests", "requests_per_level", type=int, help="Requests per level [default: 2 x level, >= 8]."
 )
+@click.option(
+    "--shadow-rate",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Also compare the user's p50 with shadow runs off and at this rate, in alternating rounds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_handle_errors
-def eval_load(concurrency: str, requests_per_level: int | None, as_json: bool) -> None:
+def eval_load(
+    concurrency: str, requests_per_level: int | None, shadow_rate: float | None, as_json: bool
+) -> None:
     """Drive `hybrid serve` over HTTP on the embedded models: throughput, latency, errors, overhead."""
     from hybrid.evals.load import evaluate_load, format_table
 
     levels = [int(level) for level in concurrency.split(",") if level.strip()]
-    report = evaluate_load(levels, requests_per_level, log=lambda message: click.echo(message, err=True))
+    report = evaluate_load(
+        levels, requests_per_level, log=lambda message: click.echo(message, err=True), shadow_rate=shadow_rate
+    )
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
@@ -898,10 +907,10 @@ def tune_compare(versions: tuple[str, ...], since: str | None, as_json: bool) ->
     """Live figures per version (quality, large share, review share, cost per answered question),
     and the difference between two (default: the current version and the canary) with its 95 %
     interval and whether it is significant."""
-    from hybrid.settings import resolve_settings
-    from hybrid.tuning.live import compare, format_comparison
+    from hybrid import api
+    from hybrid.versions import format_comparison
 
-    report = compare(resolve_settings(), list(versions), since=_since(since))
+    report = api.compare_versions(versions, since=_since(since))
     click.echo(json.dumps(report, default=str) if as_json else format_comparison(report))
 
 

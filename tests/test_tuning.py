@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from hybrid import registry
+from hybrid.qa import QAFormatError, load_qa, score
 from hybrid.settings import resolve_settings
 from hybrid.tuning import calibrate, judge
 from hybrid.tuning.labels import human_labels, labelled_pairs
-from hybrid.tuning.qa import QAFormatError, load_qa, score
 from tests.fakes import FakeModels
 
 # -- question sets -----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`hybrid eval answers`: the product end to end on real questions, against each model alone.
 
-Every question of a question-answer set (`hybrid.tuning.qa`) goes through the real graph, in
+Every question of a question-answer set (`hybrid.qa`) goes through the real graph, in
 process, with the configured models, in each mode:
 
 - `always-small` and `always-large`: the route forced to one tier (every answer delivered);
@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from hybrid.evals.stats import percentile
+from hybrid.qa import QAItem, QASet, load_qa, score
 from hybrid.tuning.pairs import pairs_from_outcomes
-from hybrid.tuning.qa import QAItem, QASet, load_qa, score
 
 Log = Callable[[str], None]
 BOOTSTRAP_SAMPLES = 1000

@@ -1,7 +1,7 @@
 """`hybrid eval judge`: how often the judge's labels agree with reference labels.
 
 Both tiers' answers to a question-answer set are labelled by their reference answers (the
-`correct` rule of `hybrid.tuning.qa`) and by the judge (`hybrid.tuning.judge`, asked twice with the
+`correct` rule of `hybrid.qa`) and by the judge (`hybrid.tuning.judge`, asked twice with the
 answers swapped). Per tier: the share the judge decided (both orders agreed), its accuracy and
 Cohen's kappa on those, and how often the two orders disagreed (position bias).
 """

@@ -6,7 +6,7 @@ For each tier of a pair, the first source that says something wins:
    approved tier's answer was right; edit or reject: every answer the reviewer saw was wrong;
    escalate: the small answer was wrong);
 2. a reference answer, when the question came from an evaluation set (SQuAD F1 and the
-   `correct` rule of `hybrid.tuning.qa`);
+   `correct` rule of `hybrid.qa`);
 3. the judge model (`hybrid.tuning.judge`), asked twice with the answers swapped; its verdicts are
    kept in the pair's row, so a pair is judged once.
 
@@ -24,9 +24,9 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from hybrid.database import database_for, feedback, shadow_pairs
+from hybrid.qa import QAItem, score
 from hybrid.settings import Settings
 from hybrid.tuning.pairs import LABEL_SOURCES, Pair, TierDraft
-from hybrid.tuning.qa import QAItem, score
 
 Log = Callable[[str], None]
 TIERS = ("small", "large")

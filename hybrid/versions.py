@@ -26,8 +26,8 @@ import sqlalchemy as sa
 
 from hybrid import registry, traffic
 from hybrid.database import database_for, feedback, shadow_pairs
+from hybrid.qa import QAItem, score
 from hybrid.settings import Settings
-from hybrid.tuning.qa import QAItem, score
 
 SAMPLES = 1000
 METRICS = ("quality", "large_share", "review_share", "cost_per_answered")
