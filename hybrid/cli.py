@@ -681,7 +681,20 @@ def _print_choice(report: Any) -> None:
 @click.option(
     "--max-large-share", type=click.FloatRange(0, 1), help="At most this share calls the large model."
 )
-@click.option("--max-review-share", type=click.FloatRange(0, 1), default=0.15, show_default=True)
+@click.option(
+    "--max-review-share",
+    type=click.FloatRange(0, 1),
+    default=0.15,
+    show_default=True,
+    help="At most this share goes to review.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1),
+    default=0.75,
+    show_default=True,
+    help="Share of resampled question sets the thresholds must meet the target on, not only this one.",
+)
 @click.option(
     "--folds",
     type=click.IntRange(2),
@@ -711,6 +724,7 @@ def tune(
     target_quality: float | None,
     max_large_share: float | None,
     max_review_share: float,
+    confidence: float,
     folds: int,
     no_judge: bool,
     record: Path | None,
@@ -760,6 +774,7 @@ def tune(
             target_quality=target_quality,
             max_large_share=max_large_share,
             max_review_share=max_review_share,
+            confidence=confidence,
             folds=folds,
             cache_dir=settings.data_dir / "embedding-cache",
             actor=_reviewer(),

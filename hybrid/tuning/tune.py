@@ -211,6 +211,7 @@ def tune(
     target_quality: float | None = None,
     max_large_share: float | None = None,
     max_review_share: float = 0.15,
+    confidence: float = 0.75,
     folds: int = 5,
     cache_dir: Path | None = None,
     actor: str = "anonymous",
@@ -232,6 +233,7 @@ def tune(
         target_quality=target_quality,
         max_large_share=max_large_share,
         max_review_share=max_review_share,
+        confidence=confidence,
     )
     calibration = {
         "calibrated_on": f"{len(pairs)} pairs, {folds}-fold grouped out-of-fold scores",
