@@ -282,10 +282,13 @@ def versions(settings: Settings) -> list[dict[str, Any]]:
 def manifest_of(settings: Settings, version: str) -> dict[str, Any]:
     """A version's manifest (the shipped one's comes from the package)."""
     if version == SHIPPED:
+        recorded = _meta(shipped("."), "manifest.json")  # written when the defaults were tuned
         return {
+            **recorded,
             "version": SHIPPED,
             "calibrated_for": {c: calibrated_for(c, p) for c, p in shipped_paths().items()},
-            "trained_on": "see data/router/default/README.md and data/verifier/*/README.md",
+            "trained_on": recorded.get("trained_on")
+            or "see data/router/default/README.md and data/verifier/*/README.md",
         }
     with database_for(settings).engine.connect() as connection:
         row = connection.execute(
