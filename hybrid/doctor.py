@@ -673,7 +673,8 @@ def database_reachable(settings: Settings) -> Check:
 
 
 _ready_lock = threading.Lock()
-_ready_cache: dict[tuple[Any, ...], tuple[float, dict[str, Probe], Check]] = {}
+_ready_cache: dict[tuple[Any, ...], tuple[float, float, dict[str, Probe], Check]] = {}
+"""Readiness key → (monotonic and wall time of the probes, the probes, the database check)."""
 
 
 def _readiness_key(settings: Settings) -> tuple[Any, ...]:
@@ -706,9 +707,9 @@ def readiness(settings: Settings) -> Readiness:
     with _ready_lock:
         cached = _ready_cache.get(key)
         if cached is None or time.monotonic() - cached[0] >= settings.readiness_cache_s:
-            cached = (time.monotonic(), *_probes(settings))
+            cached = (time.monotonic(), time.time(), *_probes(settings))
             _ready_cache[key] = cached
-    _, probes, database = cached
+    _, checked_at, probes, database = cached
     tiers = []
     for tier in ("small", "large"):
         models = []
@@ -725,7 +726,7 @@ def readiness(settings: Settings) -> Readiness:
                 )
             models.append(model)
         tiers.append(TierReadiness(tier, any(m.can_answer for m in models), models))
-    return Readiness(tiers, database, checked_at=time.time() - (time.monotonic() - cached[0]))
+    return Readiness(tiers, database, checked_at=checked_at)
 
 
 def forget_readiness() -> None:
