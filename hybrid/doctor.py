@@ -499,7 +499,8 @@ def _chroma(settings: Settings) -> Check:
 def _streamlit() -> Check:
     import sys
 
-    if "streamlit.runtime" in sys.modules:  # inside the web app: Streamlit's own resolved value
+    running = sys.modules.get("streamlit.runtime")
+    if running is not None and running.exists():  # inside the web app: Streamlit's own resolved value
         from streamlit import config
 
         value = bool(config.get_option("browser.gatherUsageStats"))
