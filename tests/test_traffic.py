@@ -93,7 +93,9 @@ def test_summary_rates_and_savings(fakes: FakeModels, monkeypatch: pytest.Monkey
     summary = api.traffic_summary(api.traffic())
 
     assert summary.turns == 3
-    assert summary.outcomes == {"small": 1, "large": 1, "human": 0, "cache": 0, "rejected": 0, "pending": 1}
+    assert summary.outcomes == {
+        "small": 1, "large": 1, "human": 0, "cache": 0, "rejected": 0, "pending": 1, "unreachable": 0
+    }  # fmt: skip
     assert summary.escalation_rate == pytest.approx(2 / 3)  # Germany and hafnium both went to the large model
     assert summary.review_rate == pytest.approx(1 / 3)
     answered = answers[:2]

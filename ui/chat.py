@@ -12,7 +12,7 @@ import streamlit as st
 
 from hybrid import api
 from hybrid.errors import ConversationNotFound, HybridError
-from ui.components import render_answer
+from ui.components import render_answer, render_readiness_banner
 from ui.streaming import LiveAnswer
 
 POLL_SECONDS = 3
@@ -23,6 +23,7 @@ STATUS_ICONS = {
     "cache": ":material/cached:",
     "rejected": ":material/block:",
     "pending": ":material/hourglass_top:",
+    "unreachable": ":material/cloud_off:",
 }
 OVERRIDE_KEYS = ("profile", "route", "retrieval")
 
@@ -185,6 +186,7 @@ def ask(question: str, thread_id: str | None, overrides: dict[str, Any]) -> None
 
 overrides = sidebar()
 st.title("Hybrid AI")
+render_readiness_banner(overrides)
 thread = st.query_params.get("thread")
 answers: list[api.Answer] = []
 if thread:

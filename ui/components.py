@@ -44,6 +44,8 @@ def badge(answer: api.Answer) -> str:
         return ":orange-badge[:material/hourglass_top: waiting for review]"
     if answer.status == "rejected":
         return ":red-badge[:material/block: rejected]"
+    if answer.status == "unreachable":
+        return ":red-badge[:material/cloud_off: no model could be reached]"
     label, color, icon = ROUTES[route_of(answer) or "small"]
     return f":{color}-badge[{icon} {label}]"
 
@@ -59,6 +61,40 @@ def verifier_line(answer: api.Answer) -> str:
     last = answer.verifications[-1]
     sign, color = ("≥", "green") if last["passed"] else ("<", "red")
     return f":{color}-badge[verifier {last['score']:.2f} {sign} {last['threshold']:.2f}]"
+
+
+def readiness_lines(readiness: api.Readiness) -> list[str]:
+    """One warning per tier that cannot answer (and for a database that does not answer): the
+    models, where they were looked for, why, and the fix, as the doctor words them."""
+    lines = []
+    for tier in readiness.tiers:
+        if tier.can_answer:
+            continue
+        models = "; ".join(f"`{m.spec}` ({m.found})" for m in tier.models)
+        fixes = "; ".join(dict.fromkeys(m.fix for m in tier.models if m.fix))
+        what = "cannot be reached" if all(m.unreachable for m in tier.models) else "cannot answer now"
+        lines.append(
+            f"**The {tier.tier} tier {what}**: {models}."
+            + (f" Fix: {fixes}." if fixes else "")
+            + " Run `hybrid doctor` to check the whole configuration."
+        )
+    database = readiness.database
+    if database.status == "failed":
+        lines.append(
+            f"**The database does not answer**: {database.name}: {database.found}. Fix: {database.fix}."
+        )
+    return lines
+
+
+def render_readiness_banner(overrides: dict[str, Any]) -> None:
+    """A banner for each tier that cannot answer with the conversation's settings (cheap: cached probes)."""
+    try:
+        readiness = api.readiness(profile=overrides.get("profile"))
+    except Exception as exc:  # the page still works; the question will say what is wrong
+        st.warning(f"Could not check the models: {type(exc).__name__}: {exc}", icon=":material/help:")
+        return
+    for line in readiness_lines(readiness):
+        st.error(line, icon=":material/cloud_off:")
 
 
 def money(value: float) -> str:
@@ -144,6 +180,8 @@ def render_answer(answer: api.Answer) -> None:
     elif answer.status == "pending_review":
         why = (answer.pending_review or {}).get("why", "")
         st.markdown(f"Waiting for a reviewer ({why})." if why else "Waiting for a reviewer.")
+    elif answer.status == "unreachable":
+        st.markdown("No model could be reached, so this question was not answered (see `hybrid doctor`).")
     else:
         reason = (answer.review or {}).get("reason")
         st.markdown("A reviewer declined to answer this question." + (f" Reason: {reason}" if reason else ""))

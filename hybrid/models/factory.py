@@ -144,6 +144,11 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
+def known_providers() -> list[str]:
+    """The providers model specs may name."""
+    return sorted(_PROVIDERS)
+
+
 def _provider(spec: ModelSpec) -> Provider:
     try:
         return _PROVIDERS[spec.provider]
