@@ -9,6 +9,8 @@ from hybrid.budget import spent_today
 from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 
+pytestmark = pytest.mark.integration
+
 PRICES = '{"fake:large": {"input_per_million": 1000000, "output_per_million": 1000000}}'
 
 

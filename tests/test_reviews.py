@@ -24,9 +24,15 @@ from tests.conftest import REPO
 from tests.fakes import FakeModels
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("postgres", marks=pytest.mark.e2e),  # a PostgreSQL server: the e2e tier
+    ]
+)
 def database(request: pytest.FixtureRequest) -> str:
-    """Run the test against the default SQLite database and against PostgreSQL."""
+    """Run the test against the default SQLite database and against PostgreSQL. Each run carries
+    its tier from here, so the tests that take this fixture carry none of their own."""
     if request.param == "postgres":
         request.getfixturevalue("postgres")
     return request.param
@@ -85,6 +91,7 @@ def test_two_reviewers_at_once_resolve_a_case_exactly_once(fakes: FakeModels, da
     assert final.review["reviewer"] == winners[0]
 
 
+@pytest.mark.integration
 def test_a_killed_process_loses_no_pending_case(isolated: Path) -> None:
     """kill -9 a process that has opened cases and is in the middle of another; all are there after."""
     api.ingest([REPO / "data" / "knowledge"])
@@ -168,6 +175,7 @@ def test_overdue_cases_are_resolved_by_the_fallback_and_audited(
     assert api.pending_reviews() == []
 
 
+@pytest.mark.integration
 def test_overdue_cases_can_fall_back_to_the_large_model(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,6 +245,7 @@ def test_feedback_and_verdicts_become_labelled_examples(fakes: FakeModels, datab
         api.feedback(pending_case(fakes, "What is 18 * 23?").thread_id, "up")
 
 
+@pytest.mark.integration
 def test_a_failed_resolution_gives_the_case_back(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> None:
     fakes.set("small", "Lyon.")
     fakes.set("large", RuntimeError("unused"))
@@ -262,6 +271,7 @@ def test_a_failed_resolution_gives_the_case_back(fakes: FakeModels, monkeypatch:
     assert api.resume(pending.thread_id, {"action": "approve", "reviewer": "bo"}).status == "answered"
 
 
+@pytest.mark.integration
 def test_a_claim_abandoned_by_a_dead_process_expires(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:

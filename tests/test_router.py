@@ -8,6 +8,8 @@ from graphs.router import decide_route, difficulty_score, difficulty_signals, ro
 from graphs.state import RouteDecision
 from hybrid.settings import resolve_settings
 
+pytestmark = pytest.mark.unit
+
 LOCAL = {"small": True, "large": True}
 
 

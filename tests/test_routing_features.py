@@ -23,6 +23,8 @@ from hybrid.routing.features import (
     split_options,
 )
 
+pytestmark = pytest.mark.unit
+
 QUESTION = "Tom has 3 boxes with 4 apples each. He buys 5 more apples. How many apples does he have?"
 
 

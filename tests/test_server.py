@@ -28,6 +28,7 @@ def client(http: TestClient) -> openai.OpenAI:
     return openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
 
 
+@pytest.mark.integration
 def test_the_openai_client_gets_an_answer_with_the_route(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", "The capital of France is Paris.")
 
@@ -47,6 +48,7 @@ def test_the_openai_client_gets_an_answer_with_the_route(fakes: FakeModels, clie
     assert raw.headers["x-hybrid-trace-id"] == extra["trace_id"]
 
 
+@pytest.mark.integration
 def test_langchains_chatopenai_works_unchanged(fakes: FakeModels, http: TestClient) -> None:
     from langchain_openai import ChatOpenAI
 
@@ -60,6 +62,7 @@ def test_langchains_chatopenai_works_unchanged(fakes: FakeModels, http: TestClie
     assert reply.usage_metadata["output_tokens"] == 6
 
 
+@pytest.mark.integration
 def test_the_whole_conversation_is_considered(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", lambda m: "Berlin." if any("France" in x.text for x in m) else "I don't know.")
     completion = client.chat.completions.create(
@@ -76,6 +79,7 @@ def test_the_whole_conversation_is_considered(fakes: FakeModels, client: openai.
     assert [m.text for m in prompt[1:]] == [QUESTION, "Paris.", "And of Germany?"]
 
 
+@pytest.mark.integration
 def test_streaming_holds_drafts_until_verified_by_default(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", "I don't know.")
     fakes.set("large", "Paris is the capital of France.")
@@ -92,6 +96,7 @@ def test_streaming_holds_drafts_until_verified_by_default(fakes: FakeModels, cli
     assert chunks[-1].model_extra["hybrid"]["answered_by"] == "fake:large"
 
 
+@pytest.mark.integration
 def test_streaming_drafts_with_a_correction_on_escalation(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", "I don't know.")
     fakes.set("large", "Paris is the capital of France.")
@@ -119,6 +124,7 @@ def test_streaming_drafts_with_a_correction_on_escalation(fakes: FakeModels, cli
     assert chunks[-1].usage is not None
 
 
+@pytest.mark.integration
 def test_a_pending_review_is_202_and_can_be_polled_and_resolved(fakes: FakeModels, http: TestClient) -> None:
     fakes.set("small", "A draft.")
     body = {
@@ -149,6 +155,7 @@ def test_a_pending_review_is_202_and_can_be_polled_and_resolved(fakes: FakeModel
     assert "already resolved (edit) by ana" in again.json()["error"]["message"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
@@ -183,6 +190,7 @@ def test_errors_use_openais_shape_and_status_codes(
     assert fakes.calls("small") == []
 
 
+@pytest.mark.unit
 def test_the_official_client_raises_its_own_errors(fakes: FakeModels, client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="the question is empty"):
         client.chat.completions.create(model="hybrid", messages=[{"role": "user", "content": ""}])
@@ -190,6 +198,7 @@ def test_the_official_client_raises_its_own_errors(fakes: FakeModels, client: op
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
 
 
+@pytest.mark.integration
 def test_bearer_keys_guard_everything_and_nothing_runs_without_one(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, http: TestClient
 ) -> None:
@@ -212,6 +221,7 @@ def test_bearer_keys_guard_everything_and_nothing_runs_without_one(
     assert http.get("/health").status_code == 200  # health and metrics stay open for probes
 
 
+@pytest.mark.integration
 def test_models_health_and_metrics(fakes: FakeModels, http: TestClient, client: openai.OpenAI) -> None:
     assert {m.id for m in client.models.list()} >= {"hybrid", "hybrid:embedded", "hybrid:ollama"}
     assert http.get("/health").json() == {"status": "ok"}
@@ -221,6 +231,7 @@ def test_models_health_and_metrics(fakes: FakeModels, http: TestClient, client: 
     assert 'hybrid_requests_total{route="small",status="answered"}' in metrics
 
 
+@pytest.mark.integration
 def test_feedback_endpoint_records_a_rating(
     fakes: FakeModels, http: TestClient, client: openai.OpenAI
 ) -> None:
@@ -239,6 +250,7 @@ def test_feedback_endpoint_records_a_rating(
     assert labelled_examples(resolve_settings())[-1]["label"] == 1
 
 
+@pytest.mark.unit
 def test_stream_errors_before_the_stream_starts_are_http_errors(fakes: FakeModels, http: TestClient) -> None:
     body = {"model": "hybrid", "messages": [{"role": "user", "content": ""}], "stream": True}
     response = http.post("/v1/chat/completions", json=body)
@@ -246,6 +258,7 @@ def test_stream_errors_before_the_stream_starts_are_http_errors(fakes: FakeModel
     assert json.loads(response.text)["error"]["message"] == "the question is empty"
 
 
+@pytest.mark.integration
 def test_prepare_loads_what_answering_uses_and_reports_what_it_cannot(
     fakes: FakeModels, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -265,6 +278,7 @@ def test_prepare_loads_what_answering_uses_and_reports_what_it_cannot(
         api.prepare(router="nonsense")
 
 
+@pytest.mark.integration
 def test_the_server_prepares_and_freezes_its_start_up_objects_before_serving(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     fakes.set("large", "Paris.")
@@ -296,6 +310,7 @@ def post_together(bodies: list[dict[str, object]], spacing: float = 0.0) -> list
     return asyncio.run(send_all())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("limit", [1, 2])
 def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, limit: int
@@ -335,6 +350,7 @@ def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     assert "hybrid_runs_waiting 0.0" in metrics
 
 
+@pytest.mark.unit
 def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid.server import OpenAIError, _Admission
 
@@ -359,6 +375,7 @@ def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pyt
     assert (error.status, error.kind) == (499, "client_closed_request")
 
 
+@pytest.mark.integration
 def test_beyond_the_waiting_limit_requests_get_429_with_retry_after(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -8,6 +8,8 @@ from graphs.state import Draft, Hit
 from graphs.verifier import arithmetic_in, verify_draft
 from tests.fakes import small_draft as draft
 
+pytestmark = pytest.mark.unit
+
 
 def hit(text: str) -> Hit:
     return Hit(id="1", text=text, source="doc.md", score=0.8, metadata={})
