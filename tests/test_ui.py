@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -93,6 +94,30 @@ def test_an_escalated_answer_shows_the_small_draft_it_replaced(fakes: FakeModels
     replaced = next(e for e in assistant.expander if e.label.startswith("Replaced draft of the small model"))
     assert "~~I don't know.~~" in texts(replaced)
     assert "failed verification" in texts(replaced)
+
+
+def shown_while_answering(message) -> str:
+    """The record the chat keeps of what the live view showed while this answer was made."""
+    (marker,) = [m.value for m in message.markdown if "data-shown" in m.value]
+    return re.search(r'data-shown="([^"]*)"', marker).group(1)
+
+
+@pytest.mark.integration
+def test_a_finished_answer_keeps_a_record_of_what_the_live_view_showed(fakes: FakeModels) -> None:
+    refuse_then_answer(fakes)
+
+    app = ask(open_app(), "What is the capital of France?")
+
+    # The draft, struck out, and the large model's answer were on screen for a moment each; the
+    # finished message says so, in order.
+    shown = shown_while_answering(app.chat_message[1])
+    assert shown == "small:draft small:not-accepted large:draft large:verified"
+    fakes.set("small", "The capital of France is Paris.")
+    ask(app, "And what is the capital of France again?")
+    assert shown_while_answering(app.chat_message[1]) == shown  # each answer keeps its own
+    assert shown_while_answering(app.chat_message[3]) == "small:draft small:verified"
+    reloaded = open_app(thread=app.query_params["thread"])  # another session showed nothing live
+    assert not [md for m in reloaded.chat_message for md in m.markdown if "data-shown" in md.value]
 
 
 @pytest.mark.integration
