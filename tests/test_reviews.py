@@ -54,13 +54,14 @@ def events(kind: str, thread_id: str | None = None) -> list[dict]:
 def test_two_reviewers_at_once_resolve_a_case_exactly_once(fakes: FakeModels, database: str) -> None:
     fakes.set("small", "I think it is Lyon.")
     calls = {"large": 0}
+    refused = threading.Event()
 
-    def slow_large(messages):
+    def held_large(messages):
         calls["large"] += 1
-        time.sleep(0.5)  # keep the first resolution in flight while the second arrives
+        refused.wait(timeout=60)  # the first resolution stays in flight until the second is refused
         return "Paris is the capital of France."
 
-    fakes.set("large", slow_large)
+    fakes.set("large", held_large)
     pending = api.ask("What is the capital of France?", force_route="human")
     barrier = threading.Barrier(2)
     outcomes: dict[str, object] = {}
@@ -71,6 +72,7 @@ def test_two_reviewers_at_once_resolve_a_case_exactly_once(fakes: FakeModels, da
             outcomes[name] = api.resume(pending.thread_id, {"action": "escalate", "reviewer": name})
         except ReviewError as exc:
             outcomes[name] = exc
+            refused.set()
 
     threads = [threading.Thread(target=review, args=(name,)) for name in ("ana", "bo")]
     for t in threads:
@@ -104,7 +106,7 @@ def test_a_killed_process_loses_no_pending_case(isolated: Path) -> None:
         "fakes = FakeModels()\n"
         "register_provider('fake', fakes.build)\n"
         "fakes.set('small', 'A draft about port 2025.')\n"
-        "fakes.set('large', lambda m: time.sleep(600) or 'never')\n"
+        "fakes.set('large', lambda m: print('in the large model', flush=True) or time.sleep(600) or 'x')\n"
         "for i in range(3):\n"
         "    api.ask(f'Case {i}: which port does hybrid dev use?', force_route='human', retrieval='always')\n"
         "print('opened', flush=True)\n"
@@ -116,7 +118,7 @@ def test_a_killed_process_loses_no_pending_case(isolated: Path) -> None:
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "opened"
-    time.sleep(1.0)
+    assert child.stdout.readline().strip() == "in the large model"  # mid-question, now
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
 
