@@ -234,7 +234,7 @@ def test_a_reviewer_resolves_a_pending_answer_and_the_chat_updates(ui: str, page
     shoot(review, "review-resolved")
 
     # The chat tab was left alone: its poll picks up the verdict.
-    badge(message, "human").wait_for(timeout=30_000)
+    badge(message, "human").wait_for(timeout=MODEL_TIMEOUT_MS)
     expect(message).to_contain_text("Rome is the capital of Italy.")
     expect(message).to_contain_text("answer written by reviewer ana")
     shoot(chat, "chat-after-review")
@@ -247,12 +247,12 @@ def test_the_dashboard_renders_charts_of_the_recorded_traffic(ui: str, pages: Pa
 
     page = pages.open(f"{ui}/dashboard")
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    charts.nth(5).locator("svg").first.wait_for(timeout=60_000)  # vega-embed drew the sixth chart
-    assert charts.count() == 6
-    for index in range(6):
-        assert charts.nth(index).locator("svg .mark-rect, svg .mark-line, svg .mark-symbol").count() > 0
-    assert page.get_by_text("Route mix").count() == 1
-    assert page.get_by_text("Saved").count() >= 1
+    expect(charts).to_have_count(6, timeout=60_000)
+    for index in range(6):  # vega-embed draws each chart in its own time: wait for each one's marks
+        marks = charts.nth(index).locator("svg .mark-rect, svg .mark-line, svg .mark-symbol")
+        expect(marks.first).to_be_attached(timeout=60_000)
+    expect(page.get_by_text("Route mix")).to_have_count(1)
+    expect(page.get_by_text("Saved").first).to_be_visible()
     shoot(page, "dashboard", height=1900)
 
 

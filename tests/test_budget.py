@@ -14,6 +14,14 @@ pytestmark = pytest.mark.integration
 PRICES = '{"fake:large": {"input_per_million": 1000000, "output_per_million": 1000000}}'
 
 
+@pytest.fixture(autouse=True)
+def one_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every spend of a test falls on one day, even one that runs across midnight UTC."""
+    from hybrid import budget
+
+    monkeypatch.setattr(budget, "_today", lambda: "2026-12-06")
+
+
 @pytest.fixture
 def priced(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> FakeModels:
     monkeypatch.setenv("HYBRID_PRICES", PRICES)  # a dollar a token for the large model

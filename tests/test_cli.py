@@ -140,7 +140,7 @@ def test_escalate_expire_feedback_and_audit_export_commands(fakes: FakeModels, m
     assert json.loads(out) == []  # deadlines are set when a case opens: this one has a day left
     _, out, _ = run("ask", "What is the capital of Chile?", "--route", "human", "--json")
     late = json.loads(out)["thread_id"]
-    time.sleep(0.01)
+    time.sleep(0.01)  # longer than its 1 ms deadline on any machine: overdue, whatever the speed
     code, out, _ = run("review", "expire", "--json")
     assert json.loads(out) == [{"thread_id": late, "status": "rejected"}]
     assert overdue in run("review", "list")[1]

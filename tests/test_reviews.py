@@ -290,7 +290,7 @@ def test_a_claim_abandoned_by_a_dead_process_expires(
     assert api.pending_reviews()[0].claimed_by == "ghost"
 
     monkeypatch.setenv("HYBRID_REVIEW_CLAIM_LEASE_S", "0.001")
-    time.sleep(0.01)
+    time.sleep(0.01)  # longer than the 1 ms lease on any machine: the claim has lapsed
     assert (
         api.resume(pending.thread_id, {"action": "edit", "answer": "391", "reviewer": "ana"}).answer == "391"
     )
