@@ -124,8 +124,9 @@ def test_the_robustness_report_runs_every_suite_and_loses_nothing(isolated: Path
         env=dict(os.environ),
     )
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else {}
+    bad = [case for case in report.get("cases", []) if case["outcome"] in ("failed", "hung", "lost")]
+    assert result.returncode == 0, bad or result.stderr[-3000:]
     assert set(report) >= {"tried", "answered", "degraded", "failed", "hung", "lost", "cases"}
     assert (report["failed"], report["hung"], report["lost"]) == (0, 0, 0)
     assert report["tried"] == len(report["cases"]) >= 19
