@@ -157,6 +157,7 @@ def test_feedback_on_a_class_of_queries_changes_how_the_router_routes_it(
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(900)  # trains and scores routers on four benchmarks: 1 min here, 3 with both cores busy
 @pytest.mark.skipif(not ROUTELLM.is_dir(), reason=f"RouteLLM data not at {ROUTELLM}")
 def test_eval_routing_on_a_small_subset(tmp_path: Path) -> None:
     plots = tmp_path / "plots"
