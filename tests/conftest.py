@@ -7,6 +7,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# Before anything loads OpenMP (scikit-learn, torch, OpenBLAS): one thread each, in this process and
+# the ones it starts. OpenMP threads spin while they wait for a busy core: with both cores busy, a
+# 0.5 s scikit-learn fit took over 30 s, and test_routing_model 44-67 s instead of 16 s. Results
+# do not depend on the thread count; set OMP_NUM_THREADS yourself to try another.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from hybrid import api
