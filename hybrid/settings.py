@@ -285,6 +285,15 @@ class Settings(BaseSettings):
         300, gt=0, description="A claimed case whose resolution did not finish becomes claimable again."
     )
 
+    # Test hooks: off by default, never needed to run the system (docs/testing.md)
+    test_min_token_interval_s: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Test hook: least time between two tokens of an embedded (`llamacpp:`) model, so a "
+        "test can watch a streamed state on a machine of any speed; 0: off.",
+    )
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _absolute(cls, path: Path) -> Path:

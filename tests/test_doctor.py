@@ -18,6 +18,8 @@ from tests.conftest import REPO
 from tests.fakes import FakeModels
 from tests.servers import free_port
 
+pytestmark = pytest.mark.integration
+
 SHIPPED_PAIR = {"small": "llamacpp:smollm2-135m-instruct", "large": "llamacpp:gemma-3-270m"}
 
 

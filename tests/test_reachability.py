@@ -28,6 +28,8 @@ from hybrid.models.reachability import (
 )
 from tests.servers import free_port
 
+pytestmark = pytest.mark.unit
+
 QUESTION = "What is the capital of France?"
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from graphs import edges
 
+pytestmark = pytest.mark.unit
+
 
 def state(
     route: str = "small", *, forced: bool = False, allowed=("small", "large"), needs_kb=False, **kw: Any

@@ -14,6 +14,8 @@ from hybrid.models.resilience import breaker
 from tests.fakes import FakeModels
 from tests.servers import free_port
 
+pytestmark = pytest.mark.integration
+
 QUESTION = "What is the capital of France?"
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from hybrid import api
+from ui.streaming import shown_marker
 
 # Route → (label, badge colour, icon). Colours are reused by the dashboard's charts.
 ROUTES: dict[str, tuple[str, str, str]] = {
@@ -173,8 +174,11 @@ def render_sources(hits: list[dict[str, Any]], *, expanded: bool = False) -> Non
             st.caption(f"`{hit['source']}`")
 
 
-def render_answer(answer: api.Answer) -> None:
-    """One assistant turn: the answer, its route badge and reason, score, sources, latency and cost."""
+def render_answer(answer: api.Answer, shown: list[str] | None = None) -> None:
+    """One assistant turn: the answer, its route badge and reason, score, sources, latency and cost.
+
+    `shown`: what the live view showed while this answer was made (`ui.streaming.LiveAnswer.shown`),
+    kept hidden beside the badges; in a line of its own it would add a gap to the message."""
     if answer.status == "answered":
         st.markdown(answer.answer or "")
     elif answer.status == "pending_review":
@@ -185,7 +189,10 @@ def render_answer(answer: api.Answer) -> None:
     else:
         reason = (answer.review or {}).get("reason")
         st.markdown("A reviewer declined to answer this question." + (f" Reason: {reason}" if reason else ""))
-    st.markdown(f"{badge(answer)} {verifier_line(answer)}")
+    if shown is None:
+        st.markdown(f"{badge(answer)} {verifier_line(answer)}")
+    else:
+        st.markdown(f"{badge(answer)} {verifier_line(answer)}{shown_marker(shown)}", unsafe_allow_html=True)
     st.caption(answer.explanation)
     st.caption(usage_line(answer))
     kind = "Replaced draft" if answer.status == "answered" else "Draft"

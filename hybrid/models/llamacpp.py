@@ -226,6 +226,9 @@ class EmbeddedChatModel(BaseChatModel):
     max_tokens: int = 192
     temperature: float = 0.0
     prompt_format: PromptFormat = "auto"
+    min_token_interval_s: float = Field(
+        0.0, description="Test hook (`HYBRID_TEST_MIN_TOKEN_INTERVAL_S`): least time between two tokens."
+    )
     _loaded: _LoadedModel | None = PrivateAttr(None)
 
     @property
@@ -290,7 +293,14 @@ class EmbeddedChatModel(BaseChatModel):
             generated: list[int] = []
             logprobs: list[float] = []
             shown, finish, cut_by_stop = "", "length", False
+            paced_until: float | None = None
             for token in llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, reset=True):
+                if self.min_token_interval_s:
+                    # The test hook: a draft streams no faster than this on any machine, so a test sees
+                    # a state that lasts while tokens come (the lock stays held, as in a long answer).
+                    if paced_until is not None and (wait := paced_until - time.monotonic()) > 0:
+                        time.sleep(wait)
+                    paced_until = time.monotonic() + self.min_token_interval_s
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError("deadline passed while generating")
                 if self.loaded.is_end(token):
