@@ -166,3 +166,10 @@ def accept(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         "status": "answered",
         "messages": [AIMessage(final.answer)],
     }
+
+
+@timed
+def unreachable(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
+    """End a turn no model could be reached for: no answer and no review case, and say so."""
+    settings = resolve_settings(runtime.context)
+    return turns.refuse_unreachable(state, thread_id=_thread_id(), settings=settings)

@@ -24,6 +24,13 @@ def reply_signals(reply: BaseMessage) -> tuple[str, str | None, dict[str, float 
     return reply.text.strip(), finish, meta
 
 
+def _failure_kind(exc: TierDown) -> str:
+    """`deadline`, `unreachable` (no model of the tier could be reached at all) or `tier_down`."""
+    if exc.deadline_passed:
+        return "deadline"
+    return "unreachable" if exc.unreachable else "tier_down"
+
+
 def write_draft(
     tier: Tier,
     specs: Sequence[str],
@@ -48,11 +55,7 @@ def write_draft(
                 "output_tokens": int(reply.usage_metadata.get("output_tokens", 0)),
             }
     except TierDown as exc:
-        error, error_kind, attempts = (
-            str(exc),
-            "deadline" if exc.deadline_passed else "tier_down",
-            exc.attempts,
-        )
+        error, error_kind, attempts = str(exc), _failure_kind(exc), exc.attempts
         spec = next((a.model for a in reversed(attempts) if a.outcome != "skipped"), specs[0])
     compute_s = sum(a.latency_ms for a in attempts if a.model == spec and a.outcome == "ok") / 1000
     draft = Draft(

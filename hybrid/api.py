@@ -26,12 +26,15 @@ from hybrid.decisions import (
     ReviewDecision,
     ReviewRequest,
 )
+from hybrid.doctor import Readiness
+from hybrid.doctor import Report as DoctorReport
 from hybrid.errors import (
     CaseAlreadyResolved,
     ConversationBusy,
     ConversationNotFound,
     InvalidDecision,
     InvalidQuestion,
+    ModelsUnreachable,
     NoAnswer,
     ReviewElsewhere,
 )
@@ -44,17 +47,23 @@ from retrieval.ingest import IngestReport, Progress
 
 __all__ = [
     "Answer",
+    "DoctorReport",
     "Event",
+    "ModelsUnreachable",
     "PendingReview",
+    "Readiness",
     "ReviewDecision",
     "answer_for",
     "ask",
     "audit_export",
+    "check_reachable",
     "check_request",
+    "doctor",
     "expire_reviews",
     "feedback",
     "ingest",
     "pending_reviews",
+    "readiness",
     "resume",
     "search",
     "stream",
@@ -88,9 +97,11 @@ _ANSWER_NODES = {"answer_small", "escalate"}
 def reset() -> None:
     """Close databases and stores and forget compiled graphs (as a process restart would)."""
     from hybrid import database
+    from hybrid.doctor import forget_readiness
     from retrieval import lexical, store
 
     forget_graphs()
+    forget_readiness()
     database.reset()
     store.reset()
     lexical.reset()
@@ -135,6 +146,17 @@ def _latest_answer(thread_id: str, settings: Settings) -> Answer:
     if not snapshot.values:
         raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
     return _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
+
+
+def _refuse_if_unreachable(answer: Answer, settings: Settings) -> Answer:
+    """A turn no model could be reached for is an error for the caller, not an answer."""
+    if answer.status == "unreachable":
+        from hybrid.models.reachability import models_unreachable_error
+
+        raise models_unreachable_error(
+            answer.drafts, settings, thread_id=answer.thread_id, trace_id=answer.trace_id
+        )
+    return answer
 
 
 def _turn_input(
@@ -201,6 +223,35 @@ def prepare(**overrides: Any) -> list[str]:
     return problems
 
 
+def doctor(**overrides: Any) -> DoctorReport:
+    """Check everything the settings rely on (models, MiniLM, the knowledge store, the database,
+    the router and verifier, the policy file, telemetry); each check says what it found and the fix.
+
+    It loads what it checks (embedded models, MiniLM), so it takes seconds; `readiness` is the cheap
+    version."""
+    from hybrid.doctor import run_checks
+
+    return run_checks(_run_settings(overrides))
+
+
+def readiness(**overrides: Any) -> Readiness:
+    """Whether questions can be answered now: some tier has a model that may answer, and the
+    database answers. Cheap (no generation) and cached for `readiness_cache_s`."""
+    from hybrid.doctor import readiness as check
+
+    return check(_run_settings(overrides))
+
+
+def check_reachable(**overrides: Any) -> None:
+    """Raise `ModelsUnreachable` when no configured model can be reached, by the cached probes of
+    `readiness` (before a streamed answer starts, whose status code cannot change later)."""
+    from hybrid.doctor import unreachable_configuration
+
+    error = unreachable_configuration(_run_settings(overrides))
+    if error is not None:
+        raise error
+
+
 def check_request(question: Any, **overrides: Any) -> str:
     """Validate a question and per-run settings without running anything; the question, stripped."""
     settings = _run_settings(overrides)
@@ -228,10 +279,12 @@ def ask(
 
     Returns an `Answer` whose `status` is `answered`, `pending_review` (resume it with `resume`;
     the final answer is then available from `answer_for(thread_id)`) or `rejected`. Raises
-    `InvalidQuestion` for an empty or oversized question, before anything runs. `history`
-    (earlier `{"role", "content"}` turns) seeds a new conversation, as stateless clients send it.
-    `reference` (answers known to be right, when the question comes from an evaluation set) labels
-    the turn's shadow pair, if it gets one.
+    `InvalidQuestion` for an empty or oversized question, before anything runs, and
+    `ModelsUnreachable` when no model of any allowed tier could be reached (no review case is
+    opened, unless `unreachable_models` is `review`). `history` (earlier `{"role", "content"}`
+    turns) seeds a new conversation, as stateless clients send it. `reference` (answers known to
+    be right, when the question comes from an evaluation set) labels the turn's shadow pair, if it
+    gets one.
     """
     settings = _run_settings(overrides)
     question = check_question(question, settings)
@@ -245,7 +298,7 @@ def ask(
             context=settings,
             durability=settings.checkpoint_durability,
         )
-    return _finished(thread_id, settings, reference)
+    return _refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
 
 
 def stream(
@@ -256,7 +309,8 @@ def stream(
     reference: Sequence[str] | None = None,
     **overrides: Any,
 ) -> Iterator[Event]:
-    """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`."""
+    """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`
+    (or raising `ModelsUnreachable` instead, as `ask` does)."""
     settings = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
@@ -264,7 +318,9 @@ def stream(
     _refuse_if_pending(graph, thread_id)
     with shadow.user_run():
         yield from _stream_events(graph, thread_id, question, history, settings)
-    yield Event(kind="answer", answer=_finished(thread_id, settings, reference))
+    yield Event(
+        kind="answer", answer=_refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
+    )
 
 
 def _stream_events(

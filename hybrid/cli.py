@@ -122,6 +122,43 @@ def _wait_for_shadow_runs() -> None:
     api.wait_for_shadow_runs()
 
 
+_DOCTOR_COLOURS = {"ok": "green", "warning": "yellow", "failed": "red", "skipped": None}
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
+@click.option("--profile", help="Check this model profile instead of the configured one.")
+@_handle_errors
+def doctor(as_json: bool, profile: str | None) -> None:
+    """Check everything the settings rely on, one line per check with its fix.
+
+    Models (servers reachable, models pulled or listed, embedded files load), MiniLM, the knowledge
+    store, the database, the router and verifier, the policy file and telemetry. Exits with 1 when
+    a part answering needs has failed.
+    """
+    from hybrid import api
+
+    report = api.doctor(profile=profile)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        for check in report.checks:
+            status = click.style(f"{check.status:<8}", fg=_DOCTOR_COLOURS[check.status], bold=True)
+            fix = f" -> fix: {check.fix}" if check.fix else ""
+            click.echo(f"{status}{check.name}: {check.found}{fix}")
+        failed = [c for c in report.checks if c.blocking]
+        summary = (
+            f"{len(report.checks)} checks: {report.count('ok')} ok, {report.count('warning')} warning(s), "
+            f"{report.count('failed')} failed, {report.count('skipped')} skipped"
+        )
+        if failed:
+            click.secho(f"{summary}. Answering needs the failed parts: apply the fixes above.", fg="red")
+        else:
+            click.echo(f"{summary}. Ready to answer.")
+    if not report.ok:
+        sys.exit(1)
+
+
 class _ProgressBar:
     """A progress bar over chunks stored, on stderr, for `hybrid ingest` on a terminal."""
 
@@ -1388,7 +1425,7 @@ def ui(streamlit_args: tuple[str, ...]) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @_handle_errors
 def serve(host: str, port: int) -> None:
-    """Serve an OpenAI-compatible API (/v1/chat/completions, model "hybrid") plus /health and /metrics."""
+    """Serve an OpenAI-compatible API (/v1/chat/completions, model "hybrid"), /health, /ready and /metrics."""
     from hybrid.server import serve as run
 
     run(host, port)

@@ -18,7 +18,9 @@ from hybrid.sensitivity import Sensitivity
 
 Tier = Literal["small", "large"]
 Route = Literal["small", "large", "human"]
-Status = Literal["answered", "pending_review", "rejected"]
+Status = Literal["answered", "pending_review", "rejected", "unreachable"]
+"""`unreachable`: no model of any allowed tier could be reached, so the turn ended without an
+answer and without a review case (a configuration error: see `hybrid doctor`)."""
 
 
 class RouteDecision(TypedDict):
@@ -114,7 +116,8 @@ class Draft(TypedDict):
     """Estimated cost: tokens and compute seconds at the configured prices of `model`."""
     latency_ms: float
     error_kind: NotRequired[str | None]
-    """`tier_down` (every model failed), `deadline` (time ran out), or None."""
+    """`tier_down` (every model failed), `unreachable` (no model of the tier could be reached at
+    all: refused, unknown host, unknown model), `deadline` (time ran out), or None."""
     attempts: NotRequired[list[dict[str, Any]]]
     """Every try of every model of the tier: outcome, error, latency (fallbacks and retries)."""
     fallback: NotRequired[bool]

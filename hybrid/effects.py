@@ -6,6 +6,7 @@
 - a review resolved: the claim confirmed, the audit row, the reviewer's verdict as a routing label,
   metrics;
 - a turn answered: the answer cache (verified answers only), metrics, the log line, the audit row.
+- a turn no model could be reached for: metrics, the log line, the audit row.
 
 The graph's nodes decide nothing here: they call these after the domain functions decided.
 Every write is idempotent by key where a node may run again (code before `interrupt` re-runs on
@@ -176,4 +177,37 @@ def turn_answered(
         trace_id=values.get("trace_id"),
         thread_id=thread_id,
         key=f"{values.get('trace_id')}:answered",
+    )
+
+
+def turn_unreachable(
+    settings: Settings, values: TurnValues, unreachable: list[dict[str, str]], *, thread_id: str
+) -> None:
+    """A turn ended without an answer because no model of any allowed tier could be reached: no
+    review case, and the audit row says which models, where, why, and the fix."""
+    observability.REQUESTS.labels("none", "unreachable").inc()
+    observability.logger.info(
+        "no model could be reached (%s): %s",
+        "; ".join(f"{m['model']} at {m['endpoint']}: {m['reason']}" for m in unreachable),
+        values["question"][:200],
+    )
+    audit.record(
+        settings,
+        "models_unreachable",
+        data={
+            "question": values["question"],
+            "route": values["route"],
+            "unreachable": unreachable,
+            "drafts": [
+                {k: d.get(k) for k in ("tier", "model", "error", "error_kind", "usage", "cost", "latency_ms")}
+                | {"attempts": d.get("attempts") or []}
+                for d in values.get("drafts") or []
+            ],
+            # What the caller got instead of an answer, and why there is no review case.
+            "outcome": "error (ModelsUnreachable): no review case, by the unreachable_models policy",
+            "timings_ms": values.get("timings_ms") or {},
+        },
+        trace_id=values.get("trace_id"),
+        thread_id=thread_id,
+        key=f"{values.get('trace_id')}:unreachable",
     )

@@ -53,3 +53,27 @@ class NoAnswer(ReviewError):
 
 class ReviewElsewhere(ReviewError):
     """The case belongs to a LangGraph server's run; resolve it through that server's API."""
+
+
+class ModelsUnreachable(HybridError):
+    """No model of any tier the question may use could be reached: every one refused the
+    connection, has an unknown host, or does not know the model (or the key). A configuration
+    error, not a question for a reviewer; `hybrid doctor` says what to fix.
+
+    `unreachable` lists each model as `{"tier", "model", "endpoint", "reason", "fix"}`;
+    `retry_after_s` is when trying again may help (the models' cooldown)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unreachable: list[dict[str, str]] | None = None,
+        thread_id: str | None = None,
+        trace_id: str | None = None,
+        retry_after_s: float = 30.0,
+    ) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable or []
+        self.thread_id = thread_id
+        self.trace_id = trace_id
+        self.retry_after_s = retry_after_s

@@ -5,9 +5,9 @@
         model="hybrid", messages=[{"role": "user", "content": "What is the capital of France?"}])
 
 Endpoints: `POST /v1/chat/completions` (model `hybrid` or `hybrid:<profile>`; streaming or not),
-`GET /v1/models`, `GET /health`, `GET /metrics`, and Hybrid's own: `GET /v1/hybrid/threads/{id}`
-(poll a conversation), `GET /v1/hybrid/reviews`, `POST /v1/hybrid/reviews/{thread_id}`,
-`POST /v1/hybrid/feedback`.
+`GET /v1/models`, `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics`, and
+Hybrid's own: `GET /v1/hybrid/threads/{id}` (poll a conversation), `GET /v1/hybrid/reviews`,
+`POST /v1/hybrid/reviews/{thread_id}`, `POST /v1/hybrid/feedback`.
 
 Every response carries a `hybrid` field (route, status, explanation, verifier, sources, trace id,
 costs, timings) and `X-Hybrid-*` headers. A question waiting for a reviewer answers `202` with
@@ -44,6 +44,7 @@ from hybrid.errors import (
     InvalidDecision,
     InvalidQuestion,
     InvalidSetting,
+    ModelsUnreachable,
     NoAnswer,
     ReviewElsewhere,
     ReviewError,
@@ -149,6 +150,9 @@ def _error_for(exc: Exception) -> OpenAIError:
         return exc
     if isinstance(exc, InvalidQuestion | InvalidSetting):
         return OpenAIError(400, str(exc), "invalid_request_error", "invalid_value")
+    if isinstance(exc, ModelsUnreachable):  # a configuration error: retrying elsewhere may help
+        retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return OpenAIError(503, str(exc), "service_unavailable", "models_unreachable", headers=retry)
     if isinstance(exc, UnknownModel):
         return OpenAIError(404, str(exc), "invalid_request_error", "model_not_found", "model")
     for kind, (status, code) in _REVIEW_STATUSES.items():
@@ -395,7 +399,8 @@ async def _stream(
         async for event in _iterate_in_thread(events):
             if isinstance(event, BaseException):
                 error = _error_for(event if isinstance(event, Exception) else RuntimeError(str(event)))
-                yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind}})}\n\n"
+                body = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
+                yield f"data: {json.dumps(body)}\n\n"
                 return
             if event.kind == "token" and policy == "correct":
                 streamed += event.text or ""
@@ -434,6 +439,26 @@ def _pieces(text: str) -> list[str]:
     return [w if i == 0 else f" {w}" for i, w in enumerate(words)] if text else []
 
 
+def _authorized(request: Request) -> bool:
+    """No keys are required, or the request carries one of them."""
+    keys = resolve_settings().api_key_list
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    return not keys or any(secrets.compare_digest(token, key) for key in keys)
+
+
+async def _readiness(request: Request) -> JSONResponse:
+    """Readiness for load balancers: 503 while no tier can answer or the database is down. Cheap
+    (no generation) and cached for `readiness_cache_s`. When keys are required, only callers with
+    one get the details (models, endpoints, fixes); a load balancer needs only the status."""
+    found = await run_in_threadpool(api.readiness)
+    body = found.as_dict() if _authorized(request) else {"status": "ready" if found.ready else "unready"}
+    if found.ready:
+        return JSONResponse(body)
+    retry = str(max(1, math.ceil(resolve_settings().readiness_cache_s)))
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Prepare before serving; expire overdue reviews while serving."""
@@ -463,12 +488,7 @@ def create_app() -> FastAPI:
     admission = _Admission()
 
     async def authorize(request: Request) -> None:
-        keys = resolve_settings().api_key_list
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not any(secrets.compare_digest(token, key) for key in keys):
+        if not _authorized(request):
             message = "invalid or missing API key (Authorization: Bearer <key>)"
             raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
 
@@ -495,6 +515,10 @@ def create_app() -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        return await _readiness(request)
+
     @app.get("/metrics")
     async def metrics() -> Response:
         from hybrid.observability import render_metrics
@@ -515,8 +539,10 @@ def create_app() -> FastAPI:
         overrides = _overrides(request)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
-            # Refuse bad input before the stream starts, so it gets a proper status code.
+            # Refuse bad input and a dead configuration before the stream starts, so they get a
+            # proper status code.
             api.check_request(question, **overrides)
+            await run_in_threadpool(lambda: api.check_reachable(**overrides))
             admission.refuse_if_full()
             return StreamingResponse(
                 _stream(request, question, history, overrides, policy, admission=admission),

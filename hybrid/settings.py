@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         "review",
         description="When every large model fails: ask a reviewer, or give the small answer, unverified.",
     )
+    unreachable_models: Literal["error", "review"] = Field(
+        "error",
+        description="When no model of any allowed tier can be reached (refused, unknown host, unknown "
+        "model): fail with an error naming them, or ask a reviewer.",
+    )
     n_ctx: int = Field(2048, ge=256, description="Context window given to embedded models.")
     # One thread per call: on a shared 2-core machine, two llama.cpp threads with the other core busy
     # were far slower than one, while a quiet machine gains little from the second (docs/benchmarks.md).
@@ -315,6 +320,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Graph runs `hybrid serve` executes at once; later requests wait their turn.",
     )
+    readiness_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long `/ready` (and the web app's banner) reuse their checks of models and database.",
+    )
     max_waiting_runs: int | None = Field(
         None,
         ge=0,
@@ -337,6 +347,15 @@ class Settings(BaseSettings):
     )
     review_claim_lease_s: float = Field(
         300, gt=0, description="A claimed case whose resolution did not finish becomes claimable again."
+    )
+
+    # Test hooks: off by default, never needed to run the system (docs/testing.md)
+    test_min_token_interval_s: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Test hook: least time between two tokens of an embedded (`llamacpp:`) model, so a "
+        "test can watch a streamed state on a machine of any speed; 0: off.",
     )
 
     @field_validator("data_dir", mode="after")
@@ -428,6 +447,7 @@ PER_RUN_FIELDS = (
     "temperature",
     "request_deadline_s",
     "large_tier_down",
+    "unreachable_models",
     "cache",
     "user_id",
     "shadow_rate",

@@ -33,6 +33,7 @@ from hybrid.decisions import (
 )
 from hybrid.history import conversation_turns, questions_asked, turn_number
 from hybrid.models import is_local_model
+from hybrid.models.reachability import describe_unreachable, unreachable_models
 from hybrid.models.state import estimated_tokens, model_state
 from hybrid.registry import ArtifactSet
 from hybrid.reviews import case_id_for
@@ -214,14 +215,18 @@ def allowed_actions(values: TurnValues) -> tuple[ReviewAction, ...]:
     )
 
 
-def review_request(values: TurnValues, case_id: str) -> ReviewRequest:
+def review_request(values: TurnValues, case_id: str, settings: Settings) -> ReviewRequest:
     """What the reviewer sees for this case."""
     route = values["route"]
     verifications = values.get("verifications") or []
+    drafts = values.get("drafts") or []
     if values.get("review_round"):
         why = "the large model's answer, requested by a reviewer, failed verification"
     elif route["route"] == "human":
         why = "route forced to human review" if route["forced"] else "no tier may answer this query"
+    elif drafts and all(d.get("error_kind") == "unreachable" for d in drafts):
+        # Only when the configuration asks for review in this case (`unreachable_models`).
+        why = describe_unreachable(unreachable_models(drafts, settings))
     elif verifications:
         last = verifications[-1]
         why = (
@@ -247,7 +252,7 @@ def open_review(values: TurnValues, *, thread_id: str, origin: str, settings: Se
     case_id = case_id_for(
         thread_id, turn_number(values.get("messages") or []), values.get("review_round") or 0
     )
-    request = review_request(values, case_id)
+    request = review_request(values, case_id, settings)
     effects.review_opened(
         settings, request, thread_id=thread_id, trace_id=values.get("trace_id"), origin=origin
     )
@@ -281,6 +286,19 @@ def apply_verdict(
     if decision.action == "reject":
         update |= {"status": "rejected", "answer": None, "answered_by": None}
     return update
+
+
+# ---------------------------------------------------------------------------------------------
+# A turn no model could be reached for
+# ---------------------------------------------------------------------------------------------
+
+
+def refuse_unreachable(values: TurnValues, *, thread_id: str, settings: Settings) -> dict[str, Any]:
+    """End a turn without an answer or a review case because no model could be reached; the
+    turn's update. The caller raises `ModelsUnreachable` from what the drafts recorded."""
+    unreachable = unreachable_models(values.get("drafts") or [], settings)
+    effects.turn_unreachable(settings, values, unreachable, thread_id=thread_id)
+    return {"status": "unreachable", "answer": None, "answered_by": None}
 
 
 # ---------------------------------------------------------------------------------------------

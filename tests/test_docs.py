@@ -17,6 +17,8 @@ from markdown_it.token import Token
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 README = REPO / "README.md"
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 MAX_README_LINES = 250

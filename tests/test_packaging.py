@@ -41,6 +41,7 @@ def _normal(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
+@pytest.mark.unit
 def test_every_directly_imported_library_is_declared() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = {_normal(Requirement(spec).name) for spec in project["dependencies"]}
@@ -57,6 +58,7 @@ def test_every_directly_imported_library_is_declared() -> None:
     assert not undeclared, "imported but not declared in pyproject.toml: " + "; ".join(undeclared)
 
 
+@pytest.mark.unit
 def test_the_import_layers_hold() -> None:
     linter = Path(sys.executable).parent / "lint-imports"
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -9,6 +9,8 @@ from hybrid.routing.decision import decide_route, routing_text
 from hybrid.routing.heuristic import difficulty_score, difficulty_signals
 from hybrid.settings import resolve_settings
 
+pytestmark = pytest.mark.unit
+
 LOCAL = {"small": True, "large": True}
 
 

@@ -20,6 +20,8 @@ from hybrid.routing.model import (
 )
 from hybrid.routing.training import fit_forest, fit_linear, fit_router_model
 
+pytestmark = pytest.mark.unit
+
 TOPICS = {
     "math": "What is {a} times {b} plus the number of {thing} in the box?",
     "capitals": "What is the capital city of country number {a} in the {thing} atlas?",

@@ -23,6 +23,8 @@ from hybrid.verification.judge import HEURISTIC_THRESHOLD, apply_rules, judge_dr
 from hybrid.verification.model import ARTIFACT_VERSION, VerifierModel
 from tests.fakes import small_draft
 
+pytestmark = pytest.mark.unit
+
 PASSAGE = "The Panthers defense gave up just 308 points, ranking sixth in the league under coach Ron Rivera."
 QUESTION = "How many points did the Panthers defense surrender?"
 

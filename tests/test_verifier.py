@@ -9,6 +9,8 @@ from hybrid.arithmetic import arithmetic_in
 from hybrid.verification.heuristic import verify_draft
 from tests.fakes import small_draft as draft
 
+pytestmark = pytest.mark.unit
+
 
 def hit(text: str) -> Hit:
     return Hit(id="1", text=text, source="doc.md", score=0.8, metadata={})

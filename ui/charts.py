@@ -22,6 +22,7 @@ OUTCOME_COLORS = {
     "cache": "#803df5",
     "rejected": "#ff4b4b",
     "pending": "#a3a8b8",
+    "unreachable": "#7d353b",
 }
 _outcome_scale = alt.Scale(
     domain=list(api.TRAFFIC_OUTCOMES), range=[OUTCOME_COLORS[o] for o in api.TRAFFIC_OUTCOMES]

@@ -69,6 +69,7 @@ def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
         n_threads=settings.n_threads,
         max_tokens=settings.max_answer_tokens,
         temperature=settings.temperature,
+        min_token_interval_s=settings.test_min_token_interval_s,
     )
 
 
@@ -122,6 +123,7 @@ _BUILD_FIELDS = {
     "max_answer_tokens",
     "temperature",
     "ollama_keep_alive",
+    "test_min_token_interval_s",
 }
 
 
@@ -142,6 +144,11 @@ def clear_model_cache() -> None:
     """Forget built chat models (weights loaded by llama.cpp stay cached per process)."""
     with _cache_lock:
         _cache.clear()
+
+
+def known_providers() -> list[str]:
+    """The providers model specs may name."""
+    return sorted(_PROVIDERS)
 
 
 def _provider(spec: ModelSpec) -> Provider:

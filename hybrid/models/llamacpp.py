@@ -198,6 +198,27 @@ def _stop_prefix(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
+class _Pace:
+    """What may stop or slow a generation between two tokens: the deadline, a waiting user (for a
+    background run), and the test hook's minimum interval between tokens."""
+
+    def __init__(self, interval: float, deadline: float | None, yield_to: Any) -> None:
+        self.interval, self.deadline, self.yield_to = interval, deadline, yield_to
+        self.until: float | None = None
+
+    def next_token(self) -> None:
+        if self.interval:
+            # The test hook: a draft streams no faster than this on any machine, so a test sees a
+            # state that lasts while tokens come (the lock stays held, as in a long answer).
+            if self.until is not None and (wait := self.until - time.monotonic()) > 0:
+                time.sleep(wait)
+            self.until = time.monotonic() + self.interval
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError("deadline passed while generating")
+        if self.yield_to is not None and self.yield_to():
+            raise GenerationPreempted("stopped for a user's request")
+
+
 YIELD_CHUNK = 32
 """Prompt tokens a yielding (background) generation evaluates between checks for a waiting user."""
 
@@ -241,6 +262,9 @@ class EmbeddedChatModel(BaseChatModel):
     max_tokens: int = 192
     temperature: float = 0.0
     prompt_format: PromptFormat = "auto"
+    min_token_interval_s: float = Field(
+        0.0, description="Test hook (`HYBRID_TEST_MIN_TOKEN_INTERVAL_S`): least time between two tokens."
+    )
     _loaded: _LoadedModel | None = PrivateAttr(None)
 
     @property
@@ -308,11 +332,9 @@ class EmbeddedChatModel(BaseChatModel):
             generated: list[int] = []
             logprobs: list[float] = []
             shown, finish, cut_by_stop = "", "length", False
+            pace = _Pace(self.min_token_interval_s, deadline, yield_to)
             for token in llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, reset=True):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError("deadline passed while generating")
-                if yield_to is not None and yield_to():
-                    raise GenerationPreempted("stopped for a user's request")
+                pace.next_token()
                 if self.loaded.is_end(token):
                     finish = "stop"
                     break

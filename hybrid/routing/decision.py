@@ -396,7 +396,10 @@ def decide_route(
         sensitivity=sensitivity_level(findings),
         allowed_tiers=decision.allowed,
         models=decision.models,
-        policies={"large_tier_down": settings.large_tier_down},
+        policies={
+            "large_tier_down": settings.large_tier_down,
+            "unreachable_models": settings.unreachable_models,
+        },
         signals={name: round(v, 4) for name, v in scored.signals.items()},
         reasons=decision.reasons,
     )
