@@ -20,6 +20,7 @@ from tests.fakes import FakeModels
 # -- question sets -----------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_squad_gsm8k_and_plain_files_load_and_score(tmp_path: Path) -> None:
     squad = tmp_path / "set.json"
     squad.write_text(json.dumps({"data": [{"title": "Rivers", "paragraphs": [{
@@ -49,6 +50,7 @@ def test_squad_gsm8k_and_plain_files_load_and_score(tmp_path: Path) -> None:
     assert load_qa(plain).items[0].context == "Lima is..."
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("content", "message"),
     [('{"data": 3}', "SQuAD format"), ("not json", "not JSON"), ('{"question": "x"}', "answers")],
@@ -63,6 +65,7 @@ def test_malformed_question_sets_say_what_is_wrong(tmp_path: Path, content: str,
 # -- the judge ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_the_judge_asks_twice_with_the_answers_swapped_and_keeps_only_agreeing_grades(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,6 +88,7 @@ def test_the_judge_asks_twice_with_the_answers_swapped_and_keeps_only_agreeing_g
     assert (consistent.small, consistent.large) == ("wrong", "right")
 
 
+@pytest.mark.unit
 def test_judge_replies_are_parsed_leniently() -> None:
     assert judge.parse("A: Right\nB = incorrect, because...") == {"A": "right", "B": "wrong"}
     assert judge.parse("I think both are fine") == {}
@@ -93,6 +97,7 @@ def test_judge_replies_are_parsed_leniently() -> None:
 # -- labels ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_people_outrank_references_and_references_outrank_the_judge(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +156,7 @@ def test_people_outrank_references_and_references_outrank_the_judge(
     assert len(fakes.calls("judge")) == 2
 
 
+@pytest.mark.unit
 def test_reviewer_verdicts_label_every_answer_they_saw() -> None:
     reject = [{"source": "reviewer", "comment": "reject", "tier": None, "rating": "down"}]
     assert {t: label.good for t, label in human_labels(reject, {"small", "large"}).items()} == {
@@ -182,6 +188,7 @@ def _scores(n: int = 400, seed: int = 0) -> calibrate.Scores:
     )
 
 
+@pytest.mark.unit
 def test_the_chosen_plan_meets_the_quality_target_at_the_lowest_cost_and_bounds_review() -> None:
     scores = _scores()
     choice = calibrate.choose(scores, target_quality=0.95, max_review_share=0.15)
@@ -195,6 +202,7 @@ def test_the_chosen_plan_meets_the_quality_target_at_the_lowest_cost_and_bounds_
     assert expected["quality"]["ci95"][0] <= expected["quality"]["value"] <= expected["quality"]["ci95"][1]
 
 
+@pytest.mark.unit
 def test_a_large_share_target_is_met_at_the_best_quality_and_an_impossible_one_says_so() -> None:
     scores = _scores()
     share = calibrate.choose(scores, max_large_share=0.3)
@@ -204,6 +212,7 @@ def test_a_large_share_target_is_met_at_the_best_quality_and_an_impossible_one_s
     assert "no plan meets the target" in impossible.note
 
 
+@pytest.mark.unit
 def test_simulation_follows_the_graph() -> None:
     scores = calibrate.Scores(
         need_large=np.array([0.9, -0.5, -0.5, -0.5]),
@@ -241,6 +250,7 @@ def _version_folder(tmp_path: Path, name: str, small: str, large: str) -> Path:
     return folder
 
 
+@pytest.mark.integration
 def test_versions_promote_canary_and_roll_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRID_SMALL_MODEL", "fake:small")
     monkeypatch.setenv("HYBRID_LARGE_MODEL", "fake:large")
@@ -284,6 +294,7 @@ def test_versions_promote_canary_and_roll_back(tmp_path: Path, monkeypatch: pyte
     ]
 
 
+@pytest.mark.integration
 def test_artefacts_trained_on_other_models_are_stale_and_every_route_says_so(
     tmp_path: Path, fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,6 +314,7 @@ def test_artefacts_trained_on_other_models_are_stale_and_every_route_says_so(
     assert any("are stale" in reason and "hybrid tune" in reason for reason in answer.route["reasons"])
 
 
+@pytest.mark.integration
 def test_a_canary_share_outside_zero_to_one_and_an_unknown_version_are_refused() -> None:
     settings = resolve_settings()
     with pytest.raises(registry.RegistryError, match="no version"):
@@ -314,6 +326,7 @@ def test_a_canary_share_outside_zero_to_one_and_an_unknown_version_are_refused()
 # -- shadow scheduling -------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_shadow_runs_respect_the_sample_the_data_boundary_and_the_queue(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,6 +349,7 @@ def test_shadow_runs_respect_the_sample_the_data_boundary_and_the_queue(
     assert shadow.schedule(settings, {**values, "cached": {"answer": "a"}}, thread_id="t") == "not_sampled"
 
 
+@pytest.mark.integration
 def test_a_sampled_turn_becomes_a_pair_after_the_answer_and_a_failing_shadow_never_touches_it(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,6 +383,7 @@ def test_a_sampled_turn_becomes_a_pair_after_the_answer_and_a_failing_shadow_nev
     assert len(fakes.calls("large")) == 2
 
 
+@pytest.mark.integration
 def test_an_escalated_turn_is_a_pair_without_running_anything(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
