@@ -17,8 +17,15 @@ import click
 from pydantic.fields import FieldInfo
 
 from hybrid.cli import cli
+from hybrid.settings import shipped as shipped_root_of
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_root() -> Path:
+    return shipped_root_of(".")
+
+
 CLI_PAGE = ROOT / "docs" / "cli.md"
 SETTINGS_PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
@@ -53,8 +60,14 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if value is None or value == {}:
         return "none" if value is None else "`{}`"
-    if isinstance(value, Path) and value.is_relative_to(ROOT):
-        return f"`{value.relative_to(ROOT)}`"
+    if isinstance(value, Path):
+        # Files shipped with the package are named as the repository names them, wherever this
+        # checkout (or the installed package) lives, so the page is the same on every machine.
+        shipped = shipped_root()
+        if value.is_relative_to(shipped):
+            return f"`data/{value.relative_to(shipped).as_posix()}`"
+        if value.is_relative_to(ROOT):
+            return f"`{value.relative_to(ROOT).as_posix()}`"
     return f"`{value}`"
 
 
