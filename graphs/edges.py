@@ -34,7 +34,15 @@ def after_retrieve(state: State) -> FirstAnswer:
 
 
 def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
-    """Accept a verified draft; otherwise escalate a small draft, or ask a person."""
+    """Accept a verified draft; otherwise escalate a small draft, or ask a person (or, in a service
+    tier without review whose policy says so, accept the best draft unverified)."""
+    target = _after_verify(state)
+    usable = any(d["text"] and not d["error"] for d in state["drafts"])
+    instead = state["route"].get("policies", {}).get("review")
+    return "accept" if target == "human_review" and instead == "unverified" and usable else target
+
+
+def _after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
     route, verification = state["route"], state["verifications"][-1]
     if route["route"] == "human" and not state.get("review_round"):
         return "human_review"  # after a reviewer escalated, the usual policy applies

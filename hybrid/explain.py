@@ -30,8 +30,11 @@ def _accepted(values: Mapping[str, Any], verifications: list, drafts: list) -> l
     parts.append(f"{verification['tier']} model {verification['model']} answered, {_verdict(verification)}")
     if not verification["passed"]:
         large_down = next((d for d in drafts if d["tier"] == "large" and d.get("error_kind")), None)
+        instead = (values.get("route") or {}).get("policies", {}).get("review")
         if large_down is not None:
             parts.append(f"large tier down ({large_down['error']}): small answer given unverified, by policy")
+        elif instead == "unverified":
+            parts.append("given unverified instead of asking a person (not part of this service tier)")
         else:
             parts.append("accepted unverified because the route was forced")
     return parts
@@ -59,7 +62,10 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         )
         parts.append(f"waiting for human review ({why})")
     elif review:
-        if review["action"] == "reject":
+        if review["action"] == "reject" and review["reviewer"].startswith("policy:"):
+            tier = review["reviewer"].removeprefix("policy:")
+            parts.append(f"rejected without review (no human review in the {tier} tier): {review['reason']}")
+        elif review["action"] == "reject":
             parts.append(
                 f"rejected by reviewer {review['reviewer']}"
                 + (f": {review['reason']}" if review["reason"] else "")
@@ -77,6 +83,8 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         parts.append(f"served from the cache ({match}; first answered by {hit['answered_by']})")
     elif verifications:
         parts += _accepted(values, verifications, drafts)
+        if route["route"] == "human" and route.get("policies", {}).get("review") == "unverified":
+            parts.append("no person saw it: human review is not part of this service tier")
     fallbacks = [d for d in drafts if d.get("fallback")]
     if fallbacks:
         skipped = {a["model"] for d in fallbacks for a in d.get("attempts", []) if a["outcome"] != "ok"}
