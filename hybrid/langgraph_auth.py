@@ -16,7 +16,7 @@ from typing import Any
 from langgraph_sdk import Auth
 
 from hybrid.errors import Forbidden, Unauthenticated
-from hybrid.policy import authenticate, keys_configured
+from hybrid.policy import authenticate, current_policy, keys_configured
 from hybrid.policy import tenancy as _tenancy
 from hybrid.policy.callers import Caller
 from hybrid.settings import resolve_settings
@@ -85,12 +85,31 @@ async def _threads_searched(ctx: Auth.types.AuthContext, value: dict[str, Any]) 
     return None if caller.admin else {"tenant": caller.owner}  # filters on the thread's metadata
 
 
+def _check_context(caller: Caller, kwargs: dict[str, Any] | None) -> None:
+    """A tenant's run may set only the per-run settings its tier allows, as through the façade."""
+    context = (kwargs or {}).get("context") or {}
+    given = {name for name, value in context.items() if value is not None} - {"request_metadata"}
+    if caller.admin or not given:
+        return
+    loaded = current_policy(resolve_settings())
+    tier = loaded.tier(caller.tier) if loaded else None
+    refused = sorted(given - set(tier.allowed_overrides if tier else ()))
+    if refused:
+        raise Auth.exceptions.HTTPException(
+            status_code=403,
+            detail=f"the {caller.tier or 'default'} tier may not set {', '.join(refused)} per run",
+        )
+
+
 @auth.on.threads
 async def _thread_used(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> None:
     """Read, update, delete, and runs on a thread: its owner's, or an admin's."""
+    caller = _caller(ctx)
+    if ctx.action == "create_run":
+        await asyncio.to_thread(_check_context, caller, value.get("kwargs"))
     thread_id = value.get("thread_id")
     if thread_id is not None:  # a stateless run has none: nothing of it outlives the run
-        await asyncio.to_thread(_check, _caller(ctx), thread_id)
+        await asyncio.to_thread(_check, caller, thread_id)
 
 
 @auth.on.assistants.read
