@@ -140,6 +140,12 @@ def caller(key: str | None = None) -> Caller:
     return policies.authenticate(resolve_settings(), key)
 
 
+def check_access(thread_id: str, *, key: str | None = None) -> None:
+    """Raise `Forbidden` unless the key may see this conversation (reads nothing of it)."""
+    settings = resolve_settings()
+    _tenancy.check(settings, policies.authenticate(settings, key), thread_id)
+
+
 def keys_required() -> bool:
     """Whether the servers and the web app ask for a key (keys are configured)."""
     return policies.keys_configured(resolve_settings())
@@ -252,8 +258,8 @@ def check_request(
     who = policies.authenticate(settings, key)
     settings = _run_settings(overrides, who)
     question = check_question(question, settings)
-    if thread_id and _tenancy.owner(settings, thread_id) is not None:  # a new one is claimed later
-        _tenancy.check(settings, who, thread_id)
+    if thread_id and not who.admin and _tenancy.owner(settings, thread_id) is not None:
+        _tenancy.check(settings, who, thread_id)  # (a new conversation is claimed when it starts)
     _screen(question, thread_id or "", settings)
     return question
 

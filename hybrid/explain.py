@@ -51,9 +51,12 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
     review = values.get("review")
 
     if pending:
+        rule = (route.get("policies") or {}).get("rule")
         why = (
             "route forced to human review"
             if route["route"] == "human" and route["forced"]
+            else f"policy rule {rule!r} asks a person"
+            if route["route"] == "human" and rule
             else (
                 f"{verifications[-1]['tier']} answer failed: {_problem(verifications[-1])}"
                 if verifications

@@ -414,6 +414,13 @@ class _Auth:
     key: str | None
 
     @property
+    def policy(self) -> bool:
+        """Whether a policy file is in force."""
+        from hybrid.policy import current_policy
+
+        return current_policy(resolve_settings()) is not None
+
+    @property
     def priority(self) -> int:
         from hybrid.policy import current_policy
 
@@ -441,14 +448,15 @@ class _Auth:
 async def _authorize(request: Request) -> _Auth:
     """The caller a request's bearer key stands for; without keys configured, everyone is
     the operator (sees everything)."""
-    if not await run_in_threadpool(api.keys_required):
-        return _Auth(await run_in_threadpool(api.caller), None)
+    # On the event loop: a stat of the policy file and a hash (a changed file is re-read here).
+    if not api.keys_required():
+        return _Auth(api.caller(), None)
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     if not token:
         message = "missing API key (Authorization: Bearer <key>)"
         raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
-    return _Auth(await run_in_threadpool(api.caller, token), token)
+    return _Auth(api.caller(token), token)
 
 
 async def _admin(auth: Annotated[_Auth, Depends(_authorize)]) -> _Auth:
@@ -614,13 +622,18 @@ def create_app() -> FastAPI:
         question, history = _conversation(request)
         overrides = _overrides(request) | {"request_metadata": _metadata(raw) or None}
         thread_id = request.hybrid.thread_id
+
         # Refuse what can be refused before anything runs (and before a stream starts, so the
         # refusal gets its status code): bad input, another tenant's conversation, a policy
         # refusal, a spent budget, the key's rate limit, a full queue.
-        await run_in_threadpool(
-            lambda: api.check_request(question, key=auth.key, thread_id=thread_id, **overrides)
-        )
-        await run_in_threadpool(auth.take_rate)
+        def check() -> None:
+            api.check_request(question, key=auth.key, thread_id=thread_id, **overrides)
+            auth.take_rate()
+
+        if auth.policy:  # the checks read the database (and maybe embed the question)
+            await run_in_threadpool(check)
+        else:  # only the question and the settings: no need to leave the event loop
+            check()
         admission.refuse_if_full(auth.priority)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
@@ -655,7 +668,7 @@ def _hybrid_routes(app: FastAPI, admission: _Admission) -> None:
     @app.post("/v1/hybrid/reviews/{thread_id}")
     async def review(thread_id: str, body: ReviewBody, auth: Authorized) -> Response:
         decision = body.model_dump(exclude_none=True)
-        await run_in_threadpool(lambda: api.answer_for(thread_id, key=auth.key))  # 403 before the queue
+        await run_in_threadpool(lambda: api.check_access(thread_id, key=auth.key))  # 403 before the queue
         await run_in_threadpool(auth.take_rate)
         admission.refuse_if_full(auth.priority)
         async with admission.slot(priority=auth.priority):  # resuming may run the large model

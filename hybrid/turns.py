@@ -260,6 +260,8 @@ def review_request(values: TurnValues, case_id: str) -> ReviewRequest:
     verifications = values.get("verifications") or []
     if values.get("review_round"):
         why = "the large model's answer, requested by a reviewer, failed verification"
+    elif route["route"] == "human" and (rule := (route.get("policies") or {}).get("rule")):
+        why = f"policy rule {rule!r} asks a person"
     elif route["route"] == "human":
         why = "route forced to human review" if route["forced"] else "no tier may answer this query"
     elif verifications:

@@ -461,3 +461,41 @@ def test_waiting_requests_get_slots_by_priority_first_come_first_served_within_o
     order, waiting_all, waiting_pro = asyncio.run(scenario())
     assert order == ["ent-1", "pro-1", "pro-2", "free-1", "free-2"]
     assert (waiting_all, waiting_pro) == (5, 3)  # a cancelled waiter is not counted
+
+
+def test_a_lower_tier_waiting_never_makes_a_higher_one_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybrid.server import OpenAIError, _Admission
+
+    monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
+    monkeypatch.setenv("HYBRID_MAX_WAITING_RUNS", "1")
+
+    async def scenario() -> list[str]:
+        admission, done, seen = _Admission(), asyncio.Event(), []
+
+        async def run(priority: int) -> None:
+            async with admission.slot(priority=priority):
+                await done.wait()
+
+        def refused(priority: int) -> bool:
+            try:
+                admission.refuse_if_full(priority)
+            except OpenAIError as exc:
+                return exc.status == 429
+            return False
+
+        tasks = [asyncio.create_task(run(0))]  # runs
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(run(0)))  # waits: the free tier's line is full
+        await asyncio.sleep(0)
+        seen.append(f"free {refused(0)}, pro {refused(10)}")
+        tasks.append(asyncio.create_task(run(10)))  # the pro tier waits, ahead of the free one
+        await asyncio.sleep(0)
+        seen.append(f"free {refused(0)}, pro {refused(10)}, enterprise {refused(20)}")
+        done.set()
+        await asyncio.gather(*tasks)
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        "free True, pro False",
+        "free True, pro True, enterprise False",
+    ]

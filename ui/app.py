@@ -34,7 +34,18 @@ def sign_out() -> None:
         state.pop(name, None)
 
 
-if api.keys_required() and "api_key" not in state:
+signed_in = "api_key" in state or not api.keys_required()
+# Navigation first, even before signing in, so the page asked for (`/review`) is the one shown after.
+page = st.navigation(
+    [
+        st.Page("chat.py", title="Chat", icon=":material/chat:", default=True),
+        st.Page("review.py", title="Review", icon=":material/rate_review:"),
+        st.Page("knowledge.py", title="Knowledge", icon=":material/library_books:"),
+        st.Page("dashboard.py", title="Dashboard", icon=":material/monitoring:"),
+    ],
+    position="sidebar" if signed_in else "hidden",
+)
+if not signed_in:
     st.title("Hybrid AI")
     with st.form("sign-in"):
         st.text_input("API key", type="password", key="key_input", placeholder="hy-…")
@@ -47,12 +58,4 @@ if "api_key" in state:
     with st.sidebar:
         st.caption(f":material/key: Signed in as {state.signed_in_as}")
         st.button("Sign out", icon=":material/logout:", on_click=sign_out, key="sign-out")
-page = st.navigation(
-    [
-        st.Page("chat.py", title="Chat", icon=":material/chat:", default=True),
-        st.Page("review.py", title="Review", icon=":material/rate_review:"),
-        st.Page("knowledge.py", title="Knowledge", icon=":material/library_books:"),
-        st.Page("dashboard.py", title="Dashboard", icon=":material/monitoring:"),
-    ]
-)
 page.run()
