@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,6 @@ def test_a_spent_budget_refuses_with_retry_after_and_nothing_runs(
     with pytest.raises(BudgetExhausted):
         api.ask("What is the capital of France?", key=GLOBEX)
     assert len(fakes.calls("small")) == calls
-    from datetime import UTC, datetime
-
     from hybrid.policy.budgets import spent
 
     total = spent(resolve_settings(), "globex", datetime.now(UTC))["daily"]
@@ -209,7 +208,7 @@ def test_holds_never_let_concurrent_calls_overspend(policy: Path) -> None:
     for worker in workers:
         worker.join()
     assert taken.count(True) == 6  # 6 x 0.15 = 0.90; a seventh would pass 1.00
-    assert budgets.spent(settings, "acme", budgets.datetime.now(budgets.UTC)) == {
+    assert budgets.spent(settings, "acme", datetime.now(UTC)) == {
         "daily": pytest.approx(0.9),
         "monthly": pytest.approx(0.9),
     }
@@ -218,8 +217,6 @@ def test_holds_never_let_concurrent_calls_overspend(policy: Path) -> None:
 def test_the_budget_step_down_raises_the_threshold_and_small_only_skips_large(
     policy: Path, priced: None
 ) -> None:
-    from datetime import UTC, datetime
-
     from hybrid.policy import budgets
 
     write_policy(

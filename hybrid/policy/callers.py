@@ -75,7 +75,7 @@ def authenticate(settings: Settings, key: str | None) -> Caller:
     digest = hash_key(key)
     key_id = digest[7:19]
     if loaded is not None:
-        # A dictionary lookup by hash: timing can at most tell whether a guess's hash is listed.
+        # Looked up by hash: what the lookup's timing could reveal is about hashes, not keys.
         found = loaded.keys.get(digest)
         if found is not None:
             tenant, admin = found

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hybrid.policy.loading import LoadedPolicy
-from hybrid.policy.schema import Match, Rule
+from hybrid.policy.schema import Match, Rule, spec_matches
 
 DEFAULT_SIMILARITY = 0.7
 """MiniLM cosine similarity at which a question matches a rule's examples, unless it says."""
@@ -196,8 +196,6 @@ def evaluate(
 
 def model_allowed(spec: str, verdict: Verdict) -> bool:
     """Whether the question's data class lets it reach this model."""
-    from hybrid.policy.schema import spec_matches
-
     if spec_matches(spec, list(verdict.deny)):
         return False
     return all(spec_matches(spec, list(patterns)) for patterns in verdict.allow)
