@@ -974,9 +974,14 @@ def verifier_calibrate(
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
+@_handle_errors
 def ui(streamlit_args: tuple[str, ...]) -> None:
     """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`)."""
     import importlib.util
+
+    from hybrid import api
+
+    api.caller()  # an invalid policy file stops here, with every problem and its line
 
     app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]
     env = {
@@ -1006,8 +1011,10 @@ def serve(host: str, port: int) -> None:
 @_handle_errors
 def dev(port: int, host: str) -> None:
     """Serve the graph with `langgraph dev` (offline; state kept under the data directory)."""
+    from hybrid import api
     from hybrid.settings import resolve_settings
 
+    api.caller()  # an invalid policy file stops here, with every problem and its line
     workdir = resolve_settings().data_dir / "langgraph"
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "langgraph.json"

@@ -340,3 +340,37 @@ def test_semantic_examples_match_paraphrases_with_minilm(
     assert paraphrase.route["reasons"][0].startswith("policy rule 'code' (similar to an example (0.")
     assert not unrelated.rules[0].matched
     assert unrelated.rules[0].detail.startswith("closest example 0.")
+
+
+def test_the_policy_commands_check_explain_and_make_keys(tmp_path: Path, policy: Path) -> None:
+    from click.testing import CliRunner
+
+    from hybrid.cli import cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, _ = run("policy", "check", str(policy))
+    assert code == 0
+    assert "valid (version" in out
+    assert "2 tier(s), 2 tenant(s), 2 rule(s)" in out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(POLICY.replace("models: [small]", "models: [tiny]"))
+    code, _, err = run("policy", "check", str(broken))
+    assert code == 1
+    assert f"{broken}:5:14: tiers.free.models[0]: Input should be 'small' or 'large'" in err
+
+    code, out, _ = run("policy", "explain", "REVIEWME: is this right?", "--key", ACME)
+    assert code == 0
+    assert "as: tenant acme, tier pro" in out
+    assert "rule escalations-to-people (human_review): matched: keyword 'REVIEWME'" in out
+    assert "route: human" in out
+    code, out, _ = run("policy", "explain", "REVIEWME: is this right?", "--tier", "free")
+    assert "route: human, but the free tier has no human review: reject" in out
+    code, out, _ = run("policy", "explain", "My password is x", "--json")
+    assert json.loads(out)["refusal"] == "Passwords are never sent to a model."
+
+    code, out, _ = run("policy", "new-key")
+    key, digest = (line.split(":", 1)[1].strip() for line in out.splitlines())
+    assert digest == hash_key(key)

@@ -5,9 +5,11 @@ behind it.
 A scorer judges the query first: the learned router (`score_query`, the default) scores
 `need_large`, the accuracy the large model is expected to add; the heuristic
 (`hybrid.routing.heuristic`) answers when the learned router is off or its artifact cannot be
-read. Then the rules in `RULES` apply in order. A rule reads the query's `RouteInputs` and the
-decision so far and returns an `Effect` (a route, the models left to a tier, and the reason) or
-None when it does not apply, so a new rule is one function added to the list.
+read. Then the rules in `RULES` apply in order, the policy file's first (`hybrid.policy`: a rule
+there that matches pins the route, and its reason names the rule). A rule reads the query's
+`RouteInputs` and the decision so far and returns an `Effect` (a route, the models left to a
+tier, and the reason) or None when it does not apply, so a new rule is one function added to the
+list.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hybrid.decisions import Route, RouteDecision, Tier
+from hybrid.policy.rules import model_allowed
 from hybrid.routing.heuristic import HEURISTIC_THRESHOLD, LABELS, difficulty_score, difficulty_signals
 from hybrid.sensitivity import Finding, find_sensitive, kinds, sensitivity_level
 from hybrid.settings import Settings
@@ -265,8 +268,6 @@ def service_tier(inputs: RouteInputs, decision: Decision) -> Effect | None:
 
 def data_class_models(inputs: RouteInputs, decision: Decision) -> Effect | None:
     """The policy's restrictions of the query's data class: models it may never reach."""
-    from hybrid.policy.rules import model_allowed
-
     if inputs.policy is None:
         return None
     verdict = inputs.policy.verdict
