@@ -151,13 +151,15 @@ def keys_required() -> bool:
     return policies.keys_configured(resolve_settings())
 
 
-def _screen(question: str, thread_id: str, settings: Settings) -> None:
-    """Refuse before anything runs what the policy refuses (its rules, a spent budget)."""
+def _screen(question: str, thread_id: str | None, settings: Settings, who: Caller) -> None:
+    """Refuse before anything runs what the policy refuses (its rules, a spent budget), for the
+    conversation's owner (a new conversation's is the caller)."""
     from hybrid.policy.turn import for_turn
 
     if policies.current_policy(settings) is None:
         return
-    turn = for_turn(settings, question, _tenancy.owner(settings, thread_id), preview=True)
+    owner = _tenancy.owner(settings, thread_id) if thread_id else None
+    turn = for_turn(settings, question, who.owner if owner is None else owner, preview=True)
     if turn is not None:
         turn.screen()
 
@@ -260,7 +262,7 @@ def check_request(
     question = check_question(question, settings)
     if thread_id and not who.admin and _tenancy.owner(settings, thread_id) is not None:
         _tenancy.check(settings, who, thread_id)  # (a new conversation is claimed when it starts)
-    _screen(question, thread_id or "", settings)
+    _screen(question, thread_id, settings, who)
     return question
 
 
@@ -306,7 +308,7 @@ def _start(
     graph = _graph(settings)
     _claim(settings, who, graph, thread_id)
     _refuse_if_pending(graph, thread_id)
-    _screen(question, thread_id, settings)
+    _screen(question, thread_id, settings, who)
     _admit(question, thread_id, settings, graph)
     return settings, question, thread_id, graph
 

@@ -49,6 +49,10 @@ rules:
     when: {{regex: "(?i)password"}}
     action: refuse
     message: "Passwords are never sent to a model."
+  - name: code-is-for-pro
+    when: {{tier: [free], keywords: [python]}}
+    action: refuse
+    message: "Code questions need the pro tier."
 """
 
 
@@ -298,6 +302,17 @@ def test_the_server_answers_401_403_and_429_by_type(http: TestClient) -> None:
     refused = http.post("/v1/chat/completions", json=chat("my password is x"), headers=bearer(ACME))
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "policy_refused"
+    # A new conversation is judged as its asker's tier before it starts, streamed or not.
+    for stream in (False, True):
+        free = http.post(
+            "/v1/chat/completions", json=chat("Any python tips?", stream=stream), headers=bearer(GLOBEX)
+        )
+        assert free.status_code == 403
+        assert free.json()["error"]["message"] == "Code questions need the pro tier."
+    assert (
+        http.post("/v1/chat/completions", json=chat("Any python tips?"), headers=bearer(ACME)).status_code
+        == 200
+    )
     forbidden = chat("Hi", hybrid={"overrides": {"force_route": "large"}})
     assert (
         http.post("/v1/chat/completions", json=forbidden, headers=bearer(ACME)).json()["error"]["code"]
@@ -359,7 +374,7 @@ def test_the_policy_commands_check_explain_and_make_keys(tmp_path: Path, policy:
     code, out, _ = run("policy", "check", str(policy))
     assert code == 0
     assert "valid (version" in out
-    assert "2 tier(s), 2 tenant(s), 2 rule(s)" in out
+    assert "2 tier(s), 2 tenant(s), 3 rule(s)" in out
     broken = tmp_path / "broken.yaml"
     broken.write_text(POLICY.replace("models: [small]", "models: [tiny]"))
     code, _, err = run("policy", "check", str(broken))
