@@ -4,8 +4,9 @@
 Without keys configured every request is the operator's, as before. With keys, a request needs
 one (`Authorization: Bearer <key>`, or the SDK's `x-api-key`), a thread a tenant creates is
 recorded as that tenant's in Hybrid's own table (the one the façade, the server and the web app
-check), and any other tenant's read, update, run or delete of it gets 403. Only admins manage
-assistants, crons and the store.
+check), and any other tenant's read, update, run or delete of it gets 403. Tenants run on
+threads they created (a stateless run would belong to no one). Only admins manage assistants,
+crons and the store.
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ async def _thread_used(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> No
     if ctx.action == "create_run":
         await asyncio.to_thread(_check_context, caller, value.get("kwargs"))
     thread_id = value.get("thread_id")
-    if thread_id is not None:  # a stateless run has none: nothing of it outlives the run
+    if thread_id is None and not caller.admin:
+        # A stateless run's thread is no one's: its turn would get the default tier, not the
+        # tenant's. Tenants create a thread first.
+        raise Auth.exceptions.HTTPException(status_code=403, detail="create a thread first, then run on it")
+    if thread_id is not None:
         await asyncio.to_thread(_check, caller, thread_id)
 
 

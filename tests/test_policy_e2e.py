@@ -247,6 +247,7 @@ def test_langgraph_dev_runs_keep_to_their_tenant(isolated: Path, monkeypatch: py
             lambda: globex.threads.get_state(thread),
             lambda: globex.runs.wait(thread, "hybrid", command=Command(resume={"action": "reject"})),
             lambda: globex.threads.delete(thread),
+            lambda: globex.runs.wait(None, "hybrid", input={"question": "Hi"}),  # a thread no one owns
             # a tier's per-run settings hold here too
             lambda: acme.runs.wait(
                 acme.threads.create()["thread_id"],
