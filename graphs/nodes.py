@@ -109,6 +109,8 @@ def _answer(tier: Tier, state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         deadline_at=state.get("deadline_at", time.time() + settings.request_deadline_s),
         settings=settings,
         escalation=tier == "large" and bool(state.get("drafts")),
+        tenant=state["route"].get("policies", {}).get("tenant"),
+        thread_id=_thread_id(),
     )
     return {"drafts": [*state.get("drafts", []), draft]}
 
@@ -145,6 +147,9 @@ def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """
     settings = resolve_settings(runtime.context)
     thread_id = _thread_id()
+    withheld = turns.review_withheld(state, thread_id=thread_id, settings=settings)
+    if withheld is not None:  # the service tier has no human review: no case, no pause
+        return withheld
     origin = "langgraph-api" if runtime.server_info is not None else "local"
     request = turns.open_review(state, thread_id=thread_id, origin=origin, settings=settings)
     # The schema says what the reviewer may do; LangGraph refuses any other verdict and keeps

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 # The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
 LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph", "ingest": "graphs.ingestion:graph"}
+# Keys and tenancy in `langgraph dev` (hybrid.langgraph_auth); Studio's own auth would bypass it.
+LANGGRAPH_AUTH = {"path": "hybrid.langgraph_auth:auth", "disable_studio_auth": True}
 DEV_PORT = 2025  # 2024, langgraph's default, is taken on our machines
 
 
@@ -83,6 +85,7 @@ def cli() -> None:
 @click.option("--profile", help="Model profile (e.g. embedded, ollama).")
 @click.option("--thread", "thread_id", help="Continue this conversation.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a per-run setting.")
+@click.option("--key", help="Ask as this API key's tenant and tier (policy file).")
 @_handle_errors
 def ask(
     question: str,
@@ -92,6 +95,7 @@ def ask(
     profile: str | None,
     thread_id: str | None,
     sets: tuple[str, ...],
+    key: str | None,
 ) -> None:
     """Answer QUESTION and explain the route it took (QUESTION `-` reads it from stdin)."""
     from hybrid import api
@@ -99,7 +103,7 @@ def ask(
     if question == "-":
         question = sys.stdin.buffer.read()  # type: ignore[assignment]  (bytes: checked as UTF-8 by the API)
     overrides = {**_parse_sets(sets), "force_route": route, "profile": profile}
-    answer = api.ask(question, thread_id=thread_id, **overrides)
+    answer = api.ask(question, thread_id=thread_id, key=key, **overrides)
     if as_json:
         click.echo(answer.model_dump_json())
         _wait_for_shadow_runs()
@@ -342,6 +346,105 @@ def audit_export(since: Any, fmt: str) -> None:
     moment = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
     for chunk in api.audit_export(since=moment, fmt=fmt):  # type: ignore[arg-type]
         click.echo(chunk, nl=False)
+
+
+@cli.group()
+def policy() -> None:
+    """Check a policy file, see where a question would go under it, make API keys."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+@_handle_errors
+def policy_check(file: Path) -> None:
+    """Validate FILE as HYBRID_POLICY_FILE would be: every problem with its line (exit 1 if any)."""
+    from hybrid import api
+    from hybrid.policy.loading import load
+
+    problems = api.check_policy(file)
+    if problems:
+        for problem in problems:
+            where = f"{problem.where}: " if problem.where else ""
+            click.echo(f"{file}:{problem.line}:{problem.column}: {where}{problem.message}", err=True)
+        _fail(f"{file}: {len(problems)} problem(s); the policy in force (if any) is unchanged")
+    loaded = load(file)
+    rules = loaded.policy
+    click.echo(
+        f"{file}: valid (version {loaded.version}): {len(rules.tiers)} tier(s), {len(rules.tenants)} "
+        f"tenant(s), {len(rules.rules)} rule(s), {len(rules.restrictions)} data-class restriction(s)"
+    )
+
+
+@policy.command("explain")
+@click.argument("question")
+@click.option("--key", help="As this API key's tenant and tier.")
+@click.option("--tier", help="As a request of this service tier.")
+@click.option("--tenant", help="As this tenant (its tier and budget).")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as one JSON object.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a per-run setting.")
+@_handle_errors
+def policy_explain(
+    question: str,
+    *,
+    key: str | None,
+    tier: str | None,
+    tenant: str | None,
+    as_json: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """Where QUESTION would go and why, without running a model: the rules that matched, the
+    router's score against the threshold, the tiers and models allowed."""
+    from hybrid import api
+
+    if key and (tier or tenant):
+        raise click.UsageError("give --key, or --tier/--tenant, not both")
+    found = api.explain_route(question, key=key, tier=tier, tenant=tenant, **_parse_sets(sets))
+    if as_json:
+        click.echo(found.model_dump_json())
+        return
+    route = found.route
+    click.echo(
+        f"as: {'tenant ' + found.tenant if found.tenant else 'no tenant'}, tier {found.tier or '(none)'}"
+    )
+    click.echo(f"data class: {found.data_class}")
+    for check in found.rules:
+        mark = "matched" if check.matched else "no"
+        click.echo(f"  rule {check.rule} ({check.action}): {mark}: {check.detail}")
+    if not found.rules:
+        click.echo("  no policy rules")
+    score, threshold = route["difficulty"], route["threshold"]
+    click.echo(f"router: {route['router']} scored {score:.3f} against threshold {threshold:.3f}")
+    review = route["policies"].get("review", "allowed")
+    if found.refusal:
+        click.secho(f"refused: {found.refusal}", fg="red")
+    elif route["route"] == "human" and review != "allowed":
+        click.secho(f"route: human, but the {found.tier} tier has no human review: {review}", bold=True)
+    else:
+        models = "; ".join(
+            f"{tier_}: {', '.join(specs) or 'none'}" for tier_, specs in route["models"].items()
+        )
+        click.secho(f"route: {route['route']} ({models})", bold=True)
+    for reason in route["reasons"]:
+        click.echo(f"  - {reason}")
+
+
+@policy.command("new-key")
+def policy_new_key() -> None:
+    """Make a random API key: give the key to its user, put the hash in the policy file."""
+    from hybrid.policy import new_key
+
+    key, digest = new_key()
+    click.echo(f"key:  {key}")
+    click.echo(f"hash: {digest}")
+
+
+@policy.command("status")
+@_handle_errors
+def policy_status() -> None:
+    """The policy in force (HYBRID_POLICY_FILE): version, when loaded, why a newer file was refused."""
+    from hybrid import api
+
+    click.echo(json.dumps(api.policy_status(), indent=2))
 
 
 @cli.group("eval")
@@ -1405,9 +1508,14 @@ def verifier_calibrate(
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
+@_handle_errors
 def ui(streamlit_args: tuple[str, ...]) -> None:
     """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`)."""
     import importlib.util
+
+    from hybrid import api
+
+    api.caller()  # an invalid policy file stops here, with every problem and its line
 
     app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]
     env = {
@@ -1437,12 +1545,16 @@ def serve(host: str, port: int) -> None:
 @_handle_errors
 def dev(port: int, host: str) -> None:
     """Serve the graph with `langgraph dev` (offline; state kept under the data directory)."""
+    from hybrid import api
     from hybrid.settings import resolve_settings
 
+    api.caller()  # an invalid policy file stops here, with every problem and its line
     workdir = resolve_settings().data_dir / "langgraph"
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "langgraph.json"
-    config.write_text(json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS}, indent=2))
+    config.write_text(
+        json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS, "auth": LANGGRAPH_AUTH}, indent=2)
+    )
     env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true"}
     command = [
         sys.executable, "-m", "langgraph_cli", "dev",

@@ -1,5 +1,6 @@
 """The database: LangGraph checkpoints plus our own tables (review cases, audit log, feedback,
-spend, the answer cache, the registry of router and verifier versions, shadow pairs).
+conversation owners, spend and rate limits, the answer cache, the registry of router and verifier
+versions, shadow pairs).
 
 SQLite in the data directory by default; PostgreSQL when `HYBRID_CHECKPOINT_URL` is a
 `postgresql://` URL, so several processes or machines share one review queue. Our tables go
@@ -139,6 +140,32 @@ shadow_pairs = sa.Table(
     sa.Column("reference", sa.JSON),  # reference answers, when the question came from an evaluation set
     sa.Column("version", sa.String(64), index=True),
     sa.Column("labels", sa.JSON),  # filled by hybrid.tuning.labels (judge verdicts are kept here)
+)
+
+
+# Policies (hybrid.policy): who owns each conversation, what each tenant spent, each key's rate.
+threads = sa.Table(
+    "hybrid_threads",
+    metadata,
+    sa.Column("thread_id", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False, index=True),  # "" for the operator's own
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tenant_spend = sa.Table(
+    "hybrid_tenant_spend",
+    metadata,
+    sa.Column("tenant", sa.String(200), primary_key=True),  # "" for requests without a tenant
+    sa.Column("period", sa.String(10), primary_key=True),  # UTC day YYYY-MM-DD, or month YYYY-MM
+    # Spent, plus what calls in flight hold (a call holds its most, then settles to its cost).
+    sa.Column("cost", sa.Float, nullable=False, default=0.0),
+)
+
+rate_limits = sa.Table(
+    "hybrid_rate_limits",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("tat", sa.Float, nullable=False),  # GCRA's theoretical arrival time, epoch seconds
 )
 
 

@@ -94,6 +94,35 @@ SHADOW_COST = Counter(
 )
 
 
+POLICY_RELOADS = Counter(
+    "hybrid_policy_reloads",
+    "Policy files read: loaded, or refused (invalid: the last good policy stays)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+THRESHOLD_SHIFT = Gauge(
+    "hybrid_threshold_shift",
+    "Latest rise of a service tier's routing threshold, by cause (load, budget)",
+    ["tier", "cause"],
+    registry=REGISTRY,
+)
+LARGE_P95_SECONDS = Gauge(
+    "hybrid_large_p95_seconds", "p95 latency of the large tier's recent calls", registry=REGISTRY
+)
+POLICY_DECISIONS = Counter(
+    "hybrid_policy_decisions",
+    "Questions a policy rule or restriction decided, by rule and action",
+    ["rule", "action"],
+    registry=REGISTRY,
+)
+LIMITED = Counter(
+    "hybrid_requests_limited",
+    "Requests refused by a key's rate limit or a spent budget (429)",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
 def render_metrics() -> bytes:
     """The metrics in Prometheus' text format."""
     return generate_latest(REGISTRY)

@@ -307,6 +307,18 @@ class Settings(BaseSettings):
     daily_budget: float | None = Field(None, ge=0, description="Cost per UTC day; once spent, no large tier.")
     user_daily_budget: float | None = Field(None, ge=0, description="The same, per user id.")
     user_id: str | None = Field(None, max_length=200, description="Who asks (budgets, audit).")
+    request_metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request metadata policy rules may match, by lower-case name (`hybrid serve` fills "
+        "it from the request's headers).",
+    )
+
+    # Policies (docs/policies.md)
+    policy_file: Path | None = Field(
+        None,
+        description="YAML policy: tenants and tiers, rules that always win, data-class restrictions; "
+        "validated at start-up and reloaded when it changes.",
+    )
 
     # Serving
     api_keys: SecretStr | None = Field(
@@ -451,6 +463,7 @@ PER_RUN_FIELDS = (
     "cache",
     "user_id",
     "shadow_rate",
+    "request_metadata",
 )
 
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from hybrid.audit import masked
-from hybrid.database import audit, database_for, reviews
+from hybrid.database import audit, database_for, reviews, threads
 from hybrid.settings import Settings
 
 Outcome = Literal["small", "large", "human", "cache", "rejected", "pending", "unreachable"]
@@ -158,9 +158,14 @@ def turns(
     since: datetime | None = None,
     until: datetime | None = None,
     thread_ids: Sequence[str] | None = None,
+    tenant: str | None = None,
 ) -> list[Turn]:
-    """Turns first recorded in [since, until), oldest first (optionally of some conversations only)."""
+    """Turns first recorded in [since, until), oldest first (optionally of some conversations
+    only, or of one tenant's)."""
     in_range = sa.select(audit.c.trace_id).where(audit.c.trace_id.is_not(None))
+    if tenant is not None:
+        owned = sa.select(threads.c.thread_id).where(threads.c.tenant == tenant)
+        in_range = in_range.where(audit.c.thread_id.in_(owned))
     if since is not None:
         in_range = in_range.where(audit.c.at >= since)
     if until is not None:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from hybrid import api
 from ui import charts
-from ui.components import money, seconds
+from ui.components import api_key, money, seconds
 
 RANGES = {
     "Last hour": timedelta(hours=1),
@@ -26,7 +26,7 @@ choice = st.segmented_control(
 )
 window = RANGES[choice or "Last 7 days"]
 now = datetime.now(UTC)
-turns = api.traffic(since=now - window if window else None)
+turns = api.traffic(since=now - window if window else None, key=api_key())
 if not turns:
     st.info("No questions recorded in this range yet: ask some on the Chat page.", icon=":material/info:")
     st.stop()
