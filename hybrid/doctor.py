@@ -400,24 +400,28 @@ def check_artefacts(settings: Settings) -> list[Check]:
 
 
 def check_policy_file(settings: Settings) -> list[Check]:
-    """The policy file (HYBRID_POLICY_FILE), when the settings have one and it is set.
+    """The policy file (HYBRID_POLICY_FILE), validated as the servers load it, so a mistake in it
+    shows here, with its line, before a question meets it."""
+    from hybrid.policy.loading import check_file
 
-    This only checks the file can be read: the module that loads the policies should check its
-    rules here too, so that a mistake in them shows in the doctor before a question meets it.
-    """
-    if "policy_file" not in type(settings).model_fields:
-        return []  # this version has no policy file
-    value = getattr(settings, "policy_file", None)
     name = "policy file"
-    if not value:
+    if settings.policy_file is None:
         return [Check(name, "skipped", "HYBRID_POLICY_FILE is not set", required=False)]
-    path = Path(value).expanduser()
-    try:
-        size = len(path.read_bytes())
-    except OSError as exc:
-        fix = "create it, fix HYBRID_POLICY_FILE, or unset it"
-        return [Check(name, "failed", f"{path} cannot be read: {exc.strerror or exc}", fix)]
-    return [Check(name, "ok", f"{path} is readable ({size} bytes)")]
+    path = settings.policy_file.expanduser()
+    policy, problems, digest = check_file(path)
+    if policy is None:
+        if not digest:  # the file could not be read at all
+            fix = "create it, fix HYBRID_POLICY_FILE, or unset it"
+            return [Check(name, "failed", problems[0].message, fix)]
+        shown = "; ".join(str(problem) for problem in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        fix = (
+            f"fix what `hybrid policy check {path}` lists; until then `hybrid serve` refuses to "
+            "start, and a running server keeps the last valid version"
+        )
+        return [Check(name, "failed", f"{path} is invalid: {shown}{more}", fix)]
+    counts = f"{len(policy.tenants)} tenant(s), {len(policy.tiers)} tier(s), {len(policy.rules)} rule(s)"
+    return [Check(name, "ok", f"{path} is valid (version {digest[:12]}: {counts})")]
 
 
 # ---------------------------------------------------------------------------------------------

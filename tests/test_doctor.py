@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from pydantic import Field
 
 from hybrid import api, doctor
 from hybrid.doctor import Check, Report, run_checks
@@ -175,20 +174,25 @@ def test_a_chroma_server_that_does_not_answer_fails(monkeypatch: pytest.MonkeyPa
     assert "unset HYBRID_CHROMA_URL" in check.fix
 
 
-class WithPolicy(Settings):
-    """Settings as they will be once the policy file exists (HYBRID_POLICY_FILE)."""
-
-    policy_file: Path | None = Field(None)
-
-
-def test_the_policy_file_is_checked_only_where_the_setting_exists(tmp_path: Path) -> None:
-    assert doctor.check_policy_file(resolve_settings()) == []
-    assert doctor.check_policy_file(WithPolicy())[0].status == "skipped"
-    missing = doctor.check_policy_file(WithPolicy(policy_file=tmp_path / "policy.yaml"))[0]
+def test_the_policy_file_is_validated_with_the_line_of_each_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert doctor.check_policy_file(resolve_settings())[0].status == "skipped"
+    path = tmp_path / "policy.yaml"
+    monkeypatch.setenv("HYBRID_POLICY_FILE", str(path))
+    [missing] = doctor.check_policy_file(resolve_settings())
     assert missing.status == "failed"
     assert "No such file" in missing.found
-    (tmp_path / "policy.yaml").write_text("rules: []\n")
-    assert doctor.check_policy_file(WithPolicy(policy_file=tmp_path / "policy.yaml"))[0].status == "ok"
+    assert "unset it" in missing.fix
+    path.write_text("tiers:\n  free:\n    models: [small]\n    bogus: 1\n")
+    [invalid] = doctor.check_policy_file(resolve_settings())
+    assert invalid.status == "failed"
+    assert "line 4, column 12: tiers.free.bogus: unknown field" in invalid.found
+    assert f"hybrid policy check {path}" in invalid.fix
+    path.write_text("tiers:\n  free:\n    models: [small]\n")
+    [valid] = doctor.check_policy_file(resolve_settings())
+    assert valid.status == "ok"
+    assert "1 tier(s)" in valid.found
 
 
 def test_telemetry_is_read_from_the_values_in_effect(monkeypatch: pytest.MonkeyPatch) -> None:
