@@ -82,7 +82,7 @@ DRIFT = Gauge(
 SHADOW_RUNS = Counter(
     "hybrid_shadow_runs",
     "Shadow runs by outcome: ok, timeout, failed, observed (both drafts existed), preempted, dropped, "
-    "skipped_boundary, skipped_budget",
+    "skipped_boundary, skipped_budget, skipped_retention",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -172,6 +172,11 @@ def schedule(
     trace_id = values.get("trace_id") or ""
     if not sampled(trace_id, settings.shadow_rate):
         return "not_sampled"
+    policies = (values.get("route") or {}).get("policies") or {}
+    if "hash" in (policies.get("prompts"), policies.get("answers")):
+        # A pair keeps the question and both answers verbatim; this tier's retention keeps hashes.
+        observability.SHADOW_RUNS.labels("skipped_retention").inc()
+        return "skipped_retention"
     drafts = values.get("drafts") or []
     answered_by = values.get("answered_by") or ""
     answered = next((d["tier"] for d in reversed(drafts) if d["model"] == answered_by), None)

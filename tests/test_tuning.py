@@ -350,6 +350,41 @@ def test_shadow_runs_respect_the_sample_the_data_boundary_and_the_queue(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("kept", ["prompts", "answers"])
+def test_no_shadow_pair_is_kept_for_a_service_tier_that_keeps_only_hashes(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, kept: str
+) -> None:
+    from hybrid import shadow
+
+    monkeypatch.setenv("HYBRID_SHADOW_RATE", "1")
+    retention = {"prompts": "keep", "answers": "keep"} | {kept: "hash"}
+    values = {
+        "status": "answered",
+        "trace_id": "t1",
+        "answered_by": "fake:small",
+        "question": "q",
+        "messages": [],
+        "drafts": [{"tier": "small", "model": "fake:small", "text": "a", "error": None}],
+        "route": {
+            "allowed_tiers": ["small", "large"],
+            "models": {"small": ["fake:small"], "large": ["fake:large"]},
+            "policies": {"tier": "enterprise"} | retention,
+        },
+    }
+    from hybrid.observability import REGISTRY
+
+    def skipped() -> float:  # counters add up over the session: compare differences
+        return REGISTRY.get_sample_value("hybrid_shadow_runs_total", {"outcome": "skipped_retention"}) or 0.0
+
+    before = skipped()
+    assert shadow.schedule(resolve_settings(), values, thread_id="t") == "skipped_retention"
+    assert skipped() == before + 1
+    # A tier that keeps text gets past this check (to the next: here, no large tier to run).
+    kept = {"allowed_tiers": ["small"], "models": {"small": ["fake:small"], "large": []}, "policies": {}}
+    assert shadow.schedule(resolve_settings(), {**values, "route": kept}, thread_id="t") == "skipped_boundary"
+
+
+@pytest.mark.integration
 def test_a_sampled_turn_becomes_a_pair_after_the_answer_and_a_failing_shadow_never_touches_it(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
