@@ -639,12 +639,17 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
     return run_search(settings, query, k or settings.passages, collection=collection)  # type: ignore[return-value]
 
 
-def compare_versions(versions: Sequence[str] = (), *, since: datetime | None = None) -> dict[str, Any]:
+def compare_versions(
+    versions: Sequence[str] = (), *, since: datetime | None = None, key: str | None = None
+) -> dict[str, Any]:
     """Live figures per router/verifier version, and the difference between two (default: the
-    current version and the canary), from recorded traffic (`hybrid tune compare`)."""
+    current version and the canary), from recorded traffic (`hybrid tune compare`). They sum
+    every tenant's traffic: an admin's (or the operator's) only, `Forbidden` for a tenant's key."""
     from hybrid.versions import compare
 
-    return compare(resolve_settings(), list(versions), since=since)
+    settings = resolve_settings()
+    policies.callers.require_admin(policies.authenticate(settings, key), "compare versions over all traffic")
+    return compare(settings, list(versions), since=since)
 
 
 def database_path() -> Path:

@@ -122,6 +122,33 @@ def test_a_tenant_sees_only_its_own_conversations_reviews_audit_and_feedback(
         api.pending_reviews(key="not-a-key")
 
 
+def test_version_figures_sum_every_tenant_so_only_an_admin_sees_them(policy: Path) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    api.ask("What is the capital of France?", key=ACME)
+    api.ask("What is the capital of Spain?", key=GLOBEX)
+    with pytest.raises(Forbidden, match="only an admin key"):
+        api.compare_versions(key=ACME)
+    assert api.compare_versions(key=ADMIN)["versions"]["shipped"]["turns"] == 2
+    assert api.compare_versions()["versions"]["shipped"]["turns"] == 2  # the operator, in-process
+
+    def dashboard(key: str) -> AppTest:
+        app = AppTest.from_file(str(Path(__file__).parents[1] / "ui" / "app.py"), default_timeout=60)
+        app.session_state["api_key"], app.session_state["signed_in_as"] = key, "test"
+        app.run()
+        app.switch_page("dashboard.py").run()
+        assert not app.exception, app.exception
+        return app
+
+    tenant = dashboard(ACME)
+    assert {m.label: m.value for m in tenant.metric}["Questions"] == "1"  # its own figures
+    assert "Router and verifier versions" not in [h.value for h in tenant.subheader]
+    admin = dashboard(ADMIN)
+    assert {m.label: m.value for m in admin.metric}["Questions"] == "2"
+    assert "Router and verifier versions" in [h.value for h in admin.subheader]
+    assert admin.dataframe[0].value["turns"].tolist() == [2]
+
+
 def test_rules_refuse_and_tiers_limit_per_run_settings(policy: Path, fakes: FakeModels) -> None:
     with pytest.raises(PolicyRefused, match=r"Passwords are never sent to a model\."):
         api.ask("My password is swordfish, is it strong?", key=ACME)

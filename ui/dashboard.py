@@ -72,15 +72,6 @@ if (chart := charts.latency(turns)) is not None:
 if (chart := charts.verifier_scores(turns)) is not None:
     right.altair_chart(chart)
 
-st.subheader("Router and verifier versions")
-versions = api.compare_versions([], since=now - window if window else None)
-st.caption(
-    f"Serving: **{versions['current']}**"
-    + (f"; canary **{versions['canary']['version']}** for {versions['canary']['share']:.0%} of conversations"
-       if versions["canary"] else "")
-    + ". Quality counts a turn sent to review as 0 and leaves unlabelled answers out (`hybrid tune compare`)."
-)  # fmt: skip
-
 
 def _cell(figure: dict, pct: bool = True) -> str:
     if figure["value"] is None:
@@ -88,24 +79,40 @@ def _cell(figure: dict, pct: bool = True) -> str:
     return f"{figure['value']:.1%}" if pct else money(figure["value"])
 
 
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "version": name,
-                "turns": figures["turns"],
-                "quality": _cell(figures["quality"]),
-                "labelled": figures["quality"]["n"],
-                "large share": _cell(figures["large_share"]),
-                "review share": _cell(figures["review_share"]),
-                "cost per answer": _cell(figures["cost_per_answered"], pct=False),
-            }
-            for name, figures in versions["versions"].items()
-        ]
-    ),
-    hide_index=True,
-    width="stretch",
-)
+def versions_section() -> None:
+    """Live figures per router and verifier version: they sum every tenant's traffic, so only
+    an admin key (or the operator, without keys) sees them."""
+    st.subheader("Router and verifier versions")
+    versions = api.compare_versions([], since=now - window if window else None, key=api_key())
+    canary = versions["canary"]
+    st.caption(
+        f"Serving: **{versions['current']}**"
+        + (f"; canary **{canary['version']}** for {canary['share']:.0%} of conversations" if canary else "")
+        + ". Quality counts a turn sent to review as 0 and leaves unlabelled answers out "
+        "(`hybrid tune compare`)."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "version": name,
+                    "turns": figures["turns"],
+                    "quality": _cell(figures["quality"]),
+                    "labelled": figures["quality"]["n"],
+                    "large share": _cell(figures["large_share"]),
+                    "review share": _cell(figures["review_share"]),
+                    "cost per answer": _cell(figures["cost_per_answered"], pct=False),
+                }
+                for name, figures in versions["versions"].items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+if api.caller(api_key()).admin:
+    versions_section()
 
 with st.expander(f"Recent questions ({len(turns)})", icon=":material/list:"):
     st.dataframe(
