@@ -575,25 +575,25 @@ def _pieces(text: str) -> list[str]:
     return [w if i == 0 else f" {w}" for i, w in enumerate(words)] if text else []
 
 
-def _operator(request: Request) -> bool:
-    """No keys are required, or the request carries an admin's (a `HYBRID_API_KEYS` key or a
-    policy file's admin key); a tenant's key is not the operator's."""
+def _authorized(request: Request) -> bool:
+    """No keys are required, or the request carries a valid one (`HYBRID_API_KEYS`, or a policy
+    file's tenant or admin key)."""
     if not api.keys_required():
         return True
     token = _bearer(request)
     try:
-        return bool(token) and api.caller(token).admin
+        return bool(token) and api.caller(token) is not None
     except Unauthenticated:
         return False
 
 
 async def _readiness(request: Request) -> JSONResponse:
     """Readiness for load balancers: 503 while no tier can answer or the database is down. Cheap
-    (no generation) and cached for `readiness_cache_s`. When keys are required, only the
-    operator's keys get the details (models, endpoints, fixes); a load balancer and a tenant need
-    only the status."""
+    (no generation) and cached for `readiness_cache_s`. When keys are required, only callers with
+    one get the details (models, endpoints, fixes: what a question's 503 would tell them too); a
+    load balancer needs only the status."""
     found = await run_in_threadpool(api.readiness)
-    body = found.as_dict() if _operator(request) else {"status": "ready" if found.ready else "unready"}
+    body = found.as_dict() if _authorized(request) else {"status": "ready" if found.ready else "unready"}
     if found.ready:
         return JSONResponse(body)
     retry = str(max(1, math.ceil(resolve_settings().readiness_cache_s)))

@@ -297,6 +297,15 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def test_readiness_details_need_a_key_of_the_policy_file(http: TestClient) -> None:
+    for headers in ({}, bearer("not-a-key")):  # a load balancer's probe: the status only
+        assert http.get("/ready", headers=headers).json() == {"status": "ready"}
+    for key in (ACME, ADMIN):
+        body = http.get("/ready", headers=bearer(key)).json()
+        assert body["status"] == "ready"
+        assert {tier["tier"] for tier in body["tiers"]} == {"small", "large"}
+
+
 def chat(question: str, **extra: Any) -> dict[str, Any]:
     return {"model": "hybrid", "messages": [{"role": "user", "content": question}], **extra}
 
