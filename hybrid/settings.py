@@ -400,8 +400,13 @@ class Settings(BaseSettings):
 
     @property
     def passages(self) -> int:
-        """Passages retrieved for a question: the setting, else the profile's, else the default."""
-        return self.retrieval_k or self.all_profiles[self.profile].retrieval_k or DEFAULT_RETRIEVAL_K
+        """Passages retrieved for a question: the setting, else the profile's when its own models
+        serve, else the default."""
+        # A profile's count suits its own models (the embedded pair reads one passage best);
+        # models named in the settings get the general default.
+        own_models = self.small_model is None and self.large_model is None
+        profile_k = self.all_profiles[self.profile].retrieval_k if own_models else None
+        return self.retrieval_k or profile_k or DEFAULT_RETRIEVAL_K
 
     @property
     def small_spec(self) -> str:

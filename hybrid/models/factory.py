@@ -60,7 +60,7 @@ def _is_loopback_url(url: str | None) -> bool:
 
 
 def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
-    from hybrid.models.llamacpp import EmbeddedChatModel, resolve_gguf
+    from hybrid.models.llamacpp import PACKAGED_PROMPT_FORMATS, EmbeddedChatModel, resolve_gguf
 
     return EmbeddedChatModel(
         model_name=name,
@@ -70,6 +70,7 @@ def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
         max_tokens=settings.max_answer_tokens,
         temperature=settings.temperature,
         min_token_interval_s=settings.test_min_token_interval_s,
+        prompt_format=PACKAGED_PROMPT_FORMATS.get(name, "auto"),
     )
 
 

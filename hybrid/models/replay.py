@@ -110,9 +110,12 @@ def recorded(model: BaseChatModel, spec: str, version: str, settings: Any) -> Ba
     store = active_store()
     if store is None:
         return model
+    # A model told how to be prompted answers differently from one that follows its file ("auto").
+    prompt_format = getattr(model, "prompt_format", "auto")
     key = json.dumps(
         {
             "spec": spec,
+            **({"prompt_format": prompt_format} if prompt_format != "auto" else {}),
             "version": version,
             "max_answer_tokens": settings.max_answer_tokens,
             "temperature": settings.temperature,
