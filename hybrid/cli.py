@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hybrid.settings import Settings
 
 # The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
-LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph", "ingest": "graphs.ingestion:graph"}
+LANGGRAPH_GRAPHS = {"hybrid": "hybrid.langgraph_app:graph", "ingest": "hybrid.langgraph_app:ingest"}
 DEV_PORT = 2025  # 2024, langgraph's default, is taken on our machines
 
 
@@ -68,6 +68,9 @@ def _reviewer() -> str:
 @click.version_option(package_name="hybrid-ai")
 def cli() -> None:
     """Hybrid AI: answer with the cheapest model that answers well, and show why."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()  # before anything imports ONNX Runtime, Chroma or the Hugging Face hub
     from hybrid.observability import configure_logging
     from hybrid.settings import resolve_settings
 
@@ -873,17 +876,19 @@ def verifier_calibrate(
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
 def ui(streamlit_args: tuple[str, ...]) -> None:
-    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`)."""
+    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`).
+
+    It listens on 127.0.0.1 unless given `--server.address` (0.0.0.0 for every interface)."""
     import importlib.util
 
     app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]
     env = {
         # Defaults only: any STREAMLIT_* already set wins.
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
         "STREAMLIT_SERVER_HEADLESS": "true",
-        **os.environ,
+        "STREAMLIT_SERVER_ADDRESS": "127.0.0.1",  # like `hybrid serve`: loopback unless asked
+        **os.environ,  # telemetry already off (see `cli`), for the child as well
     }
-    command = [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_args]
+    command = [sys.executable, "-m", "ui.launch", "run", str(app), *streamlit_args]
     os.execvpe(command[0], command, env)
 
 
@@ -910,7 +915,7 @@ def dev(port: int, host: str) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "langgraph.json"
     config.write_text(json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS}, indent=2))
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true"}
+    env = dict(os.environ)  # telemetry already off (see `cli`): langgraph-cli's analytics too
     command = [
         sys.executable, "-m", "langgraph_cli", "dev",
         "--config", str(config), "--host", host, "--port", str(port), "--no-browser", "--no-reload",
@@ -921,6 +926,9 @@ def dev(port: int, host: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()
     cli()
 
 

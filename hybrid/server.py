@@ -420,7 +420,9 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     """The server application (nothing happens until it is served)."""
+    from hybrid.privacy import disable_telemetry
 
+    disable_telemetry()  # an entry point of its own under `uvicorn --factory`
     app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
     admission = _Admission()
 

@@ -16,6 +16,13 @@ from tests.fakes import FakeModels
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The test run is an entry point too: telemetry off, for it and every server it starts."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point the data directory at a temp dir and drop any HYBRID_* setting from the outside."""
