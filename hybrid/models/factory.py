@@ -90,11 +90,12 @@ def _build_openai(name: str, settings: Settings) -> BaseChatModel:
     from langchain.chat_models import init_chat_model
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    base_url = settings.openai_url_for(name)
     return init_chat_model(
         f"openai:{name}",
-        base_url=settings.openai_base_url,
+        base_url=base_url,
         # OpenAI-compatible local servers accept any key; the client insists on one.
-        api_key=key or ("unused" if settings.openai_base_url else None),
+        api_key=key or ("unused" if base_url else None),
         temperature=settings.temperature,
         max_tokens=settings.max_answer_tokens,
         timeout=settings.model_timeout_s,
@@ -106,7 +107,7 @@ _PROVIDERS: dict[str, Provider] = {
     "llamacpp": Provider(_build_llamacpp, lambda name, s: True),
     # Ollama is self-hosted by definition; where it runs is the operator's choice.
     "ollama": Provider(_build_ollama, lambda name, s: True),
-    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_base_url)),
+    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_url_for(name))),
 }
 _cache: dict[tuple[str, str], BaseChatModel] = {}
 _cache_lock = threading.Lock()
@@ -115,6 +116,7 @@ _cache_lock = threading.Lock()
 _BUILD_FIELDS = {
     "ollama_base_url",
     "openai_base_url",
+    "openai_endpoints",
     "openai_api_key",
     "model_timeout_s",
     "n_ctx",
