@@ -903,6 +903,92 @@ def serve(host: str, port: int) -> None:
     run(host, port)
 
 
+@cli.group()
+def cluster() -> None:
+    """A local cluster: HAProxy, replicas, PostgreSQL, Chroma, model servers, Prometheus.
+
+    State, logs and data live under <data dir>/cluster; docs/cluster.md describes the layout."""
+
+
+@cluster.command("up")
+@click.option(
+    "--replicas", default=2, show_default=True, type=click.IntRange(1, 16), help="`hybrid serve` processes."
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="HAProxy's port (0: any free).",
+)
+@click.option(
+    "--prometheus-port",
+    default=9090,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Prometheus' port.",
+)
+@click.option("--health-path", default="/health", show_default=True, help="What HAProxy asks each replica.")
+@click.option(
+    "--small-model", default="smollm2-135m-instruct", show_default=True, help="Packaged model or GGUF path."
+)
+@click.option("--large-model", default="gemma-3-270m", show_default=True, help="Packaged model or GGUF path.")
+@click.option(
+    "--ingest",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Ingest into the Chroma server once up.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@_handle_errors
+def cluster_up(
+    *,
+    replicas: int,
+    port: int,
+    prometheus_port: int,
+    health_path: str,
+    small_model: str,
+    large_model: str,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Start the cluster and wait until every part is healthy; it runs on after this returns."""
+    from hybrid import cluster as local
+
+    config = local.ClusterConfig(
+        replicas=replicas, port=port, prometheus_port=prometheus_port, health_path=health_path,
+        small_model=small_model, large_model=large_model,
+    )  # fmt: skip
+    plan = local.up(config, ingest=paths, log=lambda message: click.echo(message, err=True))
+    report = local.status(plan.folder)
+    click.echo(json.dumps(report) if as_json else local.format_status(report))
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@_handle_errors
+def cluster_status(as_json: bool) -> None:
+    """Each part, its pid, port and health now; exits with 1 unless all are healthy."""
+    from hybrid import cluster as local
+
+    report = local.status()
+    click.echo(json.dumps(report) if as_json else local.format_status(report))
+    if not report["healthy"]:
+        sys.exit(1)
+
+
+@cluster.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the cluster's data (database, knowledge, logs).")
+@_handle_errors
+def cluster_down(purge: bool) -> None:
+    """Stop every part cleanly (the database last)."""
+    from hybrid import cluster as local
+
+    local.down(purge=purge, log=lambda message: click.echo(message, err=True))
+    click.echo("cluster stopped" + (" and deleted" if purge else ""))
+
+
 @cli.command()
 @click.option("--port", default=DEV_PORT, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)

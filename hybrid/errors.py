@@ -25,3 +25,7 @@ class ContextWindowExceeded(HybridError, ValueError):
 
 class ReviewError(HybridError):
     """A review decision cannot be applied: no such case, already resolved, or malformed."""
+
+
+class ClusterError(HybridError):
+    """A local cluster (`hybrid cluster`) cannot start, or is not in the state asked for."""
