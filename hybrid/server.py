@@ -424,6 +424,7 @@ def create_app() -> FastAPI:
 
     disable_telemetry()  # an entry point of its own under `uvicorn --factory`
     app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
+    app.add_middleware(observability.HTTPMetrics)  # every response counted by route and status
     admission = _Admission()
 
     async def authorize(request: Request) -> None:
