@@ -104,8 +104,18 @@ class _StoreCollector:
         self._sampler: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    FAMILIES = (
+        "hybrid_db_connections",
+        "hybrid_reviews_pending",
+        "hybrid_reviews_oldest_pending_seconds",
+        "hybrid_review_timeout_seconds",
+        "hybrid_daily_budget",
+        "hybrid_router_large_share_target",
+    )
+
     def describe(self) -> list[Any]:
-        return []  # collected on demand; nothing to check at registration
+        """Every family this may report (some only when there is a value), for the registry."""
+        return [GaugeMetricFamily(name, name) for name in self.FAMILIES]
 
     def _sample_backlog(self) -> None:
         import time

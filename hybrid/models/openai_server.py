@@ -1,6 +1,9 @@
 """An OpenAI-compatible server for one GGUF: llama-cpp-python's own, which also serves base models.
 
-    python -m hybrid.models.openai_server --model PATH --model_alias NAME --port N [llama_cpp.server options]
+    python -m hybrid.models.openai_server --model NAME_OR_PATH --model_alias NAME --port N [...]
+
+NAME_OR_PATH is a packaged model (`smollm2-135m-instruct`, `gemma-3-270m`) or a GGUF file; any
+other option is llama_cpp.server's.
 
 A GGUF with a chat template is served through it, as `python -m llama_cpp.server` does. A base
 model without one (Gemma-3-270M) only echoes chat markup, so it gets the `hybrid-transcript` chat
@@ -71,8 +74,14 @@ def main(argv: list[str]) -> None:
     from hybrid.privacy import disable_telemetry
 
     disable_telemetry()
+    from hybrid.models.llamacpp import resolve_gguf
+
     args = list(argv)
-    model = Path(args[args.index("--model") + 1]) if "--model" in args else None
+    model = None
+    if "--model" in args:  # a packaged model's name, or a GGUF's path
+        at = args.index("--model") + 1
+        model = resolve_gguf(args[at])
+        args[at] = str(model)
     if "--chat_format" not in args and model is not None and not has_chat_template(model):
         args += ["--chat_format", TRANSCRIPT_FORMAT]
     register_transcript_format()
