@@ -130,6 +130,11 @@ def _error_for(exc: Exception) -> OpenAIError:
         )
     if isinstance(exc, HybridError):
         return OpenAIError(400, str(exc), "invalid_request_error")
+    from hybrid.database import is_unavailable
+
+    if is_unavailable(exc):  # a restart or fail-over of the database: nothing of this request was kept
+        message = "the database cannot be reached right now; retry shortly"
+        return OpenAIError(503, message, "server_error", "store_unavailable", headers={"Retry-After": "2"})
     return OpenAIError(500, f"internal error: {type(exc).__name__}", "server_error")
 
 
@@ -385,6 +390,23 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
+async def _streaming_response(
+    request: ChatRequest, question: str, history: list, overrides: dict, policy: str, *, admission: _Admission
+) -> StreamingResponse:
+    events = _stream(request, question, history, overrides, policy, admission=admission)
+    if policy == "hold":
+        # Nothing but the verified answer is streamed anyway: run first, then send. A replica
+        # that dies mid-run has then sent nothing, and a load balancer can retry the request on
+        # another, as it does a plain one (a stream that has started cannot be).
+        events = _replay([chunk async for chunk in events])
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+async def _replay(chunks: list[str]) -> AsyncIterator[str]:
+    for chunk in chunks:
+        yield chunk
+
+
 def _correction(completion_id: str, model: str, reasons: list[str]) -> str:
     return _chunk(
         completion_id, model, {}, hybrid={"event": "correction", "discard": "draft", "reasons": reasons}
@@ -483,9 +505,8 @@ def create_app() -> FastAPI:
             # Refuse bad input before the stream starts, so it gets a proper status code.
             api.check_request(question, **overrides)
             admission.refuse_if_full()
-            return StreamingResponse(
-                _stream(request, question, history, overrides, policy, admission=admission),
-                media_type="text/event-stream",
+            return await _streaming_response(
+                request, question, history, overrides, policy, admission=admission
             )
         admission.refuse_if_full()
         started = time.perf_counter()
