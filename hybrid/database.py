@@ -160,7 +160,6 @@ def _postgres(url: str) -> Database:
         open=True,
     )
     checkpointer = PostgresSaver(pool)
-    checkpointer.setup()
     engine = sa.create_engine(
         url.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True, pool_timeout=RECONNECT_S
     )
@@ -180,7 +179,24 @@ def _postgres(url: str) -> Database:
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
 
+    # Replicas that start together would create the same tables at once and collide (measured:
+    # "duplicate key ... checkpoint_migrations" on a fresh database): one at a time. The others
+    # try the lock again and again rather than wait inside a statement: the checkpointer's
+    # CREATE INDEX CONCURRENTLY waits for every open statement, a waiting one included.
+    with pool.connection() as connection:
+        while not connection.execute("SELECT pg_try_advisory_lock(%s)", (SCHEMA_LOCK,)).fetchone()[
+            "pg_try_advisory_lock"
+        ]:
+            time.sleep(0.1)
+        try:
+            checkpointer.setup()
+            metadata.create_all(engine)
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
     return Database(url, engine, checkpointer, [pool.close])
+
+
+SCHEMA_LOCK = 0x487962726964  # any constant: the key of the advisory lock taken to create tables
 
 
 def is_unavailable(error: BaseException) -> bool:
@@ -228,7 +244,7 @@ def database_for(settings: Settings) -> Database:
                 opened = _postgres(settings.checkpoint_url.replace("postgres://", "postgresql://", 1))
             else:
                 opened = _sqlite(settings)
-            metadata.create_all(opened.engine)
+                metadata.create_all(opened.engine)
             _databases[key] = opened
         return _databases[key]
 

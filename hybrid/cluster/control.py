@@ -222,10 +222,14 @@ def up(
     return plan
 
 
-def down(folder: Path | None = None, *, purge: bool = False, log: Log = lambda _m: None) -> None:
-    """Stop every part (the supervisor does, in reverse order of start); `purge` deletes the data."""
+def down(folder: Path | None = None, *, purge: bool = False, log: Log = lambda _m: None) -> str:
+    """Stop every part (the supervisor does, in reverse order of start); `purge` deletes the data.
+    Returns what was done; `ClusterError` if there was nothing to do."""
     folder = (folder or default_folder()).resolve()
     pid = supervisor_pid(folder)
+    leftovers = [r["pid"] for r in read_state(folder).get("parts", {}).values() if _alive(r.get("pid"))]
+    if not pid and not leftovers and not (purge and folder.exists()):
+        raise ClusterError(f"no cluster is running in {folder}")
     if pid:
         log(f"stopping the cluster in {folder} ...")
         os.kill(pid, signal.SIGTERM)
@@ -246,7 +250,8 @@ def down(folder: Path | None = None, *, purge: bool = False, log: Log = lambda _
         if not pg.is_relative_to(folder):
             shutil.rmtree(pg, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
-        log(f"deleted {folder}")
+        return f"cluster in {folder} stopped and deleted"
+    return f"cluster in {folder} stopped (its data is kept; `down --purge` deletes it)"
 
 
 def haproxy_view(plan: Plan) -> dict[str, str]:

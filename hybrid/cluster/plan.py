@@ -270,7 +270,9 @@ def haproxy_config(plan: Plan) -> str:
     - A request whose replica refused the connection, or closed it without answering (killed
       mid-request), is sent again to another replica (`retry-on`, `redispatch`): nothing had been
       answered, so the client sees one answer, late, instead of an error. Answers that arrived,
-      errors included, are passed on as they are.
+      errors included, are passed on as they are. HAProxy retries only a request it holds whole:
+      `http-buffer-request` waits for the body before choosing a replica (without it, a killed
+      replica's requests ended as 502s, or as a closed connection the client must retry itself).
     """
     config = plan.config
     timeout = int(config.request_timeout_s)
@@ -284,8 +286,9 @@ global
 
 defaults
     mode http
-    log stdout format raw local0 warning
+    log stdout format raw local0 info
     option httplog
+    option log-separate-errors
     timeout connect 2s
     timeout client {timeout}s
     timeout server {timeout}s
@@ -294,6 +297,7 @@ defaults
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response junk-response
+    option http-buffer-request
 
 frontend hybrid
     bind 127.0.0.1:{config.port}

@@ -175,8 +175,13 @@ class Supervisor:
 
     def watch(self) -> None:
         backoff: dict[str, float] = {}
+        coming_back: dict[str, float] = {}  # restarted parts, until they answer their check
         while not self.stopping.wait(POLL_S):
             changed = False
+            for name, since in list(coming_back.items()):
+                if self.processes[name].poll() is None and probe(self.plan.part(name), timeout=1)[0]:
+                    self.say(f"{name} is healthy again, {time.time() - since:.1f}s after its restart")
+                    del coming_back[name]
             for part in self.plan.parts:
                 process = self.processes.get(part.name)
                 record = self.records[part.name]
@@ -196,6 +201,7 @@ class Supervisor:
                 backoff[part.name] = pause
                 record["restarts"] += 1
                 self.start(part)
+                coming_back[part.name] = time.time()
                 changed = True
             if changed:
                 self.write_state()
