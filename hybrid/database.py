@@ -184,9 +184,8 @@ def _postgres(url: str) -> Database:
     # try the lock again and again rather than wait inside a statement: the checkpointer's
     # CREATE INDEX CONCURRENTLY waits for every open statement, a waiting one included.
     with pool.connection() as connection:
-        while not connection.execute("SELECT pg_try_advisory_lock(%s)", (SCHEMA_LOCK,)).fetchone()[
-            "pg_try_advisory_lock"
-        ]:
+        try_lock = "SELECT pg_try_advisory_lock(%s) AS taken"
+        while not connection.execute(try_lock, (SCHEMA_LOCK,)).fetchone()["taken"]:
             time.sleep(0.1)
         try:
             checkpointer.setup()
