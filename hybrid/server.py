@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from hybrid import api, observability
+from hybrid import api, observability, openapi
 from hybrid.errors import HybridError, InvalidQuestion, InvalidSetting, ReviewError, UnknownModel
 from hybrid.settings import resolve_settings
 
@@ -447,6 +447,7 @@ def create_app() -> FastAPI:
     disable_telemetry()  # an entry point of its own under `uvicorn --factory`
     app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
     app.add_middleware(observability.HTTPMetrics)  # every response counted by route and status
+    openapi.install(app)  # every status each endpoint answers, documented
     admission = _Admission()
 
     async def authorize(request: Request) -> None:
