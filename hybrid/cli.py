@@ -365,6 +365,23 @@ def eval_cache(folder: Path, xquad: Path | None, limit: int, target: float, as_j
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
+@eval_.command("fuzz")
+@click.option("--requests", default=1200, show_default=True, type=click.IntRange(30), help="About this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_fuzz(requests: int, as_json: bool) -> None:
+    """Generated requests (valid and not) against every endpoint of the server, with and without keys.
+
+    Checks every response against the server's OpenAPI document; exits with 1 on any status of 500
+    or more, a response the document does not allow, or a model run without a valid key."""
+    from hybrid.evals.fuzz import evaluate_fuzz, format_report
+
+    report = evaluate_fuzz(requests, log=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
+
+
 @eval_.command("load")
 @click.option(
     "--concurrency", default="1,4,16", show_default=True, help="Comma-separated concurrency levels."

@@ -153,6 +153,14 @@ _DESCRIPTIONS = {
     **_ERRORS,
 }
 _PUBLIC = {"/health", "/metrics"}
+_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/chat/completions", "post"): {
+        "model": "hybrid",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    },
+    ("/v1/hybrid/reviews/{thread_id}", "post"): {"action": "edit", "answer": "Paris.", "reviewer": "ana"},
+    ("/v1/hybrid/feedback", "post"): {"thread_id": "9f1c0c4e", "rating": "up", "comment": "Right."},
+}
 
 
 def _json(name: str) -> dict[str, Any]:
@@ -179,6 +187,7 @@ def document(schema: dict[str, Any], *, keys_required: bool) -> dict[str, Any]:
         components[model.__name__] = found
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    _describe_requests(components)
     if keys_required:
         schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in schema.get("paths", {}).items():
@@ -196,7 +205,25 @@ def document(schema: dict[str, Any], *, keys_required: bool) -> dict[str, Any]:
                     entry["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
                 responses[str(code)] = entry
             operation["responses"] = responses
+            example = _EXAMPLES.get((path, method))
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if example is not None and body is not None:
+                body["example"] = example
     return schema
+
+
+def _describe_requests(components: dict[str, Any]) -> None:
+    """What the request models cannot say themselves: the model names served (anything else is a
+    404, as OpenAI answers) and the per-run settings `hybrid.overrides` accepts (others: 400)."""
+    from hybrid.settings import PER_RUN_FIELDS
+
+    chat = components.get("ChatRequest", {}).get("properties", {})
+    if "model" in chat:
+        chat["model"]["pattern"] = r"^hybrid(:[A-Za-z0-9_.-]+)?$"
+        chat["model"]["description"] = "`hybrid`, or `hybrid:<profile>` (GET /v1/models lists them)."
+    overrides = components.get("HybridOptions", {}).get("properties", {}).get("overrides")
+    if overrides is not None:
+        overrides["propertyNames"] = {"enum": list(PER_RUN_FIELDS)}
 
 
 def install(app: FastAPI) -> None:

@@ -32,8 +32,9 @@ import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hybrid import api, observability, openapi
 from hybrid.errors import HybridError, InvalidQuestion, InvalidSetting, ReviewError, UnknownModel
@@ -47,6 +48,15 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts_are_text(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError("a content part of type 'text' needs a string 'text'")
+        return content
 
     @property
     def text(self) -> str:
@@ -440,6 +450,14 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     task.cancel()
 
 
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """What the framework answers itself (a body that is not JSON, an unknown path or method),
+    in OpenAI's error shape like every other error."""
+    kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+    error = OpenAIError(exc.status_code, str(exc.detail), kind, headers=dict(exc.headers or {}))
+    return error.response()
+
+
 def create_app() -> FastAPI:
     """The server application (nothing happens until it is served)."""
     from hybrid.privacy import disable_telemetry
@@ -456,7 +474,8 @@ def create_app() -> FastAPI:
             return
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        if not any(secrets.compare_digest(token, key) for key in keys):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if not any(secrets.compare_digest(token.encode(), key.encode()) for key in keys):
             message = "invalid or missing API key (Authorization: Bearer <key>)"
             raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
 
@@ -470,6 +489,8 @@ def create_app() -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", [])[1:])
         message = f"{where}: {first.get('msg', 'invalid request')}"
         return OpenAIError(400, message, "invalid_request_error", "invalid_value", where or None).response()
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(HybridError)
     async def _expected(_request: Request, exc: HybridError) -> JSONResponse:

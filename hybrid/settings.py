@@ -430,7 +430,15 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
 
 @lru_cache(maxsize=256)
 def _settings_for(values: str, environment: tuple[tuple[str, str], ...], home: str | None) -> Settings:
+    from pydantic_settings import SettingsError
+
     try:
         return Settings(**json.loads(values))
     except ValidationError as exc:
         raise invalid_setting(exc, "configuration (HYBRID_* or per-run settings)") from None
+    except SettingsError as exc:  # a JSON setting (HYBRID_PRICES, ...) that is not JSON
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"HYBRID_{field[1].upper()}" if field else "a HYBRID_* variable"
+        raise InvalidSetting(f"invalid configuration: {name} is not valid JSON ({exc.__cause__})") from None
