@@ -109,3 +109,16 @@ def test_a_served_base_model_is_prompted_with_the_same_transcript_as_in_process(
         ]
     )
     assert (formatted.prompt, formatted.stop) == (expected, COMPLETION_STOPS)
+
+
+def test_openai_compatible_servers_get_the_answer_cap_as_max_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's server reads `max_tokens` only: sent as `max_completion_tokens` (OpenAI's newer
+    name), the cap was ignored and answers ran to the context window."""
+    monkeypatch.setenv("HYBRID_OPENAI_ENDPOINTS", '{"smollm2": "http://127.0.0.1:8101/v1"}')
+    monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")  # nothing is sent: payloads only
+    settings = resolve_settings(max_answer_tokens=32)
+
+    served = get_chat_model("openai:smollm2", settings)._get_request_payload([HumanMessage("Hi")])
+    assert (served.get("max_tokens"), "max_completion_tokens" in served) == (32, False)
+    official = get_chat_model("openai:gpt-4o", settings)._get_request_payload([HumanMessage("Hi")])
+    assert (official.get("max_completion_tokens"), "max_tokens" in official) == (32, False)
