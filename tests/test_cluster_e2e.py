@@ -71,9 +71,11 @@ def test_one_command_starts_every_part_and_keeps_it_running(cluster: dict[str, A
         "messages": [{"role": "user", "content": "How do I resolve a pending review case?"}],
     }
     body["hybrid"] = {"overrides": {"retrieval": "always", "force_route": "small"}}
+    body["max_tokens"] = 16
     answer = httpx.post(f"{cluster['url']}/v1/chat/completions", json=body, timeout=300).json()
     assert answer["hybrid"]["answered_by"] in ("openai:smollm2-135m-instruct", "openai:gemma-3-270m")
     assert any(Path(s["source"]).name == "human-review.md" for s in answer["hybrid"]["sources"])
+    assert answer["usage"]["completion_tokens"] <= 2 * 16  # the cap reaches the model servers (per draft)
 
     # Prometheus scrapes every replica.
     def scraped() -> bool:
