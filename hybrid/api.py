@@ -10,9 +10,8 @@ Each call takes per-run overrides as keywords (any field of `RunContext`), which
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -21,83 +20,54 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError
 
-from graphs.explain import explain
-from graphs.graph import compile_graph
-from graphs.nodes import check_question
-from graphs.state import (
-    Draft,
+from hybrid import audit, registry, reviews, shadow
+from hybrid.decisions import (
     Hit,
-    Retrieval,
-    Review,
     ReviewDecision,
     ReviewRequest,
-    RouteDecision,
-    Status,
-    TokenUsage,
-    Verification,
 )
-from hybrid import audit, costs, reviews
-from hybrid.database import database_for
-from hybrid.errors import InvalidQuestion, ReviewError
+from hybrid.doctor import Readiness
+from hybrid.doctor import Report as DoctorReport
+from hybrid.errors import (
+    CaseAlreadyResolved,
+    ConversationBusy,
+    ConversationNotFound,
+    InvalidDecision,
+    InvalidQuestion,
+    ModelsUnreachable,
+    NoAnswer,
+    ReviewElsewhere,
+)
 from hybrid.settings import RunContext, Settings, invalid_setting, resolve_settings
+from hybrid.threads import Answer, compiled_graph, forget_graphs
+from hybrid.threads import build_answer as _build_answer
+from hybrid.threads import thread_config as _config
+from hybrid.validation import check_question
 from retrieval.ingest import IngestReport, Progress
 
 __all__ = [
     "Answer",
+    "DoctorReport",
     "Event",
+    "ModelsUnreachable",
     "PendingReview",
+    "Readiness",
     "ReviewDecision",
     "answer_for",
     "ask",
     "audit_export",
+    "check_reachable",
     "check_request",
+    "doctor",
     "expire_reviews",
     "feedback",
     "ingest",
     "pending_reviews",
+    "readiness",
     "resume",
     "search",
     "stream",
 ]
-
-
-class Answer(BaseModel):
-    """Everything Hybrid AI did with one question: the answer and every decision behind it."""
-
-    thread_id: str
-    trace_id: str | None = Field(None, description="Id of this turn in the audit log.")
-    status: Status
-    question: str
-    answer: str | None = Field(description="Final answer; None while pending review or if rejected.")
-    answered_by: str | None = Field(description="Model spec of the final answer, or human:<reviewer>.")
-    explanation: str = Field(description="Why the query went where it went, in one line.")
-    route: RouteDecision
-    retrieval: Retrieval | None
-    drafts: list[Draft]
-    verifications: list[Verification]
-    review: Review | None
-    pending_review: ReviewRequest | None = Field(description="What the reviewer sees, while pending.")
-    timings_ms: dict[str, float]
-    usage: dict[str, TokenUsage] = Field(description="Tokens per model spec.")
-    cost: dict[str, float] = Field(description="Estimated cost per model spec, from configured prices.")
-    verifier_cost: float = Field(0.0, description="The verifier's own compute, priced.")
-    total_cost: float = Field(description="Every model call and the verifier, priced.")
-    large_only_cost: float = Field(
-        0.0, description="What sending this question to the large model alone would cost."
-    )
-    large_only_basis: str = Field("", description="How `large_only_cost` was worked out.")
-    saved: float = Field(
-        0.0, description="large_only_cost - total_cost (negative when escalation cost more)."
-    )
-
-    @property
-    def tier(self) -> Literal["small", "large", "human"] | None:
-        """Which tier produced the final answer."""
-        if self.answered_by is None:
-            return None
-        if self.answered_by.startswith("human:"):
-            return "human"
-        return next((d["tier"] for d in reversed(self.drafts) if d["model"] == self.answered_by), None)
 
 
 class PendingReview(BaseModel):
@@ -122,74 +92,24 @@ class Event(BaseModel):
 
 
 _ANSWER_NODES = {"answer_small", "escalate"}
-_graphs: dict[str, CompiledStateGraph] = {}
-_graphs_lock = threading.Lock()
-
-
-def _graph(settings: Settings) -> CompiledStateGraph:
-    """The graph compiled over the configured database, once per process."""
-    database = database_for(settings)
-    with _graphs_lock:
-        if database.url not in _graphs:
-            _graphs[database.url] = compile_graph(database.checkpointer)
-        return _graphs[database.url]
 
 
 def reset() -> None:
     """Close databases and stores and forget compiled graphs (as a process restart would)."""
     from hybrid import database
+    from hybrid.doctor import forget_readiness
     from retrieval import lexical, store
 
-    with _graphs_lock:
-        _graphs.clear()
+    forget_graphs()
+    forget_readiness()
     database.reset()
     store.reset()
     lexical.reset()
 
 
-def _config(thread_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id}}
-
-
-def _build_answer(
-    thread_id: str, values: Mapping[str, Any], interrupts: Iterable[Any], settings: Settings
-) -> Answer:
-    pending = next((i.value for i in interrupts), None)
-    drafts: list[Draft] = list(values.get("drafts") or [])
-    usage: dict[str, TokenUsage] = {}
-    cost: dict[str, float] = {}
-    for draft in drafts:
-        total = usage.setdefault(draft["model"], {"input_tokens": 0, "output_tokens": 0})
-        total["input_tokens"] += draft["usage"]["input_tokens"]
-        total["output_tokens"] += draft["usage"]["output_tokens"]
-        cost[draft["model"]] = round(cost.get(draft["model"], 0.0) + draft["cost"], 8)
-    status = "pending_review" if pending is not None else values.get("status") or "answered"
-    verifier_cost = round(sum(v.get("cost", 0.0) for v in values.get("verifications") or []), 8)
-    total = round(sum(cost.values()) + verifier_cost, 8)
-    large_only, basis = costs.large_only_cost(values, settings)
-    return Answer(
-        thread_id=thread_id,
-        trace_id=values.get("trace_id"),
-        status=status,
-        question=values["question"],
-        answer=values.get("answer"),
-        answered_by=values.get("answered_by"),
-        explanation=explain(values, pending is not None),
-        route=values["route"],
-        retrieval=values.get("retrieval"),
-        drafts=drafts,
-        verifications=values.get("verifications") or [],
-        review=values.get("review"),
-        pending_review=pending,
-        timings_ms=values.get("timings_ms") or {},
-        usage=usage,
-        cost=cost,
-        verifier_cost=verifier_cost,
-        total_cost=total,
-        large_only_cost=large_only,
-        large_only_basis=basis,
-        saved=round(large_only - total, 8),
-    )
+def _graph(settings: Settings) -> CompiledStateGraph:
+    """The graph compiled over the configured database, once per process."""
+    return compiled_graph(settings)
 
 
 def _run_settings(overrides: Mapping[str, Any]) -> Settings:
@@ -204,7 +124,16 @@ def _run_settings(overrides: Mapping[str, Any]) -> Settings:
 
 def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
     if graph.get_state(_config(thread_id)).interrupts:
-        raise ReviewError(f"conversation {thread_id} is waiting for a review; resolve it before asking again")
+        raise ConversationBusy(
+            f"conversation {thread_id} is waiting for a review; resolve it before asking again"
+        )
+
+
+def wait_for_shadow_runs(timeout: float | None = None) -> bool:
+    """Wait until this process's shadow runs are done (True), or `timeout` seconds (default: the
+    shadow timeout) pass (False)."""
+    settings = resolve_settings()
+    return shadow.drain(settings.shadow_timeout_s if timeout is None else timeout)
 
 
 def answer_for(thread_id: str) -> Answer:
@@ -215,8 +144,19 @@ def answer_for(thread_id: str) -> Answer:
 def _latest_answer(thread_id: str, settings: Settings) -> Answer:
     snapshot = _graph(settings).get_state(_config(thread_id))
     if not snapshot.values:
-        raise ReviewError(f"no conversation with thread id {thread_id!r}")
+        raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
     return _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
+
+
+def _refuse_if_unreachable(answer: Answer, settings: Settings) -> Answer:
+    """A turn no model could be reached for is an error for the caller, not an answer."""
+    if answer.status == "unreachable":
+        from hybrid.models.reachability import models_unreachable_error
+
+        raise models_unreachable_error(
+            answer.drafts, settings, thread_id=answer.thread_id, trace_id=answer.trace_id
+        )
+    return answer
 
 
 def _turn_input(
@@ -245,16 +185,18 @@ def prepare(**overrides: Any) -> list[str]:
     Returns what could not be prepared and why, without raising (the question that needs a broken
     piece reports it, or degrades as it would have anyway); invalid settings raise `InvalidSetting`.
     """
-    from graphs.router import score_query
-    from graphs.verifier import load_verifier
     from hybrid.models.factory import get_chat_model
+    from hybrid.routing.decision import score_query
+    from hybrid.verification.judge import load_verifier
     from retrieval.embeddings import embed_query
     from retrieval.lexical import lexical_index
 
     settings = _run_settings(overrides)
+    artifacts = registry.resolve(settings)
 
-    def verifier() -> None:
-        _, problem = load_verifier(settings.verifier_path)  # reports, does not raise
+    def verifier(tier: str) -> None:
+        folder = artifacts.path(tier)  # None: that tier is judged by the heuristic, by design
+        _, problem = load_verifier(folder) if folder else (None, None)  # reports, does not raise
         if problem:
             raise ValueError(f"{problem}; drafts get the heuristic score")
 
@@ -264,9 +206,11 @@ def prepare(**overrides: Any) -> list[str]:
     ]
     if settings.retrieval != "never":
         steps.append(("knowledge base", lambda: lexical_index(settings)))
-    if settings.router == "learned":
-        steps.append(("router", lambda: score_query("warm-up", settings)))
-    steps.append(("verifier", verifier))
+    router = artifacts.path("router")
+    if settings.router == "learned" and router is not None:
+        steps.append(("router", lambda: score_query("warm-up", router)))
+    steps.append(("small-tier verifier", lambda: verifier("small")))
+    steps.append(("large-tier verifier", lambda: verifier("large")))
     for tier in ("small", "large"):
         for spec in settings.tier_specs(tier):
             steps.append((f"model client {spec}", lambda spec=spec: get_chat_model(spec, settings)))
@@ -279,10 +223,48 @@ def prepare(**overrides: Any) -> list[str]:
     return problems
 
 
+def doctor(**overrides: Any) -> DoctorReport:
+    """Check everything the settings rely on (models, MiniLM, the knowledge store, the database,
+    the router and verifier, the policy file, telemetry); each check says what it found and the fix.
+
+    It loads what it checks (embedded models, MiniLM), so it takes seconds; `readiness` is the cheap
+    version."""
+    from hybrid.doctor import run_checks
+
+    return run_checks(_run_settings(overrides))
+
+
+def readiness(**overrides: Any) -> Readiness:
+    """Whether questions can be answered now: some tier has a model that may answer, and the
+    database answers. Cheap (no generation) and cached for `readiness_cache_s`."""
+    from hybrid.doctor import readiness as check
+
+    return check(_run_settings(overrides))
+
+
+def check_reachable(**overrides: Any) -> None:
+    """Raise `ModelsUnreachable` when no configured model can be reached, by the cached probes of
+    `readiness` (before a streamed answer starts, whose status code cannot change later)."""
+    from hybrid.doctor import unreachable_configuration
+
+    error = unreachable_configuration(_run_settings(overrides))
+    if error is not None:
+        raise error
+
+
 def check_request(question: Any, **overrides: Any) -> str:
     """Validate a question and per-run settings without running anything; the question, stripped."""
     settings = _run_settings(overrides)
     return check_question(question, settings)
+
+
+def _finished(thread_id: str, settings: Settings, reference: Sequence[str] | None) -> Answer:
+    """The turn's answer; a sampled turn is queued for a shadow run (after the answer is built)."""
+    snapshot = _graph(settings).get_state(_config(thread_id))
+    answer = _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
+    if settings.shadow_rate > 0 and not snapshot.interrupts:
+        shadow.schedule(settings, snapshot.values, thread_id=thread_id, reference=reference)
+    return answer
 
 
 def ask(
@@ -290,27 +272,33 @@ def ask(
     *,
     thread_id: str | None = None,
     history: list[Mapping[str, str]] | None = None,
+    reference: Sequence[str] | None = None,
     **overrides: Any,
 ) -> Answer:
     """Answer a question, continuing the conversation `thread_id` if given.
 
     Returns an `Answer` whose `status` is `answered`, `pending_review` (resume it with `resume`;
     the final answer is then available from `answer_for(thread_id)`) or `rejected`. Raises
-    `InvalidQuestion` for an empty or oversized question, before anything runs. `history`
-    (earlier `{"role", "content"}` turns) seeds a new conversation, as stateless clients send it.
+    `InvalidQuestion` for an empty or oversized question, before anything runs, and
+    `ModelsUnreachable` when no model of any allowed tier could be reached (no review case is
+    opened, unless `unreachable_models` is `review`). `history` (earlier `{"role", "content"}`
+    turns) seeds a new conversation, as stateless clients send it. `reference` (answers known to
+    be right, when the question comes from an evaluation set) labels the turn's shadow pair, if it
+    gets one.
     """
     settings = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
-    graph.invoke(
-        _turn_input(graph, thread_id, question, history),
-        _config(thread_id),
-        context=settings,
-        durability=settings.checkpoint_durability,
-    )
-    return _latest_answer(thread_id, settings)
+    with shadow.user_run():
+        graph.invoke(
+            _turn_input(graph, thread_id, question, history),
+            _config(thread_id),
+            context=settings,
+            durability=settings.checkpoint_durability,
+        )
+    return _refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
 
 
 def stream(
@@ -318,14 +306,30 @@ def stream(
     *,
     thread_id: str | None = None,
     history: list[Mapping[str, str]] | None = None,
+    reference: Sequence[str] | None = None,
     **overrides: Any,
 ) -> Iterator[Event]:
-    """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`."""
+    """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`
+    (or raising `ModelsUnreachable` instead, as `ask` does)."""
     settings = _run_settings(overrides)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
     _refuse_if_pending(graph, thread_id)
+    with shadow.user_run():
+        yield from _stream_events(graph, thread_id, question, history, settings)
+    yield Event(
+        kind="answer", answer=_refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
+    )
+
+
+def _stream_events(
+    graph: CompiledStateGraph,
+    thread_id: str,
+    question: str,
+    history: list[Mapping[str, str]] | None,
+    settings: Settings,
+) -> Iterator[Event]:
     for mode, chunk in graph.stream(
         _turn_input(graph, thread_id, question, history),
         _config(thread_id),
@@ -342,7 +346,6 @@ def stream(
             for node, update in chunk.items():
                 if node != "__interrupt__":
                     yield Event(kind="node", node=node, update=update if isinstance(update, dict) else None)
-    yield Event(kind="answer", answer=_latest_answer(thread_id, settings))
 
 
 def _heal(settings: Settings, graph: CompiledStateGraph, case: reviews.Case) -> bool:
@@ -371,31 +374,32 @@ def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answ
     """Resolve a conversation's pending review (approve, edit, reject, escalate); return the answer.
 
     Exactly once: the case is claimed atomically before the graph resumes, so when two reviewers
-    act at once one wins and the other gets a `ReviewError` naming who resolved it. Raises
-    `ReviewError` too if there is no such case or the decision is malformed.
+    act at once one wins and the other gets `CaseAlreadyResolved` naming who resolved it. Raises
+    `ConversationNotFound` if there is no such conversation and `InvalidDecision` if the decision
+    is malformed or not allowed for the case.
     """
     settings = resolve_settings()
     graph = _graph(settings)
     try:
         verdict = decision if isinstance(decision, ReviewDecision) else ReviewDecision(**decision)
     except ValidationError as exc:
-        raise ReviewError(f"invalid review decision: {exc.errors()[0]['msg']}") from None
+        raise InvalidDecision(f"invalid review decision: {exc.errors()[0]['msg']}") from None
     case = reviews.latest_case(settings, thread_id)
     if case is None:
         if not graph.get_state(_config(thread_id)).values:
-            raise ReviewError(f"no conversation with thread id {thread_id!r}")
-        raise ReviewError(f"conversation {thread_id} has no pending review")
+            raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
+        raise CaseAlreadyResolved(f"conversation {thread_id} has no pending review")
     if case.origin != "local":
-        raise ReviewError(
+        raise ReviewElsewhere(
             f"conversation {thread_id} lives in a LangGraph server; resolve it through that server's API"
         )
     if case.status != "resolved" and _heal(settings, graph, case):
         case = reviews.get_case(settings, case.case_id) or case
     if case.status == "resolved":
-        raise ReviewError(f"conversation {thread_id} has no pending review: {case.describe()}")
+        raise CaseAlreadyResolved(f"conversation {thread_id} has no pending review: {case.describe()}")
     allowed = case.request.get("actions")
     if allowed and verdict.action not in allowed:
-        raise ReviewError(
+        raise InvalidDecision(
             f"cannot {verdict.action} conversation {thread_id}: "
             + ("no model produced an answer; " if verdict.action == "approve" else "")
             + f"choose one of: {', '.join(allowed)}"
@@ -453,7 +457,7 @@ def expire_reviews(now: datetime | None = None) -> list[Answer]:
             decision["reason"] = settings.review_fallback_message
         try:
             answer = resume(case.thread_id, decision)
-        except ReviewError:
+        except CaseAlreadyResolved:
             continue  # a reviewer got there first
         audit.record(
             settings,
@@ -474,7 +478,7 @@ def feedback(thread_id: str, rating: Literal["up", "down"], *, comment: str | No
 
     answer = answer_for(thread_id)
     if answer.status != "answered":
-        raise ReviewError(f"conversation {thread_id} has no answer to rate ({answer.status})")
+        raise NoAnswer(f"conversation {thread_id} has no answer to rate ({answer.status})")
     record_user_feedback(resolve_settings(), answer, rating, comment)
 
 
@@ -505,7 +509,15 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
     from retrieval.search import search as run_search
 
     settings = _run_settings(overrides)
-    return run_search(settings, query, k or settings.retrieval_k, collection=collection)  # type: ignore[return-value]
+    return run_search(settings, query, k or settings.passages, collection=collection)  # type: ignore[return-value]
+
+
+def compare_versions(versions: Sequence[str] = (), *, since: datetime | None = None) -> dict[str, Any]:
+    """Live figures per router/verifier version, and the difference between two (default: the
+    current version and the canary), from recorded traffic (`hybrid tune compare`)."""
+    from hybrid.versions import compare
+
+    return compare(resolve_settings(), list(versions), since=since)
 
 
 def database_path() -> Path:
@@ -524,18 +536,21 @@ def traffic(*, since: datetime | None = None, until: datetime | None = None) -> 
 from hybrid.choices import RunChoices, run_choices  # noqa: E402
 from hybrid.conversations import Conversation, conversation, conversations, rate, ratings  # noqa: E402
 from hybrid.knowledge import CollectionStats, collection_stats, files_under, save_uploads  # noqa: E402
+from hybrid.traffic import OUTCOMES as TRAFFIC_OUTCOMES  # noqa: E402
 from hybrid.traffic import Summary as TrafficSummary  # noqa: E402
 from hybrid.traffic import Turn as TrafficTurn  # noqa: E402
 from hybrid.traffic import latency_by_model  # noqa: E402
 from hybrid.traffic import summarize as traffic_summary  # noqa: E402
 
 __all__ += [
+    "TRAFFIC_OUTCOMES",
     "CollectionStats",
     "Conversation",
     "RunChoices",
     "TrafficSummary",
     "TrafficTurn",
     "collection_stats",
+    "compare_versions",
     "conversation",
     "conversations",
     "files_under",

@@ -91,7 +91,7 @@ def conflict(a: str, b: str) -> str | None:
         return "differ in numbers"
     ta, tb = content_terms(a), content_terms(b)
     if sorted(ta) == sorted(tb) and ta != tb:
-        return "same words in another order"  # "is A faster than B" vs "is B faster than A": 0.99 alike
+        return "same words in another order"  # "is A faster than B", "is B faster than A": embed alike
     if max(len(a), len(b)) > _EMBEDDING_SEES:
         sa, sb = set(ta), set(tb)
         if len(sa & sb) / max(1, len(sa | sb)) < 0.85:

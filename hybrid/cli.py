@@ -39,10 +39,9 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except HybridError as exc:
             _fail(str(exc))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-            )
-            _fail(f"invalid setting: {problems}")
+            from hybrid.settings import invalid_setting
+
+            _fail(str(invalid_setting(exc)))
 
     return wrapper
 
@@ -106,6 +105,7 @@ def ask(
     answer = api.ask(question, thread_id=thread_id, **overrides)
     if as_json:
         click.echo(answer.model_dump_json())
+        _wait_for_shadow_runs()
         return
     if answer.status == "answered":
         click.echo(answer.answer)
@@ -115,6 +115,51 @@ def ask(
     else:
         click.secho("The answer was rejected by a reviewer.", fg="red")
     click.secho(f"route: {answer.explanation}", dim=True)
+    _wait_for_shadow_runs()
+
+
+def _wait_for_shadow_runs() -> None:
+    """A one-shot command waits for the shadow runs it queued (the process would end them)."""
+    from hybrid import api
+
+    api.wait_for_shadow_runs()
+
+
+_DOCTOR_COLOURS = {"ok": "green", "warning": "yellow", "failed": "red", "skipped": None}
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
+@click.option("--profile", help="Check this model profile instead of the configured one.")
+@_handle_errors
+def doctor(as_json: bool, profile: str | None) -> None:
+    """Check everything the settings rely on, one line per check with its fix.
+
+    Models (servers reachable, models pulled or listed, embedded files load), MiniLM, the knowledge
+    store, the database, the router and verifier, the policy file and telemetry. Exits with 1 when
+    a part answering needs has failed.
+    """
+    from hybrid import api
+
+    report = api.doctor(profile=profile)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        for check in report.checks:
+            status = click.style(f"{check.status:<8}", fg=_DOCTOR_COLOURS[check.status], bold=True)
+            fix = f" -> fix: {check.fix}" if check.fix else ""
+            click.echo(f"{status}{check.name}: {check.found}{fix}")
+        failed = [c for c in report.checks if c.blocking]
+        summary = (
+            f"{len(report.checks)} checks: {report.count('ok')} ok, {report.count('warning')} warning(s), "
+            f"{report.count('failed')} failed, {report.count('skipped')} skipped"
+        )
+        if failed:
+            click.secho(f"{summary}. Answering needs the failed parts: apply the fixes above.", fg="red")
+        else:
+            click.echo(f"{summary}. Ready to answer.")
+    if not report.ok:
+        sys.exit(1)
 
 
 class _ProgressBar:
@@ -389,14 +434,23 @@ def eval_fuzz(requests: int, as_json: bool) -> None:
 @click.option(
     "--requests", "requests_per_level", type=int, help="Requests per level [default: 2 x level, >= 8]."
 )
+@click.option(
+    "--shadow-rate",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Also compare the user's p50 with shadow runs off and at this rate, in alternating rounds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_handle_errors
-def eval_load(concurrency: str, requests_per_level: int | None, as_json: bool) -> None:
+def eval_load(
+    concurrency: str, requests_per_level: int | None, shadow_rate: float | None, as_json: bool
+) -> None:
     """Drive `hybrid serve` over HTTP on the embedded models: throughput, latency, errors, overhead."""
     from hybrid.evals.load import evaluate_load, format_table
 
     levels = [int(level) for level in concurrency.split(",") if level.strip()]
-    report = evaluate_load(levels, requests_per_level, log=lambda message: click.echo(message, err=True))
+    report = evaluate_load(
+        levels, requests_per_level, log=lambda message: click.echo(message, err=True), shadow_rate=shadow_rate
+    )
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
@@ -471,6 +525,160 @@ def eval_soak(
         sys.exit(1)
 
 
+@eval_.command("answers")
+@click.option(
+    "--qa",
+    "qa_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Questions with reference answers: SQuAD/XQuAD JSON, GSM8K JSONL, or JSONL of "
+    "{question, answers, context?}.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+@click.option(
+    "--router",
+    "router_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A router artefact to evaluate as the `candidate` mode.",
+)
+@click.option(
+    "--verifier",
+    "verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A small-tier verifier artefact for the `candidate` mode.",
+)
+@click.option(
+    "--large-verifier",
+    "large_verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A large-tier verifier artefact for the `candidate` mode.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also the `tuned` mode: each fold answered by artefacts tuned on the others (grouped folds).",
+)
+@click.option(
+    "--target-quality", type=click.FloatRange(0, 1.5), help="For --folds: F1 as a share of always-large's."
+)
+@click.option(
+    "--max-review-share", type=click.FloatRange(0, 1), help="For --folds: most questions sent to review."
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file of recorded model answers [default: <data dir>/evals/answers.sqlite].",
+)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Draw quality against cost here.",
+)
+@click.option(
+    "--outcomes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every question's outcome (JSON).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_answers(
+    *,
+    qa_path: Path,
+    limit: int | None,
+    router_dir: Path | None,
+    verifier_dir: Path | None,
+    large_verifier_dir: Path | None,
+    folds: int,
+    target_quality: float | None,
+    max_review_share: float | None,
+    record: Path | None,
+    plot_dir: Path | None,
+    outcomes: Path | None,
+    as_json: bool,
+) -> None:
+    """Real answers end to end: always-small, always-large, the product, and candidates, with savings."""
+    from hybrid.evals.answers import Mode, evaluate_answers, format_report, plot
+
+    candidate = {
+        "HYBRID_ROUTER_PATH": router_dir,
+        "HYBRID_VERIFIER_PATH": verifier_dir,
+        "HYBRID_LARGE_VERIFIER_PATH": large_verifier_dir,
+    }
+    chosen = {k: str(v.resolve()) for k, v in candidate.items() if v is not None}
+    modes = [Mode("candidate", environment=chosen)] if chosen else []
+    tune_options = {"target_quality": target_quality, "max_review_share": max_review_share}
+    report = evaluate_answers(
+        qa_path,
+        limit=limit,
+        modes=modes,
+        folds=folds,
+        tune_options={k: v for k, v in tune_options.items() if v is not None},
+        record=record,
+        log=lambda message: click.echo(message, err=True),
+    )
+    every = report.pop("outcomes")
+    if outcomes:
+        outcomes.parent.mkdir(parents=True, exist_ok=True)
+        outcomes.write_text(json.dumps(every))
+    if plot_dir:
+        click.echo(f"plot: {plot(report, plot_dir)}", err=True)
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@eval_.command("judge")
+@click.option(
+    "--qa",
+    "qa_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Questions with reference answers (the formats of `hybrid eval answers`).",
+)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="Pairs to judge.")
+@click.option(
+    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Recorded model answers (SQLite)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def eval_judge(qa_path: Path, limit: int, record: Path | None, as_json: bool) -> None:
+    """How far to trust the judge: its labels of both tiers' answers against the reference labels."""
+    from hybrid.evals.answers import pairs_for_qa
+    from hybrid.evals.judge import evaluate_judge, format_judge
+
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    pairs = pairs_for_qa(qa_path, limit=limit, record=record, log=log)
+    report = evaluate_judge(pairs, record=record, log=log)
+    click.echo(json.dumps(report) if as_json else format_judge(report))
+
+
+@eval_.command("replay")
+@click.option("--since", help="Pairs from this date on (YYYY-MM-DD).")
+@click.option(
+    "--version", "versions", multiple=True, help="A version to replay (repeat; default: current and canary)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def eval_replay(since: str | None, versions: tuple[str, ...], as_json: bool) -> None:
+    """What versions would have done with logged turns that have labelled shadow pairs, against
+    always-small and always-large; no model runs (the judge's earlier verdicts are reused)."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+    from hybrid.tuning.labels import labelled_pairs
+    from hybrid.tuning.replay import format_replay, replay
+
+    settings = resolve_settings()
+    pairs, counts = labelled_pairs(settings, since=_since(since), judge="cached")
+    if not pairs:
+        raise click.ClickException(f"no labelled shadow pairs to replay ({counts})")
+    if not versions:
+        current = registry.state(settings, fresh=True)
+        versions = (current.current, *([current.canary[0]] if current.canary else []))
+    report = replay(settings, pairs, versions) | {"pairs_left_out": counts}
+    click.echo(json.dumps(report, default=float) if as_json else format_replay(report))
+
+
 @eval_.command("robustness")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @_handle_errors
@@ -490,7 +698,7 @@ def eval_robustness(as_json: bool) -> None:
     "root",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="RouteLLM's data folder (gsm8k/, mmlu/), e.g. ../shared/data/routellm.",
+    help="RouteLLM's routellm/evals folder (gsm8k/, mmlu/).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.option(
@@ -538,6 +746,331 @@ def eval_routing(
         log=lambda message: click.echo(message, err=True),
     )
     click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+def _since(value: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD or ISO 8601)", param_hint="--since"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _print_choice(report: Any) -> None:
+    expected, plan = report.choice.expected, report.choice.plan
+
+    def line(name: str, label: str, pct: bool = True) -> str:
+        figure = expected[name]
+        low, high = figure["ci95"]
+        if pct:
+            return f"  {label:<32}{figure['value']:>8.1%}   (95 % CI {low:.1%} - {high:.1%})"
+        return f"  {label:<32}{figure['value']:>8.4f}   (95 % CI {low:.4f} - {high:.4f})"
+
+    click.echo(
+        f"thresholds: router need_large >= {plan.router:.3f}; small P(good) >= {plan.small:.3f}; "
+        f"large P(good) >= {plan.large:.3f}" + ("" if report.choice.met else f"  [{report.choice.note}]")
+    )
+    click.echo(f"expected on {expected['questions']} questions (out-of-fold):")
+    click.echo(line("quality", "quality (mean F1, review = 0)", pct=False))
+    click.echo(line("quality_vs_large", "quality vs always-large"))
+    click.echo(line("saving_vs_large", "saving vs always-large"))
+    click.echo(line("large_share", "large share"))
+    click.echo(line("review_share", "review share"))
+    for tier, figures in report.verifiers.items():
+        click.echo(
+            f"  {tier}-tier verifier: AUROC {figures['auroc']:.3f}, ECE {figures['ece']:.3f} "
+            f"({figures['good']} good of {figures['drafts']})"
+        )
+
+
+@cli.group("tune", invoke_without_command=True)
+@click.option(
+    "--qa",
+    "qa_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Learn from a question-answer set: both tiers answer every question (recorded answers replay).",
+)
+@click.option("--limit", type=click.IntRange(1), help="With --qa: only the first N questions.")
+@click.option(
+    "--from-traffic", is_flag=True, help="Learn from shadow pairs of live traffic (HYBRID_SHADOW_RATE)."
+)
+@click.option("--since", help="With --from-traffic: pairs from this date on (YYYY-MM-DD).")
+@click.option(
+    "--target-quality",
+    type=click.FloatRange(0, 1.5),
+    help="Mean F1 as a share of always-large's [default: 0.95].",
+)
+@click.option(
+    "--max-large-share", type=click.FloatRange(0, 1), help="At most this share calls the large model."
+)
+@click.option(
+    "--max-review-share",
+    type=click.FloatRange(0, 1),
+    default=0.15,
+    show_default=True,
+    help="At most this share goes to review.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1),
+    default=0.75,
+    show_default=True,
+    help="Share of resampled question sets the thresholds must meet the target on, not only this one.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2),
+    default=5,
+    show_default=True,
+    help="Grouped folds for out-of-fold scores.",
+)
+@click.option(
+    "--no-judge", is_flag=True, help="With --from-traffic: leave out pairs only the judge could label."
+)
+@click.option(
+    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Recorded model answers (SQLite)."
+)
+@click.option(
+    "--promote", is_flag=True, help="Promote the new version at once (else: canary, compare, promote)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_handle_errors
+def tune(
+    ctx: click.Context,
+    *,
+    qa_path: Path | None,
+    limit: int | None,
+    from_traffic: bool,
+    since: str | None,
+    target_quality: float | None,
+    max_large_share: float | None,
+    max_review_share: float,
+    confidence: float,
+    folds: int,
+    no_judge: bool,
+    record: Path | None,
+    promote: bool,
+    as_json: bool,
+) -> None:
+    """Learn the served models: train the router and a verifier per tier on pairs of their answers,
+    calibrate every threshold together to one target, and store a new registry version.
+
+    Without a source option, the subcommands manage versions: list, show, canary, compare,
+    promote, rollback, export."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if (qa_path is None) == (not from_traffic):
+        raise click.UsageError("give --qa FILE or --from-traffic (or a subcommand: hybrid tune --help)")
+    if target_quality is not None and max_large_share is not None:
+        raise click.UsageError("give at most one of --target-quality and --max-large-share")
+    import tempfile
+
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+    from hybrid.tuning.tune import tune as run_tune
+
+    settings = resolve_settings()
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    if qa_path is not None:
+        from hybrid.evals.answers import pairs_for_qa
+
+        pairs = pairs_for_qa(qa_path, limit=limit, record=record, log=log)
+        description = f"{len(pairs)} questions of {qa_path.name}, labelled by their reference answers"
+    else:
+        from hybrid.tuning.labels import labelled_pairs
+
+        pairs, counts = labelled_pairs(
+            settings, since=_since(since), judge="off" if no_judge else "run", log=log
+        )
+        log(f"shadow pairs: {counts}")
+        description = f"{len(pairs)} shadow pairs of live traffic" + (f" since {since}" if since else "")
+    if not pairs:
+        raise click.ClickException("no labelled pairs to learn from")
+    with tempfile.TemporaryDirectory(prefix="hybrid-tune-") as folder:
+        report = run_tune(
+            pairs,
+            Path(folder),
+            models={"small": settings.small_spec, "large": settings.large_spec},
+            description=description,
+            target_quality=target_quality,
+            max_large_share=max_large_share,
+            max_review_share=max_review_share,
+            confidence=confidence,
+            folds=folds,
+            cache_dir=settings.data_dir / "embedding-cache",
+            actor=_reviewer(),
+            log=log,
+        )
+        version = registry.add_version(settings, Path(folder), actor=_reviewer())
+    if promote:
+        registry.promote(settings, version, actor=_reviewer(), reason="hybrid tune --promote")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "version": version,
+                    "promoted": promote,
+                    "pairs": len(pairs),
+                    **report.choice.as_dict(),
+                    "verifiers": report.verifiers,
+                    "router": report.router,
+                },
+                default=float,
+            )
+        )
+        return
+    click.echo(f"version {version}: {description} ({report.seconds:.0f} s)")
+    _print_choice(report)
+    if promote:
+        click.echo(f"promoted {version}")
+    else:
+        click.echo(
+            f"next: hybrid tune canary {version} --share 0.1; hybrid tune compare; "
+            f"hybrid tune promote {version}"
+        )
+
+
+@tune.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def tune_list(as_json: bool) -> None:
+    """Every version: what it was trained on, what it expects, which serves."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    current = registry.state(settings, fresh=True)
+    rows = [
+        {
+            "version": registry.SHIPPED,
+            "created_at": None,
+            "created_by": "package",
+            "manifest": registry.manifest_of(settings, registry.SHIPPED),
+        },
+        *registry.versions(settings),
+    ]
+    for row in rows:
+        row["serving"] = (
+            "current"
+            if row["version"] == current.current
+            else f"canary {current.canary[1]:.0%}"
+            if current.canary and current.canary[0] == row["version"]
+            else ""
+        )
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        manifest = row["manifest"]
+        expected = (manifest.get("plan") or {}).get("expected") or {}
+        figures = ""
+        if expected:
+            figures = (
+                f"quality {expected['quality_vs_large']['value']:.0%} of large, saving "
+                f"{expected['saving_vs_large']['value']:.0%}, review {expected['review_share']['value']:.0%}"
+            )
+        trained = manifest.get("trained_on") or {}
+        trained = trained.get("description", trained) if isinstance(trained, dict) else trained
+        click.echo(
+            f"{row['version']:<10}{row['serving']:<14}{str(row['created_at'] or '')[:19]:<21}{figures}"
+        )
+        click.echo(f"{'':<10}{trained}")
+
+
+@tune.command("show")
+@click.argument("version")
+@_handle_errors
+def tune_show(version: str) -> None:
+    """A version's manifest: training data, labels, models, thresholds, expected figures."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    click.echo(json.dumps(registry.manifest_of(resolve_settings(), version), indent=2, default=str))
+
+
+@tune.command("canary")
+@click.argument("version", required=False)
+@click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True)
+@click.option("--stop", is_flag=True, help="End the running canary.")
+@_handle_errors
+def tune_canary(version: str | None, share: float, stop: bool) -> None:
+    """Serve VERSION to a share of conversations (the current version serves the rest)."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    if stop:
+        registry.stop_canary(settings, actor=_reviewer())
+        click.echo("canary stopped")
+        return
+    if version is None:
+        raise click.UsageError("give a VERSION (or --stop)")
+    registry.start_canary(settings, version, share, actor=_reviewer())
+    click.echo(f"canary: {version} serves {share:.0%} of conversations")
+
+
+@tune.command("promote")
+@click.argument("version")
+@click.option("--reason", help="Why (kept in the history).")
+@_handle_errors
+def tune_promote(version: str, reason: str | None) -> None:
+    """Serve VERSION to every request (ends a canary)."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    registry.promote(resolve_settings(), version, actor=_reviewer(), reason=reason)
+    click.echo(f"promoted {version}")
+
+
+@tune.command("rollback")
+@click.option("--reason", help="Why (kept in the history).")
+@_handle_errors
+def tune_rollback(reason: str | None) -> None:
+    """Serve again the version that served before the latest promotion."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    now = registry.rollback(resolve_settings(), actor=_reviewer(), reason=reason)
+    click.echo(f"rolled back: {now} serves")
+
+
+@tune.command("compare")
+@click.argument("versions", nargs=-1)
+@click.option("--since", help="Turns from this date on (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def tune_compare(versions: tuple[str, ...], since: str | None, as_json: bool) -> None:
+    """Live figures per version (quality, large share, review share, cost per answered question),
+    and the difference between two (default: the current version and the canary) with its 95 %
+    interval and whether it is significant."""
+    from hybrid import api
+    from hybrid.versions import format_comparison
+
+    report = api.compare_versions(versions, since=_since(since))
+    click.echo(json.dumps(report, default=str) if as_json else format_comparison(report))
+
+
+@tune.command("export")
+@click.argument("version")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_handle_errors
+def tune_export(version: str, out: Path) -> None:
+    """Write a version's artefacts to a folder (router/, verifier-small/, verifier-large/, manifest.json)."""
+    import shutil
+
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    folder = registry.version_folder(resolve_settings(), version)
+    shutil.copytree(folder, out, dirs_exist_ok=True)
+    click.echo(f"{version} written to {out}")
 
 
 @cli.group()
@@ -745,7 +1278,7 @@ def _calibrate_and_report(
     "--xquad",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="XQuAD (SQuAD-format) JSON, e.g. ../shared/data/qa/xquad-en-dev.json.",
+    help="XQuAD (SQuAD-format) JSON, e.g. xquad.en.json from deepmind/xquad.",
 )
 @click.option("--max-items", type=click.IntRange(10), help="A seeded sample of N questions (quick runs).")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="CV folds.")
@@ -766,9 +1299,9 @@ def eval_verifier(
     as_json: bool,
 ) -> None:
     """AUROC, Brier and ECE of the heuristic and the calibrated verifier on the small model's answers."""
+    from hybrid.evals.drafts import build_xquad_rows
     from hybrid.settings import resolve_settings
     from hybrid.verification.pipeline import (
-        build_xquad_rows,
         embedding_cache,
         evaluate_verifier,
         format_report,
@@ -830,9 +1363,9 @@ def verifier_build_data(
     max_items: int | None,
 ) -> None:
     """Answer XQuAD questions with the real small model through the graph's prompt; label the answers."""
+    from hybrid.evals.drafts import build_xquad_rows
     from hybrid.settings import resolve_settings
     from hybrid.verification.data import write_jsonl
-    from hybrid.verification.pipeline import build_xquad_rows
 
     settings = resolve_settings()
     rows = build_xquad_rows(
@@ -985,7 +1518,7 @@ def ui(streamlit_args: tuple[str, ...]) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @_handle_errors
 def serve(host: str, port: int) -> None:
-    """Serve an OpenAI-compatible API (/v1/chat/completions, model "hybrid") plus /health and /metrics."""
+    """Serve an OpenAI-compatible API (/v1/chat/completions, model "hybrid"), /health, /ready and /metrics."""
     from hybrid.server import serve as run
 
     run(host, port)

@@ -8,18 +8,16 @@ so a reopened conversation shows exactly the `Answer` records it showed when it 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from hybrid import traffic
 from hybrid.database import audit, database_for, feedback
-from hybrid.errors import ReviewError
+from hybrid.errors import ConversationNotFound, NoAnswer
 from hybrid.settings import resolve_settings
-
-if TYPE_CHECKING:
-    from hybrid.api import Answer
+from hybrid.threads import Answer, build_answer, compiled_graph, thread_config
 
 
 class Conversation(BaseModel):
@@ -68,21 +66,19 @@ def conversation(thread_id: str) -> list[Answer]:
     """Every turn of a conversation, oldest first, each as the `Answer` it ended with.
 
     A turn ends when the graph finishes (answered or rejected) or pauses for a reviewer; a turn
-    that never got there (the process died mid-answer) is left out. Raises `ReviewError` if
-    there is no such conversation.
+    that never got there (the process died mid-answer) is left out. Raises
+    `ConversationNotFound` if there is no such conversation.
     """
-    from hybrid.api import _build_answer, _config, _graph
-
     settings = resolve_settings()
-    graph = _graph(settings)
+    graph = compiled_graph(settings)
     answers = []
-    for index, snapshot in enumerate(graph.get_state_history(_config(thread_id))):
+    for index, snapshot in enumerate(graph.get_state_history(thread_config(thread_id))):
         # Newest first. Only the newest snapshot can be paused on a review: asking again is
         # refused while one is pending, and resolving it moves the conversation on.
         if (index == 0 and snapshot.interrupts) or (not snapshot.next and snapshot.values.get("route")):
-            answers.append(_build_answer(thread_id, snapshot.values, snapshot.interrupts, settings))
-    if not answers and not graph.get_state(_config(thread_id)).values:
-        raise ReviewError(f"no conversation with thread id {thread_id!r}")
+            answers.append(build_answer(thread_id, snapshot.values, snapshot.interrupts, settings))
+    if not answers and not graph.get_state(thread_config(thread_id)).values:
+        raise ConversationNotFound(f"no conversation with thread id {thread_id!r}")
     return answers[::-1]
 
 
@@ -92,9 +88,9 @@ def rate(thread_id: str, trace_id: str, rating: Literal["up", "down"], *, commen
 
     answer = next((a for a in conversation(thread_id) if a.trace_id == trace_id), None)
     if answer is None:
-        raise ReviewError(f"conversation {thread_id} has no turn {trace_id!r}")
+        raise ConversationNotFound(f"conversation {thread_id} has no turn {trace_id!r}")
     if answer.status != "answered":
-        raise ReviewError(f"conversation {thread_id} has no answer to rate ({answer.status})")
+        raise NoAnswer(f"conversation {thread_id} has no answer to rate ({answer.status})")
     record_user_feedback(resolve_settings(), answer, rating, comment)
 
 

@@ -1,4 +1,5 @@
-"""The database: LangGraph checkpoints plus our own tables (review cases, audit log, feedback).
+"""The database: LangGraph checkpoints plus our own tables (review cases, audit log, feedback,
+spend, the answer cache, the registry of router and verifier versions, shadow pairs).
 
 SQLite in the data directory by default; PostgreSQL when `HYBRID_CHECKPOINT_URL` is a
 `postgresql://` URL, so several processes or machines share one review queue. Our tables go
@@ -96,6 +97,49 @@ spend = sa.Table(
     sa.Column("day", sa.String(10), primary_key=True),  # UTC date, YYYY-MM-DD
     sa.Column("user_id", sa.String(200), primary_key=True),  # "" for requests without a user
     sa.Column("cost", sa.Float, nullable=False, default=0.0),
+)
+
+artifact_versions = sa.Table(
+    "hybrid_artifact_versions",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),  # what it was trained on, its labels and metrics
+    sa.Column("archive", sa.LargeBinary, nullable=False),  # the artefact folder, tar.gz
+)
+
+artifact_events = sa.Table(
+    "hybrid_artifact_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # promote | rollback | canary | canary_stop
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("share", sa.Float),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text),
+)
+
+shadow_pairs = sa.Table(
+    "hybrid_shadow_pairs",
+    metadata,
+    sa.Column("trace_id", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("thread_id", sa.String(200), nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("passages", sa.JSON, nullable=False),
+    sa.Column("retrieval_confidence", sa.Float),
+    sa.Column("answered_by", sa.String(200)),
+    sa.Column("route", sa.JSON, nullable=False),  # the route taken, need_large, artefact versions
+    sa.Column("small", sa.JSON),  # each tier's draft (text, model, cost, latency, signals)
+    sa.Column("large", sa.JSON),
+    sa.Column("shadow_tier", sa.String(8)),  # the tier run in the background; None: both drafts existed
+    sa.Column("shadow_outcome", sa.String(16), nullable=False),  # ok | timeout | failed | observed
+    sa.Column("shadow_cost", sa.Float, nullable=False, default=0.0),
+    sa.Column("reference", sa.JSON),  # reference answers, when the question came from an evaluation set
+    sa.Column("version", sa.String(64), index=True),
+    sa.Column("labels", sa.JSON),  # filled by hybrid.tuning.labels (judge verdicts are kept here)
 )
 
 

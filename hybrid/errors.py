@@ -19,12 +19,64 @@ class UnknownModel(HybridError, ValueError):
     """A model spec names a provider or packaged model that does not exist."""
 
 
+class GenerationPreempted(HybridError):
+    """A background generation stopped so that a user's request could run (it is tried again later)."""
+
+
 class ContextWindowExceeded(HybridError, ValueError):
     """A prompt does not fit a model's context window (it is never silently truncated)."""
 
 
 class ReviewError(HybridError):
-    """A review decision cannot be applied: no such case, already resolved, or malformed."""
+    """A conversation or review request cannot be served; the subclasses below say why."""
+
+
+class ConversationNotFound(ReviewError, LookupError):
+    """No conversation (or no such turn of one) has this id."""
+
+
+class ConversationBusy(ReviewError):
+    """The conversation waits for a reviewer; nothing more can be asked until the case is resolved."""
+
+
+class CaseAlreadyResolved(ReviewError):
+    """The review case is resolved, or being resolved by someone else, or was never opened."""
+
+
+class InvalidDecision(ReviewError, ValueError):
+    """A review decision is malformed or not allowed for this case (e.g. an edit without text)."""
+
+
+class NoAnswer(ReviewError):
+    """The conversation's turn has no answer to act on (it is pending review or was rejected)."""
+
+
+class ReviewElsewhere(ReviewError):
+    """The case belongs to a LangGraph server's run; resolve it through that server's API."""
+
+
+class ModelsUnreachable(HybridError):
+    """No model of any tier the question may use could be reached: every one refused the
+    connection, has an unknown host, or does not know the model (or the key). A configuration
+    error, not a question for a reviewer; `hybrid doctor` says what to fix.
+
+    `unreachable` lists each model as `{"tier", "model", "endpoint", "reason", "fix"}`;
+    `retry_after_s` is when trying again may help (the models' cooldown)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unreachable: list[dict[str, str]] | None = None,
+        thread_id: str | None = None,
+        trace_id: str | None = None,
+        retry_after_s: float = 30.0,
+    ) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable or []
+        self.thread_id = thread_id
+        self.trace_id = trace_id
+        self.retry_after_s = retry_after_s
 
 
 class ClusterError(HybridError):

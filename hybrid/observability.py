@@ -71,6 +71,37 @@ RUNS_WAITING = Gauge("hybrid_runs_waiting", "Requests waiting for a free run slo
 REVIEWS = Counter(
     "hybrid_reviews", "Review cases opened and resolved, by action", ["action"], registry=REGISTRY
 )
+LARGE_SHARE = Gauge(
+    "hybrid_large_share",
+    "Share of recent answered turns that called the large model, by artefact version",
+    ["version"],
+    registry=REGISTRY,
+)
+SMALL_ACCEPTANCE = Gauge(
+    "hybrid_small_acceptance",
+    "Share of recent small-model drafts the verifier accepted, by artefact version",
+    ["version"],
+    registry=REGISTRY,
+)
+DRIFT = Gauge(
+    "hybrid_drift",
+    "1 while a signal (large_share, small_acceptance) is outside the band its version expects",
+    ["signal", "version"],
+    registry=REGISTRY,
+)
+SHADOW_RUNS = Counter(
+    "hybrid_shadow_runs",
+    "Shadow runs by outcome: ok, timeout, failed, observed (both drafts existed), preempted, dropped, "
+    "skipped_boundary, skipped_budget",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SHADOW_COST = Counter(
+    "hybrid_shadow_cost",
+    "Estimated cost of shadow runs by model (apart from answers)",
+    ["model"],
+    registry=REGISTRY,
+)
 
 HTTP_REQUESTS = Counter(
     "hybrid_http_requests",

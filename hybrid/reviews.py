@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from hybrid.database import database_for, insert_ignore, reviews
-from hybrid.errors import ReviewError
+from hybrid.errors import CaseAlreadyResolved, ConversationNotFound
 from hybrid.settings import Settings
 
 
@@ -148,7 +148,7 @@ def open_cases(settings: Settings, origin: str = "local") -> list[Case]:
 
 
 def claim(settings: Settings, case_id: str, *, reviewer: str, decision: dict[str, Any]) -> str:
-    """Take a case for resolution; returns the claim token. Raises `ReviewError` if someone has it."""
+    """Take a case for resolution; returns the claim token. Raises `CaseAlreadyResolved` if someone has it."""
     token = uuid.uuid4().hex
     at = now()
     stale = at - timedelta(seconds=settings.review_claim_lease_s)
@@ -172,8 +172,8 @@ def claim(settings: Settings, case_id: str, *, reviewer: str, decision: dict[str
     if result.rowcount != 1:
         current = get_case(settings, case_id)
         if current is None:
-            raise ReviewError(f"no review case {case_id}")
-        raise ReviewError(f"case {current.thread_id} is {current.describe()}")
+            raise ConversationNotFound(f"no review case {case_id}")
+        raise CaseAlreadyResolved(f"case {current.thread_id} is {current.describe()}")
     return token
 
 
@@ -189,7 +189,7 @@ def confirm(settings: Settings, case_id: str, token: str | None, *, reviewer: st
         return token
     current = get_case(settings, case_id)
     if current is None or current.claim_token != token:
-        raise ReviewError(
+        raise CaseAlreadyResolved(
             f"case {case_id} is {current.describe()}" if current else f"no review case {case_id}"
         )
     return token

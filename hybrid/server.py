@@ -5,9 +5,9 @@
         model="hybrid", messages=[{"role": "user", "content": "What is the capital of France?"}])
 
 Endpoints: `POST /v1/chat/completions` (model `hybrid` or `hybrid:<profile>`; streaming or not),
-`GET /v1/models`, `GET /health`, `GET /metrics`, and Hybrid's own: `GET /v1/hybrid/threads/{id}`
-(poll a conversation), `GET /v1/hybrid/reviews`, `POST /v1/hybrid/reviews/{thread_id}`,
-`POST /v1/hybrid/feedback`.
+`GET /v1/models`, `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics`, and
+Hybrid's own: `GET /v1/hybrid/threads/{id}` (poll a conversation), `GET /v1/hybrid/reviews`,
+`POST /v1/hybrid/reviews/{thread_id}`, `POST /v1/hybrid/feedback`.
 
 Every response carries a `hybrid` field (route, status, explanation, verifier, sources, trace id,
 costs, timings) and `X-Hybrid-*` headers. A question waiting for a reviewer answers `202` with
@@ -37,7 +37,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hybrid import api, observability, openapi
-from hybrid.errors import HybridError, InvalidQuestion, InvalidSetting, ReviewError, UnknownModel
+from hybrid.errors import (
+    CaseAlreadyResolved,
+    ConversationBusy,
+    ConversationNotFound,
+    HybridError,
+    InvalidDecision,
+    InvalidQuestion,
+    InvalidSetting,
+    ModelsUnreachable,
+    NoAnswer,
+    ReviewElsewhere,
+    ReviewError,
+    UnknownModel,
+)
 from hybrid.settings import resolve_settings
 
 MODEL = "hybrid"
@@ -75,6 +88,11 @@ class HybridOptions(BaseModel):
         None, description="hold: stream only verified answers; correct: stream drafts, then a correction."
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Per-run settings, e.g. force_route.")
+    reference: list[str] | None = Field(
+        None,
+        max_length=20,
+        description="Answers known to be right (evaluation traffic): they label the turn's shadow pair.",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -126,18 +144,30 @@ class OpenAIError(Exception):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+# HTTP status and error code of each conversation and review error, by type.
+_REVIEW_STATUSES: dict[type[ReviewError], tuple[int, str | None]] = {
+    ConversationNotFound: (404, "not_found"),
+    ConversationBusy: (409, "conversation_busy"),
+    CaseAlreadyResolved: (409, "review_conflict"),
+    NoAnswer: (409, "no_answer"),
+    ReviewElsewhere: (409, "review_elsewhere"),
+    InvalidDecision: (422, "invalid_decision"),
+}
+
+
 def _error_for(exc: Exception) -> OpenAIError:
     if isinstance(exc, OpenAIError):
         return exc
     if isinstance(exc, InvalidQuestion | InvalidSetting):
         return OpenAIError(400, str(exc), "invalid_request_error", "invalid_value")
+    if isinstance(exc, ModelsUnreachable):  # a configuration error: retrying elsewhere may help
+        retry = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+        return OpenAIError(503, str(exc), "service_unavailable", "models_unreachable", headers=retry)
     if isinstance(exc, UnknownModel):
         return OpenAIError(404, str(exc), "invalid_request_error", "model_not_found", "model")
-    if isinstance(exc, ReviewError):
-        status = 409 if "already resolved" in str(exc) or "being resolved" in str(exc) else 404
-        return OpenAIError(
-            status, str(exc), "invalid_request_error", "review_conflict" if status == 409 else None
-        )
+    for kind, (status, code) in _REVIEW_STATUSES.items():
+        if isinstance(exc, kind):
+            return OpenAIError(status, str(exc), "invalid_request_error", code)
     if isinstance(exc, HybridError):
         return OpenAIError(400, str(exc), "invalid_request_error")
     from hybrid.database import is_unavailable
@@ -192,6 +222,11 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0)
             for hit in (answer.retrieval or {}).get("hits", [])
         ],
         "pending_review": answer.pending_review,
+        "versions": {
+            key: value
+            for key, value in (answer.route.get("versions") or {}).items()
+            if key in ("version", "origin", "canary", "stale")
+        },
         "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
         "timings_ms": {
             "total": round(elapsed_ms, 2),
@@ -273,8 +308,9 @@ class _Admission:
     """At most `max_active_runs` graph runs at once; later requests wait here, on the event loop.
 
     A run holds the GIL for its Python work between model calls, and the models take both cores:
-    sixteen runs side by side kept `/health` waiting up to 200 ms and stretched every run's own time
-    (measured), for fewer answers per second. A waiting request costs nothing and keeps its place.
+    sixteen runs side by side kept `/health` waiting and stretched every run's own time, for fewer
+    answers per second (`hybrid eval load`, docs/benchmarks.md). A waiting request costs nothing and
+    keeps its place.
     """
 
     def __init__(self) -> None:
@@ -367,12 +403,19 @@ async def _stream(
     started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
     async with admission.slot() as queued:
-        events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+        events = api.stream(
+            question,
+            thread_id=request.hybrid.thread_id,
+            history=history,
+            reference=request.hybrid.reference,
+            **overrides,
+        )
         streamed = ""  # draft text the client has been shown and not told to discard
         async for event in _iterate_in_thread(events):
             if isinstance(event, BaseException):
                 error = _error_for(event if isinstance(event, Exception) else RuntimeError(str(event)))
-                yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind}})}\n\n"
+                body = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
+                yield f"data: {json.dumps(body)}\n\n"
                 return
             if event.kind == "token" and policy == "correct":
                 streamed += event.text or ""
@@ -428,6 +471,27 @@ def _pieces(text: str) -> list[str]:
     return [w if i == 0 else f" {w}" for i, w in enumerate(words)] if text else []
 
 
+def _authorized(request: Request) -> bool:
+    """No keys are required, or the request carries one of them."""
+    keys = resolve_settings().api_key_list
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    return not keys or any(secrets.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+async def _readiness(request: Request) -> JSONResponse:
+    """Readiness for load balancers: 503 while no tier can answer or the database is down. Cheap
+    (no generation) and cached for `readiness_cache_s`. When keys are required, only callers with
+    one get the details (models, endpoints, fixes); a load balancer needs only the status."""
+    found = await run_in_threadpool(api.readiness)
+    body = found.as_dict() if _authorized(request) else {"status": "ready" if found.ready else "unready"}
+    if found.ready:
+        return JSONResponse(body)
+    retry = str(max(1, math.ceil(resolve_settings().readiness_cache_s)))
+    return JSONResponse(body, status_code=503, headers={"Retry-After": retry})
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     """Prepare before serving; expire overdue reviews while serving."""
@@ -440,8 +504,8 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
     for problem in await run_in_threadpool(api.prepare):
         observability.logger.warning("not prepared at start-up: %s", problem)
-    # A full garbage collection walks every object: ~200k once the libraries are loaded,
-    # ~200 ms holding the GIL, a stall of every request and of /health. Frozen, the start-up
+    # A full garbage collection walks every object, and once the libraries are loaded that holds
+    # the GIL long enough to stall every request and /health. Frozen, the start-up
     # objects are never walked again (reference counting still frees them; only cycles would stay).
     gc.collect()
     gc.freeze()
@@ -469,13 +533,7 @@ def create_app() -> FastAPI:
     admission = _Admission()
 
     async def authorize(request: Request) -> None:
-        keys = resolve_settings().api_key_list
-        if not keys:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-        if not any(secrets.compare_digest(token.encode(), key.encode()) for key in keys):
+        if not _authorized(request):
             message = "invalid or missing API key (Authorization: Bearer <key>)"
             raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
 
@@ -504,6 +562,10 @@ def create_app() -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        return await _readiness(request)
+
     @app.get("/metrics")
     async def metrics() -> Response:
         from hybrid.observability import render_metrics
@@ -524,8 +586,10 @@ def create_app() -> FastAPI:
         overrides = _overrides(request)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
-            # Refuse bad input before the stream starts, so it gets a proper status code.
+            # Refuse bad input and a dead configuration before the stream starts, so they get a
+            # proper status code.
             api.check_request(question, **overrides)
+            await run_in_threadpool(lambda: api.check_reachable(**overrides))
             admission.refuse_if_full()
             return await _streaming_response(
                 request, question, history, overrides, policy, admission=admission
@@ -534,7 +598,13 @@ def create_app() -> FastAPI:
         started = time.perf_counter()
         async with admission.slot(raw) as queued:
             answer = await run_in_threadpool(
-                lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+                lambda: api.ask(
+                    question,
+                    thread_id=request.hybrid.thread_id,
+                    history=history,
+                    reference=request.hybrid.reference,
+                    **overrides,
+                )
             )
         return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000, queued)
 
@@ -573,6 +643,7 @@ def serve(host: str, port: int) -> None:
 
     configure_logging(resolve_settings().log_level)
     # Requests run side by side; inside one, BLAS only multiplies a single query vector (the
-    # router's neighbours), where waking a second BLAS thread after a model call cost 3-5 ms.
+    # router's neighbours), where waking a second BLAS thread after a model call costs more than
+    # the product.
     threadpoolctl.threadpool_limits(1, user_api="blas")
     uvicorn.run(create_app(), host=host, port=port, log_level="warning", access_log=False)

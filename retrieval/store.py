@@ -21,6 +21,8 @@ from hybrid.errors import HybridError
 from hybrid.settings import Settings
 
 VERSION_KEY = "hybrid_version"
+# Every Chroma client we build: no product telemetry (Chroma would otherwise send it to PostHog).
+CLIENT_SETTINGS = {"anonymized_telemetry": False}
 
 
 class StoreBusy(HybridError):
@@ -67,7 +69,7 @@ def client_for(settings: Settings) -> Any:
     key = settings.chroma_url or str(settings.chroma_path)
     with _clients_lock:
         if key not in _clients:
-            chroma_settings = ChromaSettings(anonymized_telemetry=False)  # costs ms: build once
+            chroma_settings = ChromaSettings(**CLIENT_SETTINGS)  # costs ms: build once
             if settings.chroma_url:
                 url = urlparse(settings.chroma_url)
                 client = chromadb.HttpClient(
@@ -82,6 +84,13 @@ def client_for(settings: Settings) -> Any:
                 client = chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
                 _clients[key] = _Opened(client, lock_file)
         return _clients[key].client
+
+
+def opened_client(settings: Settings) -> Any | None:
+    """The Chroma client this process has open for the configured store, if any (opens nothing)."""
+    with _clients_lock:
+        opened = _clients.get(settings.chroma_url or str(settings.chroma_path))
+    return opened.client if opened else None
 
 
 def reset() -> None:

@@ -1,21 +1,33 @@
-"""Render the README's CLI reference (from `hybrid --help`) and settings reference (from
-`Settings`), so the docs cannot drift.
+"""Render the CLI reference (from `hybrid --help`) into docs/cli.md and the settings reference (from
+`Settings`) into docs/configuration.md, so the docs cannot drift.
 
 python scripts/cli_reference.py          print both references
-python scripts/cli_reference.py --write  replace them in README.md
+python scripts/cli_reference.py --write  replace them in docs/cli.md and docs/configuration.md
+
+Each page keeps its hand-written prose; only the block between its two markers is generated.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 from pydantic.fields import FieldInfo
 
 from hybrid.cli import cli
+from hybrid.settings import shipped as shipped_root_of
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_root() -> Path:
+    return shipped_root_of(".")
+
+
+CLI_PAGE = ROOT / "docs" / "cli.md"
+SETTINGS_PAGE = ROOT / "docs" / "configuration.md"
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 SETTINGS_START, SETTINGS_END = "<!-- settings-reference:start -->", "<!-- settings-reference:end -->"
 
@@ -48,8 +60,14 @@ def _default(field: FieldInfo) -> str:
         value = field.default
     if value is None or value == {}:
         return "none" if value is None else "`{}`"
-    if isinstance(value, Path) and value.is_relative_to(README.parent):
-        return f"`{value.relative_to(README.parent)}`"
+    if isinstance(value, Path):
+        # Files shipped with the package are named as the repository names them, wherever this
+        # checkout (or the installed package) lives, so the page is the same on every machine.
+        shipped = shipped_root()
+        if value.is_relative_to(shipped):
+            return f"`data/{value.relative_to(shipped).as_posix()}`"
+        if value.is_relative_to(ROOT):
+            return f"`{value.relative_to(ROOT).as_posix()}`"
     return f"`{value}`"
 
 
@@ -65,21 +83,43 @@ def render_settings() -> str:
     return "\n".join(rows)
 
 
+# Each generated page: its markers and what goes between them.
+PAGES: dict[Path, tuple[str, str, Callable[[], str]]] = {
+    CLI_PAGE: (START, END, render),
+    SETTINGS_PAGE: (SETTINGS_START, SETTINGS_END, render_settings),
+}
+
+
 def replace_in(text: str, reference: str, start: str = START, end: str = END) -> str:
     """`text` with the block between the markers replaced by `reference`."""
+    if start not in text or end not in text:
+        raise ValueError(f"the page has lost its markers {start} ... {end}")
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     return f"{head}{start}\n{reference}\n{end}{tail}"
 
 
-def rendered_readme(text: str) -> str:
-    """The README with both references brought up to date."""
-    text = replace_in(text, render())
-    return replace_in(text, render_settings(), SETTINGS_START, SETTINGS_END)
+def rendered(page: Path, text: str) -> str:
+    """`text`, the contents of `page`, with its generated block brought up to date."""
+    start, end, make = PAGES[page]
+    return replace_in(text, make(), start, end)
+
+
+def write() -> list[Path]:
+    """Regenerate every page whose block is out of date; the pages changed."""
+    changed = []
+    for page in PAGES:
+        text = page.read_text()
+        new = rendered(page, text)
+        if new != text:
+            page.write_text(new)
+            changed.append(page)
+    return changed
 
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        README.write_text(rendered_readme(README.read_text()))
+        for page in write():
+            print(f"updated {page.relative_to(ROOT)}")
     else:
         print(render_settings() + "\n\n" + render())

@@ -12,7 +12,18 @@ import importlib.metadata
 from pathlib import Path
 
 LOCK = Path(__file__).resolve().parent.parent / "requirements" / "lock.txt"
-TEST_ONLY = {"pytest", "pluggy", "iniconfig", "pytest-timeout", "ruff", "playwright", "pyee", "greenlet"}
+TEST_ONLY = {
+    "pytest",
+    "pluggy",
+    "iniconfig",
+    "pytest-timeout",
+    "ruff",
+    "playwright",
+    "pyee",
+    "greenlet",
+    "import-linter",
+    "grimp",
+}
 SKIP = TEST_ONLY | {"torch", "hybrid-ai", "pip", "setuptools", "wheel"}
 HEADER = (
     "# Every runtime package, pinned (a freeze of a working venv: scripts/freeze_lock.py). Installed\n"

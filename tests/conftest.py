@@ -1,10 +1,17 @@
-"""Shared fixtures. Every test gets its own data directory and a clean `HYBRID_*` environment."""
+"""Shared fixtures, and the test tiers. Every test gets its own data directory and a clean
+`HYBRID_*` environment, and carries exactly one tier marker (docs/testing.md says which is which)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+# Before anything loads OpenMP (scikit-learn, torch, OpenBLAS): one thread each, in this process and
+# the ones it starts. OpenMP threads spin while they wait for a busy core: with both cores busy, a
+# 0.5 s scikit-learn fit took over 30 s, and test_routing_model 44-67 s instead of 16 s. Results
+# do not depend on the thread count; set OMP_NUM_THREADS yourself to try another.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -14,6 +21,37 @@ from hybrid.models.resilience import breaker
 from tests.fakes import FakeModels
 
 REPO = Path(__file__).resolve().parent.parent
+
+TIER_TIMEOUTS_S = {
+    "unit": 30,  # fakes only: a hang shows in seconds, not after the e2e allowance
+    "integration": 300,  # SQLite, embedded Chroma, MiniLM: the first use loads MiniLM
+    "e2e": 900,  # real models, servers and a browser, started by the test itself
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test without exactly one tier; give each test its tier's timeout.
+
+    A timeout asked for on the command line (`--timeout`, `PYTEST_TIMEOUT`) applies to every test
+    instead, so `--timeout=0` still turns timeouts off when debugging."""
+    problems = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIER_TIMEOUTS_S})
+        if len(tiers) != 1:
+            found = f"has {', '.join(tiers)}" if tiers else "has none"
+            problems.append(f"  {item.nodeid}: {found}")
+    if problems:
+        raise pytest.UsageError(
+            "every test needs exactly one tier marker (unit, integration or e2e; see docs/testing.md):\n"
+            + "\n".join(problems)
+        )
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:  # a test's own timeout marker wins
+            (tier,) = {mark.name for mark in item.iter_markers() if mark.name in TIER_TIMEOUTS_S}
+            item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS_S[tier]))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -46,6 +46,11 @@ PRICES = {
     "llamacpp:gemma-3-270m": {"input_per_million": 2.5, "output_per_million": 10},
 }
 MODEL_TIMEOUT_MS = 180_000  # the first question of a server loads the models on a shared CPU
+# The test hook that paces the embedded models: a streamed draft stays on screen for at least a
+# quarter of a second per token on any machine, so a screenshot of a page mid-answer catches it
+# mid-answer. What the tests assert about those passing states is the record the page keeps
+# (`data-shown`).
+PACED = {"HYBRID_TEST_MIN_TOKEN_INTERVAL_S": "0.25"}
 
 
 def server_env(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -84,7 +89,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     lower bar than the calibrated verifier's (which turns most of them down: test_verification).
     """
     data = tmp_path_factory.mktemp("ui") / "data"
-    with start_ui(data, HYBRID_SMALL_ACCEPT_THRESHOLD="0.1") as url:
+    with start_ui(data, HYBRID_SMALL_ACCEPT_THRESHOLD="0.1", **PACED) as url:
         yield url
 
 
@@ -152,16 +157,22 @@ def badge(message: Any, text: str) -> Any:
     return message.locator(".stMarkdownBadge", has_text=text)
 
 
+def shown_while_answering(message: Any) -> Any:
+    """The record a finished message keeps of the states the page showed while it was made."""
+    return message.locator(".shown-while-answering")
+
+
 def test_a_question_streams_a_draft_then_shows_the_answer_with_its_route_badge(ui: str, pages: Pages) -> None:
     page = pages.open(ui)
 
     message = ask(page, "Which port does hybrid dev use?")
 
-    # The small model's draft is shown, marked as a draft, while it is being written.
-    badge(message, "draft · small model").wait_for(timeout=MODEL_TIMEOUT_MS)
+    badge(message, "draft · small model").wait_for(timeout=MODEL_TIMEOUT_MS)  # paced: see PACED
     shoot(page, "chat-streaming")
     usage = message.get_by_text(re.compile(r"\d+ tokens"))
     usage.wait_for(timeout=MODEL_TIMEOUT_MS)
+    # The small model's draft was shown, marked as a draft, while it was written, then verified.
+    expect(shown_while_answering(message)).to_have_attribute("data-shown", "small:draft small:verified")
     expect(badge(message, "small model")).to_have_count(1)
     expect(badge(message, "verifier")).to_have_text(re.compile(r"verifier \d\.\d\d"))
     expect(message.locator('[data-testid="stMarkdownContainer"]').first).to_contain_text("2025")
@@ -181,13 +192,17 @@ def test_a_question_streams_a_draft_then_shows_the_answer_with_its_route_badge(u
 
 def test_an_escalation_visibly_replaces_the_small_draft(tmp_path: Path, pages: Pages) -> None:
     # A threshold no answer reaches: the small draft always fails verification and Gemma answers.
-    with start_ui(tmp_path / "data", HYBRID_SMALL_ACCEPT_THRESHOLD="1.01") as url:
+    with start_ui(tmp_path / "data", HYBRID_SMALL_ACCEPT_THRESHOLD="1.01", **PACED) as url:
         page = pages.open(url)
         message = ask(page, "Who wrote Hamlet?")
 
+        # Shown while the large model writes, which PACED makes last.
         badge(message, "not accepted · small model").wait_for(timeout=MODEL_TIMEOUT_MS)
         shoot(page, "chat-escalating")
         message.get_by_text(re.compile(r"\d+ tokens")).wait_for(timeout=MODEL_TIMEOUT_MS)
+        expect(shown_while_answering(message)).to_have_attribute(
+            "data-shown", "small:draft small:not-accepted large:draft large:verified"
+        )
         expect(badge(message, "large model")).to_have_count(1)
         expect(message.locator('[data-testid="stMarkdownContainer"]').first).to_contain_text("Shakespeare")
         expect(message).to_contain_text("escalated to the large model")
@@ -219,7 +234,7 @@ def test_a_reviewer_resolves_a_pending_answer_and_the_chat_updates(ui: str, page
     shoot(review, "review-resolved")
 
     # The chat tab was left alone: its poll picks up the verdict.
-    badge(message, "human").wait_for(timeout=30_000)
+    badge(message, "human").wait_for(timeout=MODEL_TIMEOUT_MS)
     expect(message).to_contain_text("Rome is the capital of Italy.")
     expect(message).to_contain_text("answer written by reviewer ana")
     shoot(chat, "chat-after-review")
@@ -232,12 +247,12 @@ def test_the_dashboard_renders_charts_of_the_recorded_traffic(ui: str, pages: Pa
 
     page = pages.open(f"{ui}/dashboard")
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    charts.nth(5).locator("svg").first.wait_for(timeout=60_000)  # vega-embed drew the sixth chart
-    assert charts.count() == 6
-    for index in range(6):
-        assert charts.nth(index).locator("svg .mark-rect, svg .mark-line, svg .mark-symbol").count() > 0
-    assert page.get_by_text("Route mix").count() == 1
-    assert page.get_by_text("Saved").count() >= 1
+    expect(charts).to_have_count(6, timeout=60_000)
+    for index in range(6):  # vega-embed draws each chart in its own time: wait for each one's marks
+        marks = charts.nth(index).locator("svg .mark-rect, svg .mark-line, svg .mark-symbol")
+        expect(marks.first).to_be_attached(timeout=60_000)
+    expect(page.get_by_text("Route mix")).to_have_count(1)
+    expect(page.get_by_text("Saved").first).to_be_visible()
     shoot(page, "dashboard", height=1900)
 
 

@@ -9,7 +9,17 @@ from hybrid.budget import spent_today
 from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 
+pytestmark = pytest.mark.integration
+
 PRICES = '{"fake:large": {"input_per_million": 1000000, "output_per_million": 1000000}}'
+
+
+@pytest.fixture(autouse=True)
+def one_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every spend of a test falls on one day, even one that runs across midnight UTC."""
+    from hybrid import budget
+
+    monkeypatch.setattr(budget, "_today", lambda: "2026-12-06")
 
 
 @pytest.fixture

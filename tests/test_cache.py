@@ -17,6 +17,7 @@ def cached(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> FakeModels:
     return fakes
 
 
+@pytest.mark.integration
 def test_the_same_question_is_answered_from_the_cache(cached: FakeModels) -> None:
     cached.set("small", "The capital of France is Paris.")
     first = api.ask("What is the capital of France?")
@@ -32,6 +33,7 @@ def test_the_same_question_is_answered_from_the_cache(cached: FakeModels) -> Non
     assert again.timings_ms.keys() == {"classify", "accept"}
 
 
+@pytest.mark.integration
 def test_a_near_duplicate_is_served_and_says_how_near(cached: FakeModels) -> None:
     cached.set("small", "The capital of France is Paris.")
     api.ask("What is the capital of France?")
@@ -42,6 +44,7 @@ def test_a_near_duplicate_is_served_and_says_how_near(cached: FakeModels) -> Non
     assert "near-duplicate 0.9" in again.explanation
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("first", "second", "why"),
     [
@@ -68,6 +71,7 @@ def test_questions_that_differ_in_meaning_never_share_an_answer(
     assert not again.answered_by.startswith("cache:")
 
 
+@pytest.mark.integration
 def test_only_verified_answers_are_cached(cached: FakeModels) -> None:
     cached.set("small", "I don't know.")
     api.ask("What is the capital of France?", force_route="small")  # accepted unverified: not cached
@@ -76,6 +80,7 @@ def test_only_verified_answers_are_cached(cached: FakeModels) -> None:
     assert again.answered_by == "fake:small"
 
 
+@pytest.mark.integration
 def test_the_conversation_context_is_part_of_the_key(cached: FakeModels) -> None:
     cached.set(
         "small", lambda m: "Berlin." if "Germany" in m[-1].text or "France" not in str(m) else "Paris."
@@ -89,6 +94,7 @@ def test_the_conversation_context_is_part_of_the_key(cached: FakeModels) -> None
     assert not follow_up.answered_by.startswith("cache:")  # same words, another conversation
 
 
+@pytest.mark.integration
 def test_ingestion_makes_cached_answers_stale(cached: FakeModels, tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -107,6 +113,7 @@ def test_ingestion_makes_cached_answers_stale(cached: FakeModels, tmp_path: Path
     assert fresh.answer == "Port 9443."
 
 
+@pytest.mark.integration
 def test_forced_routes_bypass_the_cache(cached: FakeModels) -> None:
     cached.set("small", "The capital of France is Paris.")
     cached.set("large", "Paris.")
@@ -115,6 +122,7 @@ def test_forced_routes_bypass_the_cache(cached: FakeModels) -> None:
     assert forced.answered_by == "fake:large"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("a", "b", "why"),
     [
@@ -130,6 +138,7 @@ def test_the_guard_tells_meaning_from_wording(a: str, b: str, why: str | None) -
     assert (reason is None) if why is None else (why in (reason or ""))
 
 
+@pytest.mark.integration
 def test_eval_cache_calibrates_on_distinct_questions(tmp_path: Path) -> None:
     import csv
     import json

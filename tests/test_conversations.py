@@ -11,6 +11,7 @@ from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 
 
+@pytest.mark.integration
 def test_conversations_are_listed_most_recent_first_with_their_first_question(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     first = api.ask("What is the capital of France?")
@@ -27,6 +28,7 @@ def test_conversations_are_listed_most_recent_first_with_their_first_question(fa
     assert api.conversations(limit=1)[0].thread_id == second.thread_id
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("durability", ["exit", "sync"])  # checkpoints once per turn, or per node
 def test_a_conversation_reopens_with_every_turn_as_it_ended(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, durability: str
@@ -51,11 +53,13 @@ def test_a_conversation_reopens_with_every_turn_as_it_ended(
     ]
 
 
+@pytest.mark.unit
 def test_reopening_an_unknown_conversation_is_an_error() -> None:
     with pytest.raises(ReviewError, match="no conversation"):
         api.conversation("nope")
 
 
+@pytest.mark.integration
 def test_any_answer_of_a_conversation_can_be_rated(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     first = api.ask("What is the capital of France?")
@@ -74,6 +78,7 @@ def test_any_answer_of_a_conversation_can_be_rated(fakes: FakeModels) -> None:
     ]
 
 
+@pytest.mark.integration
 def test_only_answers_can_be_rated(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     pending = api.ask("What is the capital of France?", force_route="human")
@@ -83,6 +88,7 @@ def test_only_answers_can_be_rated(fakes: FakeModels) -> None:
         api.rate(pending.thread_id, "other", "up")
 
 
+@pytest.mark.unit
 def test_run_choices_list_profiles_routes_and_retrieval_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRID_PROFILES", '{"cloud": {"small": "ollama:a", "large": "openai:b"}}')
     monkeypatch.setenv("HYBRID_RETRIEVAL", "never")

@@ -202,3 +202,25 @@ def test_the_embedded_model_streams_what_it_answers_with_token_log_probabilities
     assert meta["mean_token_logprob"] < 0
     assert 0 < meta["min_token_prob"] <= 1
     assert answer.usage_metadata["output_tokens"] <= 24
+
+
+def test_the_pacing_test_hook_spaces_the_embedded_models_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from langchain_core.messages import HumanMessage
+
+    from hybrid.models import get_chat_model
+    from hybrid.settings import resolve_settings
+
+    monkeypatch.setenv("HYBRID_TEST_MIN_TOKEN_INTERVAL_S", "0.2")
+    settings = resolve_settings()
+    model = get_chat_model(settings.tier_specs("small")[0], settings)
+    question = [HumanMessage("List the numbers from 1 to 50.")]
+
+    started = time.monotonic()
+    chunks = list(model.stream(question, temperature=0.0, max_tokens=8))
+    took = time.monotonic() - started
+
+    tokens = sum(chunk.usage_metadata["output_tokens"] for chunk in chunks if chunk.usage_metadata)
+    assert tokens == 8  # greedy decoding counts on to the token limit
+    assert took >= 7 * 0.2  # a lower bound a machine of any speed meets: 8 tokens, 7 intervals

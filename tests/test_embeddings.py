@@ -27,7 +27,7 @@ def fresh_encoder() -> None:
     embeddings.encoder.cache_clear()
 
 
-@pytest.mark.e2e
+@pytest.mark.integration
 def test_onnx_vectors_equal_the_sentence_transformers_vectors() -> None:
     runner = embeddings.encoder()
     assert isinstance(runner, embeddings.OnnxMiniLM)
@@ -43,7 +43,7 @@ def test_onnx_vectors_equal_the_sentence_transformers_vectors() -> None:
     assert np.abs(as_questions - expected).max() < 1e-5  # the router's reference was embedded in bulk
 
 
-@pytest.mark.e2e
+@pytest.mark.integration
 def test_the_routers_early_vectors_equal_torchs_hidden_states_after_that_layer() -> None:
     runner = embeddings.encoder()
     assert isinstance(runner, embeddings.OnnxMiniLM)
@@ -58,7 +58,7 @@ def test_the_routers_early_vectors_equal_torchs_hidden_states_after_that_layer()
         embeddings.embed(TEXTS, layer=4)
 
 
-@pytest.mark.e2e
+@pytest.mark.integration
 def test_a_question_embedded_for_the_router_finishes_its_pass_to_the_same_last_vector() -> None:
     question = "Which planet has the most moons, and when was the last one found?"
     early = embeddings.embed_query(question, layer=embeddings.EARLY_LAYER)
@@ -73,7 +73,7 @@ def test_a_question_embedded_for_the_router_finishes_its_pass_to_the_same_last_v
     assert (both[2] == final).all()
 
 
-@pytest.mark.e2e
+@pytest.mark.integration
 def test_exported_graphs_are_written_whole_where_asked(tmp_path: Path) -> None:
     target = tmp_path / "minilm"
     assert embeddings.prepare_onnx(target) == target
@@ -83,6 +83,7 @@ def test_exported_graphs_are_written_whole_where_asked(tmp_path: Path) -> None:
     assert vectors @ embeddings.embed(TEXTS[:1])[0] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.unit
 def test_without_an_onnx_graph_the_embedder_runs_torch_and_says_why(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_encoder: None
 ) -> None:
@@ -97,6 +98,7 @@ def test_without_an_onnx_graph_the_embedder_runs_torch_and_says_why(
     assert "PermissionError: read-only environment" in caplog.text
 
 
+@pytest.mark.unit
 def test_nothing_to_embed_needs_no_model(monkeypatch: pytest.MonkeyPatch, fresh_encoder: None) -> None:
     monkeypatch.setattr(embeddings, "onnx_path", lambda: pytest.fail("no model for no texts"))
     assert embeddings.embed([]).shape == (0, embeddings.EMBEDDING_DIMENSIONS)

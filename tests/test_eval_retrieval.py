@@ -14,6 +14,7 @@ from hybrid.evals.retrieval import ndcg_at, recall_at
 from tests.documents import write_beir
 
 
+@pytest.mark.unit
 def test_ndcg_follows_the_trec_definition() -> None:
     relevant = {"a": 1, "b": 2}
     assert ndcg_at(["b", "a", "x"], relevant) == pytest.approx(1.0)
@@ -24,11 +25,13 @@ def test_ndcg_follows_the_trec_definition() -> None:
     assert ndcg_at(["a"], {}) == 0.0
 
 
+@pytest.mark.unit
 def test_recall_counts_relevant_documents_found() -> None:
     assert recall_at(["a", "x", "b"], {"a": 1, "b": 1, "c": 1}) == pytest.approx(2 / 3)
     assert recall_at(["a"], {"a": 0}) == 0.0
 
 
+@pytest.mark.integration
 def test_eval_retrieval_prints_every_figure_as_json(tmp_path: Path) -> None:
     corpus = {
         "d1": ("Llamas", "Llamas are domesticated South American camelids used as pack animals."),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +34,8 @@ def model_server(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tu
         proxy = FaultProxy(f"http://127.0.0.1:{port}")
         monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", f"{proxy.url}/v1")
         monkeypatch.setenv("HYBRID_SMALL_MODEL", "openai:smollm2,llamacpp:smollm2-135m-instruct")
-        monkeypatch.setenv("HYBRID_MODEL_TIMEOUT_S", "10")
+        # Generous for a healthy server on a busy machine; the tests that need a timeout set one.
+        monkeypatch.setenv("HYBRID_MODEL_TIMEOUT_S", "120")
         monkeypatch.setenv("HYBRID_MODEL_RETRIES", "1")
         try:
             yield process, proxy
@@ -79,15 +79,14 @@ def test_a_frozen_server_times_out_and_the_tier_falls_back(model_server, monkeyp
     monkeypatch.setenv("HYBRID_MODEL_RETRIES", "0")
     os.kill(process.pid, signal.SIGSTOP)  # the server is really there, really not answering
     try:
-        started = time.monotonic()
-        answer = api.ask(QUESTION)
-        elapsed = time.monotonic() - started
+        answer = api.ask(QUESTION)  # a frozen server that held the call for ever would hang here
     finally:
         os.kill(process.pid, signal.SIGCONT)
 
     assert answer.answered_by == "llamacpp:smollm2-135m-instruct"
-    assert answer.drafts[0]["attempts"][0]["outcome"] == "timeout"
-    assert elapsed < 20
+    frozen = answer.drafts[0]["attempts"][0]
+    assert (frozen["model"], frozen["outcome"]) == ("openai:smollm2", "timeout")
+    assert frozen["latency_ms"] >= 1900  # it was given its 2 s, then left
 
 
 def test_server_errors_are_retried_then_routed_around(model_server) -> None:
@@ -125,8 +124,9 @@ def test_the_robustness_report_runs_every_suite_and_loses_nothing(isolated: Path
         env=dict(os.environ),
     )
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else {}
+    bad = [case for case in report.get("cases", []) if case["outcome"] in ("failed", "hung", "lost")]
+    assert result.returncode == 0, bad or result.stderr[-3000:]
     assert set(report) >= {"tried", "answered", "degraded", "failed", "hung", "lost", "cases"}
     assert (report["failed"], report["hung"], report["lost"]) == (0, 0, 0)
     assert report["tried"] == len(report["cases"]) >= 19

@@ -9,6 +9,7 @@ from hybrid.errors import InvalidQuestion, ReviewError
 from tests.fakes import FakeModels
 
 
+@pytest.mark.integration
 def test_small_answer_that_verifies_is_accepted(fakes: FakeModels) -> None:
     fakes.set("small", "The capital of France is Paris.")
     fakes.set("large", "unused")
@@ -29,6 +30,7 @@ def test_small_answer_that_verifies_is_accepted(fakes: FakeModels) -> None:
     assert "small model fake:small answered" in answer.explanation
 
 
+@pytest.mark.integration
 def test_failed_small_answer_escalates_and_large_answer_is_verified(fakes: FakeModels) -> None:
     fakes.set("small", "I'm sorry, I don't know.")
     fakes.set("large", "William Shakespeare wrote Hamlet.")
@@ -44,6 +46,7 @@ def test_failed_small_answer_escalates_and_large_answer_is_verified(fakes: FakeM
     assert "escalate" in answer.timings_ms
 
 
+@pytest.mark.integration
 def test_hard_query_starts_on_the_large_model(fakes: FakeModels) -> None:
     fakes.set("small", "unused")
     fakes.set("large", "17 * 23 = 391")
@@ -58,6 +61,7 @@ def test_hard_query_starts_on_the_large_model(fakes: FakeModels) -> None:
     assert fakes.calls("small") == []
 
 
+@pytest.mark.integration
 def test_when_both_answers_fail_the_case_waits_for_a_reviewer(fakes: FakeModels) -> None:
     fakes.set("small", "381")
     fakes.set("large", "17")
@@ -73,6 +77,7 @@ def test_when_both_answers_fail_the_case_waits_for_a_reviewer(fakes: FakeModels)
     assert [p.thread_id for p in api.pending_reviews()] == [answer.thread_id]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("decision", "status", "final", "answered_by"),
     [
@@ -101,6 +106,7 @@ def test_review_survives_a_restart_and_resolves(
     assert api.answer_for(pending.thread_id).status == status
 
 
+@pytest.mark.integration
 def test_a_reviewer_who_answers_twice_gets_a_clear_error(fakes: FakeModels) -> None:
     fakes.set("small", "381")
     fakes.set("large", "17")
@@ -112,6 +118,7 @@ def test_a_reviewer_who_answers_twice_gets_a_clear_error(fakes: FakeModels) -> N
     assert api.answer_for(pending.thread_id).answer == "391"
 
 
+@pytest.mark.integration
 def test_malformed_review_decisions_are_refused_and_the_case_stays_pending(fakes: FakeModels) -> None:
     fakes.set("small", "381")
     fakes.set("large", "17")
@@ -127,6 +134,7 @@ def test_malformed_review_decisions_are_refused_and_the_case_stays_pending(fakes
     assert [p.thread_id for p in api.pending_reviews()] == [pending.thread_id]
 
 
+@pytest.mark.integration
 def test_a_model_that_raises_is_recorded_and_routed_around(fakes: FakeModels) -> None:
     fakes.set("small", RuntimeError("connection refused"))
     fakes.set("large", "Paris is the capital of France.")
@@ -141,6 +149,7 @@ def test_a_model_that_raises_is_recorded_and_routed_around(fakes: FakeModels) ->
     assert answer.verifications[0]["score"] == 0.0
 
 
+@pytest.mark.integration
 def test_a_failed_call_is_never_accepted_even_at_a_threshold_of_zero(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,6 +163,7 @@ def test_a_failed_call_is_never_accepted_even_at_a_threshold_of_zero(
     assert answer.verifications[0]["passed"] is False
 
 
+@pytest.mark.integration
 def test_when_every_model_raises_the_reviewer_must_write_or_reject(fakes: FakeModels) -> None:
     fakes.set("small", RuntimeError("down"))
     fakes.set("large", TimeoutError("slow"))
@@ -167,6 +177,7 @@ def test_when_every_model_raises_the_reviewer_must_write_or_reject(fakes: FakeMo
     assert resolved.answer == "Paris."
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("question", "problem"),
     [("", "empty"), ("   \n\t ", "empty"), ("x" * 8001, "8,001 characters"), ("a\x00b", "NUL")],
@@ -185,6 +196,7 @@ def test_bad_questions_get_a_clear_error_and_leave_nothing_behind(
         api.answer_for("t1")
 
 
+@pytest.mark.integration
 def test_a_pending_conversation_refuses_a_new_question_until_reviewed(fakes: FakeModels) -> None:
     fakes.set("small", "unused")
     fakes.set("large", "unused")
@@ -195,6 +207,7 @@ def test_a_pending_conversation_refuses_a_new_question_until_reviewed(fakes: Fak
         api.ask("Another question", thread_id=pending.thread_id)
 
 
+@pytest.mark.integration
 def test_forced_routes_are_obeyed_and_explained(fakes: FakeModels) -> None:
     fakes.set("small", "I don't know.")
     fakes.set("large", "Paris.")
@@ -215,6 +228,7 @@ def test_forced_routes_are_obeyed_and_explained(fakes: FakeModels) -> None:
     assert human.pending_review["why"] == "route forced to human review"
 
 
+@pytest.mark.integration
 def test_follow_up_questions_carry_the_conversation(fakes: FakeModels) -> None:
     fakes.set("small", lambda messages: "Paris." if "France" in messages[-1].text else "Berlin.")
     fakes.set("large", "unused")
@@ -227,6 +241,7 @@ def test_follow_up_questions_carry_the_conversation(fakes: FakeModels) -> None:
     assert [m.text for m in prompt[1:]] == ["What is the capital of France?", "Paris.", "And of Germany?"]
 
 
+@pytest.mark.integration
 def test_cost_is_estimated_from_configured_prices(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "HYBRID_PRICES",
@@ -243,6 +258,7 @@ def test_cost_is_estimated_from_configured_prices(fakes: FakeModels, monkeypatch
     assert answer.total_cost == answer.cost["fake:large"]
 
 
+@pytest.mark.integration
 def test_sensitive_questions_never_reach_a_non_local_model(fakes: FakeModels) -> None:
     from hybrid.models import register_provider
 
@@ -258,6 +274,7 @@ def test_sensitive_questions_never_reach_a_non_local_model(fakes: FakeModels) ->
     assert fakes.calls("large") == []
 
 
+@pytest.mark.integration
 def test_stream_yields_draft_tokens_node_events_and_the_answer(fakes: FakeModels) -> None:
     fakes.set("small", "The capital of France is Paris.")
     fakes.set("large", "unused")
@@ -273,6 +290,7 @@ def test_stream_yields_draft_tokens_node_events_and_the_answer(fakes: FakeModels
     assert events[-1].answer.answer == "The capital of France is Paris."
 
 
+@pytest.mark.unit
 def test_unknown_settings_are_refused_before_anything_runs(fakes: FakeModels) -> None:
     fakes.set("small", "unused")
     with pytest.raises(ValueError, match="profile"):
@@ -282,6 +300,7 @@ def test_unknown_settings_are_refused_before_anything_runs(fakes: FakeModels) ->
     assert fakes.calls("small") == []
 
 
+@pytest.mark.integration
 def test_approving_after_a_failed_escalation_keeps_the_usable_draft(fakes: FakeModels) -> None:
     fakes.set("small", "381")
     fakes.set("large", ConnectionError("large tier down"))

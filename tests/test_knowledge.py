@@ -9,6 +9,7 @@ import pytest
 from hybrid import api
 
 
+@pytest.mark.integration
 def test_collection_statistics_count_chunks_per_file_and_flagged_ones(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -31,6 +32,7 @@ def test_collection_statistics_count_chunks_per_file_and_flagged_ones(tmp_path: 
     assert by_file["guide.md"].sensitive == by_file["guide.md"].injection == 0
 
 
+@pytest.mark.integration
 def test_uploads_keep_a_stable_path_so_uploading_again_adds_nothing(isolated: Path) -> None:
     (saved,) = api.save_uploads([("notes.md", b"# Notes\n\nLlamas hum.")])
     assert saved == isolated / "uploads" / "notes.md"
@@ -42,11 +44,13 @@ def test_uploads_keep_a_stable_path_so_uploading_again_adds_nothing(isolated: Pa
     assert (report.chunks_added, report.chunks_unchanged) == (0, 1)
 
 
+@pytest.mark.unit
 def test_an_upload_needs_a_plain_file_name() -> None:
     with pytest.raises(ValueError, match="cannot store"):
         api.save_uploads([(".hidden", b"x")])
 
 
+@pytest.mark.unit
 def test_files_under_lists_what_an_ingestion_will_read(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("a")
     (tmp_path / "sub").mkdir()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from graphs.router import LearnedScore, rescore_with_retrieval
 from graphs.state import RouteDecision
 from hybrid import api
+from hybrid.routing.decision import LearnedScore, rescore_with_retrieval
 from hybrid.routing.model import RouterScore
 from tests.fakes import FakeModels
 
@@ -19,13 +19,14 @@ WORD_PROBLEM = (
 )
 
 
+@pytest.mark.integration
 def test_the_shipped_learned_router_decides_by_default_and_says_why(fakes: FakeModels) -> None:
     fakes.set("large", "72")
 
     answer = api.ask(WORD_PROBLEM)
 
     route = answer.route
-    assert route["router"].startswith("learned (default")
+    assert route["router"].startswith("learned (shipped")
     assert route["route"] == "large"
     assert route["difficulty"] >= route["threshold"]
     assert route["reasons"][0].startswith(f"learned need_large {route['difficulty']:.2f} >= ")
@@ -33,6 +34,7 @@ def test_the_shipped_learned_router_decides_by_default_and_says_why(fakes: FakeM
     assert fakes.calls("small") == []
 
 
+@pytest.mark.integration
 def test_an_easy_question_stays_on_the_small_model(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
 
@@ -43,6 +45,7 @@ def test_an_easy_question_stays_on_the_small_model(fakes: FakeModels) -> None:
     assert answer.answered_by == "fake:small"
 
 
+@pytest.mark.integration
 def test_a_short_follow_up_is_routed_with_the_question_it_follows(fakes: FakeModels) -> None:
     fakes.set("small", "72 clips.")
     fakes.set("large", "60 clips.")
@@ -57,6 +60,7 @@ def test_a_short_follow_up_is_routed_with_the_question_it_follows(fakes: FakeMod
     assert follow_up.route["difficulty"] > alone.route["difficulty"]
 
 
+@pytest.mark.integration
 def test_a_per_request_threshold_or_forced_route_overrides_the_learned_score(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     fakes.set("large", "Paris.")
@@ -70,6 +74,7 @@ def test_a_per_request_threshold_or_forced_route_overrides_the_learned_score(fak
     assert forced.route["reasons"][0] == "route forced to small by configuration (router bypassed)"
 
 
+@pytest.mark.integration
 def test_an_unreadable_router_falls_back_to_the_heuristic_and_says_so(
     fakes: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,6 +109,7 @@ def _score(need_large: float) -> LearnedScore:
     return LearnedScore(RouterScore(need_large, 1 - need_large, probabilities, []), 0.2, "test")
 
 
+@pytest.mark.unit
 def test_retrieval_confidence_can_move_the_routers_own_choice() -> None:
     moved = rescore_with_retrieval(_route("small", 0.1), _score(0.4), 0.12)
 
@@ -112,6 +118,7 @@ def test_retrieval_confidence_can_move_the_routers_own_choice() -> None:
     assert moved["reasons"][-1].startswith("re-scored with retrieval confidence 0.12: learned need_large")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "route",
     [

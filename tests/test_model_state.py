@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from graphs.router import decide_route
 from hybrid import api
 from hybrid.models import get_chat_model
 from hybrid.models.state import ModelState, in_flight, model_state, reset
+from hybrid.routing.decision import decide_route
 from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 
@@ -57,6 +57,7 @@ def ollama(monkeypatch: pytest.MonkeyPatch) -> Iterator[OllamaPs]:
     reset()
 
 
+@pytest.mark.unit
 def test_ollama_models_are_known_loaded_or_cold(ollama: OllamaPs) -> None:
     ollama.loaded = ["qwen2.5:0.5b"]
     settings = resolve_settings()
@@ -66,12 +67,14 @@ def test_ollama_models_are_known_loaded_or_cold(ollama: OllamaPs) -> None:
     assert model_state("openai:gpt-4o", settings).loaded is None
 
 
+@pytest.mark.unit
 def test_an_unreachable_ollama_is_unknown_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRID_OLLAMA_BASE_URL", "http://127.0.0.1:9")
     reset()
     assert model_state("ollama:qwen2.5:0.5b", resolve_settings()).loaded is None
 
 
+@pytest.mark.unit
 def test_calls_in_flight_are_counted() -> None:
     settings = resolve_settings()
     with in_flight("fake:x"), in_flight("fake:x"):
@@ -99,6 +102,7 @@ def state(
     return ModelState(spec, loaded, busy, context, cold)
 
 
+@pytest.mark.unit
 def test_a_cold_small_model_starts_the_query_on_a_warm_large_one() -> None:
     decision = route_with(
         {"ollama:small": state("ollama:small", loaded=False), "fake:large": state("fake:large")}
@@ -113,12 +117,14 @@ def test_a_cold_small_model_starts_the_query_on_a_warm_large_one() -> None:
     assert both_cold["route"] == "small"  # nothing warmer to go to
 
 
+@pytest.mark.unit
 def test_a_busy_small_model_starts_the_query_on_an_idle_large_one() -> None:
     decision = route_with({"ollama:small": state("ollama:small", busy=3), "fake:large": state("fake:large")})
     assert decision["route"] == "large"
     assert any("is busy (3 calls in flight)" in r for r in decision["reasons"])
 
 
+@pytest.mark.unit
 def test_a_prompt_too_big_for_the_small_model_goes_large_and_is_never_truncated() -> None:
     states = {
         "ollama:small": state("ollama:small", context=512),
@@ -130,6 +136,7 @@ def test_a_prompt_too_big_for_the_small_model_goes_large_and_is_never_truncated(
     assert any("does not fit ollama:small (never truncated)" in r for r in decision["reasons"])
 
 
+@pytest.mark.integration
 def test_the_graph_routes_around_a_cold_ollama_model(
     ollama: OllamaPs, fakes: FakeModels, monkeypatch
 ) -> None:
@@ -143,6 +150,7 @@ def test_the_graph_routes_around_a_cold_ollama_model(
     assert ollama.other == []  # the cold model was not even asked
 
 
+@pytest.mark.integration
 def test_an_ollama_prompt_over_num_ctx_is_refused_before_sending(
     ollama: OllamaPs, fakes: FakeModels, monkeypatch
 ) -> None:
@@ -161,6 +169,7 @@ def test_an_ollama_prompt_over_num_ctx_is_refused_before_sending(
     assert ollama.other == []  # nothing was sent to be truncated
 
 
+@pytest.mark.unit
 def test_ollama_models_get_keep_alive_and_num_ctx_from_configuration(monkeypatch) -> None:
     monkeypatch.setenv("HYBRID_OLLAMA_KEEP_ALIVE", "2h")
     monkeypatch.setenv("HYBRID_N_CTX", "4096")

@@ -11,6 +11,8 @@ from hybrid.models.llamacpp import render_transcript, resolve_gguf
 from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 
+pytestmark = pytest.mark.unit
+
 
 def test_specs_split_on_the_first_colon_only() -> None:
     assert ModelSpec.parse("ollama:llama3.1:8b") == ModelSpec("ollama", "llama3.1:8b")

@@ -14,6 +14,8 @@ from tests.conftest import REPO
 from tests.fakes import FakeModels
 from tests.servers import CaptureServer
 
+pytestmark = pytest.mark.integration
+
 ASK_WITH_FAKES = (
     "from hybrid import api\n"
     "from hybrid.models import register_provider\n"

@@ -39,6 +39,7 @@ def chunks_by_source(collection: str | None = None) -> dict[str, list[dict]]:
     return grouped
 
 
+@pytest.mark.integration
 def test_every_supported_format_is_read_with_its_metadata(docs: Path) -> None:
     (docs / "guide.md").write_text("# Guide\n\n## Install\n\nRun make run.\n\n## Test\n\nRun make test.")
     (docs / "notes.txt").write_text("Plain notes about llamas.")
@@ -80,6 +81,7 @@ def test_every_supported_format_is_read_with_its_metadata(docs: Path) -> None:
     assert not any("var x" in text or "menu" in text for text in html_text["documents"])
 
 
+@pytest.mark.integration
 def test_ingesting_twice_adds_nothing_and_says_so() -> None:
     first = api.ingest([SAMPLE])
     assert first.ok
@@ -92,6 +94,7 @@ def test_ingesting_twice_adds_nothing_and_says_so() -> None:
     assert get_collection(resolve_settings()).count() == first.chunks_added
 
 
+@pytest.mark.integration
 def test_sync_removes_chunks_of_changed_and_deleted_files(docs: Path) -> None:
     (docs / "keep.md").write_text("# Keep\n\nThis file stays the same.")
     (docs / "change.md").write_text("# Change\n\nThe old wording of this file.")
@@ -113,6 +116,7 @@ def test_sync_removes_chunks_of_changed_and_deleted_files(docs: Path) -> None:
     assert any("Not under the synced folder" in t for t in texts)
 
 
+@pytest.mark.integration
 def test_unreadable_files_are_named_with_reasons_and_the_rest_is_ingested(docs: Path) -> None:
     (docs / "good.md").write_text("# Ports\n\nThe dev server listens on port 2025.")
     (docs / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
@@ -142,6 +146,7 @@ def test_unreadable_files_are_named_with_reasons_and_the_rest_is_ingested(docs: 
     assert set(chunks_by_source()) == {"good.md"}  # nothing of a bad file was written
 
 
+@pytest.mark.integration
 def test_a_file_that_fails_half_way_is_rolled_back(docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     records = [json.dumps({"_id": str(i), "text": f"Record number {i} about camels."}) for i in range(600)]
     (docs / "big.jsonl").write_text("\n".join(records))
@@ -175,6 +180,7 @@ def test_a_file_that_fails_half_way_is_rolled_back(docs: Path, monkeypatch: pyte
     assert set(chunks_by_source()) == {"small.md"}
 
 
+@pytest.mark.integration
 def test_collections_use_our_embedding_function_never_chromas_default() -> None:
     api.ingest([SAMPLE])
     collection = get_collection(resolve_settings())
@@ -195,6 +201,7 @@ def test_collections_use_our_embedding_function_never_chromas_default() -> None:
     assert result.stdout.strip() == "hybrid-minilm", result.stderr
 
 
+@pytest.mark.integration
 def test_a_second_process_on_the_embedded_store_fails_fast_and_points_to_server_mode() -> None:
     settings = resolve_settings()
     holder = subprocess.Popen(
@@ -220,6 +227,7 @@ def test_a_second_process_on_the_embedded_store_fails_fast_and_points_to_server_
     store_module.client_for(settings)  # free again once the holder has exited
 
 
+@pytest.mark.integration
 def test_the_three_ranking_modes_return_scored_hits_with_sources() -> None:
     api.ingest([SAMPLE])
     settings = resolve_settings()
@@ -235,12 +243,14 @@ def test_the_three_ranking_modes_return_scored_hits_with_sources() -> None:
     assert fused[0]["ranks"].keys() == {"dense", "bm25"}
 
 
+@pytest.mark.unit
 def test_reciprocal_rank_fusion_rewards_agreement() -> None:
     fused = reciprocal_rank_fusion({"dense": ["a", "b", "c"], "bm25": ["b", "d"]}, k=60)
     assert [item for item, _ in fused] == ["b", "a", "d", "c"]
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
 
 
+@pytest.mark.integration
 def test_lexical_coverage_separates_knowledge_questions_from_general_ones() -> None:
     api.ingest([SAMPLE])
     index = lexical_index(resolve_settings())
@@ -248,6 +258,7 @@ def test_lexical_coverage_separates_knowledge_questions_from_general_ones() -> N
     assert index.coverage("What is the capital of France?") < 0.5
 
 
+@pytest.mark.integration
 def test_the_lexical_index_follows_the_collection_across_processes(docs: Path) -> None:
     (docs / "a.md").write_text("# A\n\nZebras are striped.")
     api.ingest([docs])
@@ -260,6 +271,7 @@ def test_the_lexical_index_follows_the_collection_across_processes(docs: Path) -
     assert lexical_index(resolve_settings()).search("okapis", 3)
 
 
+@pytest.mark.integration
 def test_the_graph_retrieves_for_knowledge_questions_only(fakes: FakeModels) -> None:
     api.ingest([SAMPLE])
     fakes.set("small", lambda messages: "Port 2025." if "2025" in messages[-1].text else "Paris.")
@@ -279,6 +291,7 @@ def test_the_graph_retrieves_for_knowledge_questions_only(fakes: FakeModels) -> 
     assert general.retrieval is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["never", "always"])
 def test_retrieval_is_a_per_run_setting(fakes: FakeModels, mode: str) -> None:
     api.ingest([SAMPLE])
@@ -290,6 +303,7 @@ def test_retrieval_is_a_per_run_setting(fakes: FakeModels, mode: str) -> None:
         assert answer.retrieval["mode"] == "bm25"
 
 
+@pytest.mark.integration
 def test_a_busy_store_degrades_to_answering_without_retrieval(fakes: FakeModels, monkeypatch) -> None:
     api.ingest([SAMPLE])
     api.reset()
@@ -304,6 +318,7 @@ def test_a_busy_store_degrades_to_answering_without_retrieval(fakes: FakeModels,
     assert any("knowledge base unavailable: StoreBusy" in reason for reason in answer.route["reasons"])
 
 
+@pytest.mark.e2e
 def test_server_mode_ingests_and_retrieves_through_a_real_chroma_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,9 +24,15 @@ from tests.conftest import REPO
 from tests.fakes import FakeModels
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("postgres", marks=pytest.mark.e2e),  # a PostgreSQL server: the e2e tier
+    ]
+)
 def database(request: pytest.FixtureRequest) -> str:
-    """Run the test against the default SQLite database and against PostgreSQL."""
+    """Run the test against the default SQLite database and against PostgreSQL. Each run carries
+    its tier from here, so the tests that take this fixture carry none of their own."""
     if request.param == "postgres":
         request.getfixturevalue("postgres")
     return request.param
@@ -48,13 +54,14 @@ def events(kind: str, thread_id: str | None = None) -> list[dict]:
 def test_two_reviewers_at_once_resolve_a_case_exactly_once(fakes: FakeModels, database: str) -> None:
     fakes.set("small", "I think it is Lyon.")
     calls = {"large": 0}
+    refused = threading.Event()
 
-    def slow_large(messages):
+    def held_large(messages):
         calls["large"] += 1
-        time.sleep(0.5)  # keep the first resolution in flight while the second arrives
+        refused.wait(timeout=60)  # the first resolution stays in flight until the second is refused
         return "Paris is the capital of France."
 
-    fakes.set("large", slow_large)
+    fakes.set("large", held_large)
     pending = api.ask("What is the capital of France?", force_route="human")
     barrier = threading.Barrier(2)
     outcomes: dict[str, object] = {}
@@ -65,6 +72,7 @@ def test_two_reviewers_at_once_resolve_a_case_exactly_once(fakes: FakeModels, da
             outcomes[name] = api.resume(pending.thread_id, {"action": "escalate", "reviewer": name})
         except ReviewError as exc:
             outcomes[name] = exc
+            refused.set()
 
     threads = [threading.Thread(target=review, args=(name,)) for name in ("ana", "bo")]
     for t in threads:
@@ -85,6 +93,7 @@ def test_two_reviewers_at_once_resolve_a_case_exactly_once(fakes: FakeModels, da
     assert final.review["reviewer"] == winners[0]
 
 
+@pytest.mark.integration
 def test_a_killed_process_loses_no_pending_case(isolated: Path) -> None:
     """kill -9 a process that has opened cases and is in the middle of another; all are there after."""
     api.ingest([REPO / "data" / "knowledge"])
@@ -97,7 +106,7 @@ def test_a_killed_process_loses_no_pending_case(isolated: Path) -> None:
         "fakes = FakeModels()\n"
         "register_provider('fake', fakes.build)\n"
         "fakes.set('small', 'A draft about port 2025.')\n"
-        "fakes.set('large', lambda m: time.sleep(600) or 'never')\n"
+        "fakes.set('large', lambda m: print('in the large model', flush=True) or time.sleep(600) or 'x')\n"
         "for i in range(3):\n"
         "    api.ask(f'Case {i}: which port does hybrid dev use?', force_route='human', retrieval='always')\n"
         "print('opened', flush=True)\n"
@@ -109,7 +118,7 @@ def test_a_killed_process_loses_no_pending_case(isolated: Path) -> None:
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "opened"
-    time.sleep(1.0)
+    assert child.stdout.readline().strip() == "in the large model"  # mid-question, now
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
 
@@ -168,6 +177,7 @@ def test_overdue_cases_are_resolved_by_the_fallback_and_audited(
     assert api.pending_reviews() == []
 
 
+@pytest.mark.integration
 def test_overdue_cases_can_fall_back_to_the_large_model(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,6 +247,7 @@ def test_feedback_and_verdicts_become_labelled_examples(fakes: FakeModels, datab
         api.feedback(pending_case(fakes, "What is 18 * 23?").thread_id, "up")
 
 
+@pytest.mark.integration
 def test_a_failed_resolution_gives_the_case_back(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> None:
     fakes.set("small", "Lyon.")
     fakes.set("large", RuntimeError("unused"))
@@ -262,6 +273,7 @@ def test_a_failed_resolution_gives_the_case_back(fakes: FakeModels, monkeypatch:
     assert api.resume(pending.thread_id, {"action": "approve", "reviewer": "bo"}).status == "answered"
 
 
+@pytest.mark.integration
 def test_a_claim_abandoned_by_a_dead_process_expires(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,7 +290,7 @@ def test_a_claim_abandoned_by_a_dead_process_expires(
     assert api.pending_reviews()[0].claimed_by == "ghost"
 
     monkeypatch.setenv("HYBRID_REVIEW_CLAIM_LEASE_S", "0.001")
-    time.sleep(0.01)
+    time.sleep(0.01)  # longer than the 1 ms lease on any machine: the claim has lapsed
     assert (
         api.resume(pending.thread_id, {"action": "edit", "answer": "391", "reviewer": "ana"}).answer == "391"
     )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from graphs.router import decide_route, difficulty_score, difficulty_signals, routing_text
 from graphs.state import RouteDecision
+from hybrid.routing.decision import decide_route, routing_text
+from hybrid.routing.heuristic import difficulty_score, difficulty_signals
 from hybrid.settings import resolve_settings
+
+pytestmark = pytest.mark.unit
 
 LOCAL = {"small": True, "large": True}
 

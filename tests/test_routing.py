@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from graphs import routing
+from graphs import edges
+
+pytestmark = pytest.mark.unit
 
 
 def state(
@@ -37,7 +39,7 @@ def state(
     ],
 )
 def test_after_classify(values: dict, expected: str) -> None:
-    assert routing.after_classify(values) == expected
+    assert edges.after_classify(values) == expected
 
 
 @pytest.mark.parametrize(
@@ -55,10 +57,10 @@ def test_after_classify(values: dict, expected: str) -> None:
     ],
 )
 def test_after_verify(values: dict, expected: str) -> None:
-    assert routing.after_verify(values) == expected
+    assert edges.after_verify(values) == expected
 
 
 def test_after_review() -> None:
-    assert routing.after_review(state(review={"action": "approve"})) == "accept"
-    assert routing.after_review(state(review={"action": "edit"})) == "accept"
-    assert routing.after_review(state(review={"action": "reject"})) == "__end__"
+    assert edges.after_review(state(review={"action": "approve"})) == "accept"
+    assert edges.after_review(state(review={"action": "edit"})) == "accept"
+    assert edges.after_review(state(review={"action": "reject"})) == "__end__"

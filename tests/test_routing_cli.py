@@ -36,6 +36,7 @@ def write_jsonl(path: Path, *, translations_ok: bool = False) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_train_then_calibrate(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "labels.jsonl")
     out = tmp_path / "router-test"
@@ -80,6 +81,7 @@ def test_train_then_calibrate(tmp_path: Path) -> None:
     assert record["quality"] >= 0.95 * record["large_accuracy"]
 
 
+@pytest.mark.integration
 def test_train_adds_feedback_with_a_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hybrid.feedback
 
@@ -102,6 +104,7 @@ def test_train_adds_feedback_with_a_weight(tmp_path: Path, monkeypatch: pytest.M
     assert meta["n_examples"] == 56
 
 
+@pytest.mark.unit
 def test_train_and_calibrate_refuse_bad_input(tmp_path: Path) -> None:
     runner = CliRunner()
     bad = tmp_path / "bad.jsonl"
@@ -118,6 +121,7 @@ def test_train_and_calibrate_refuse_bad_input(tmp_path: Path) -> None:
     assert "give exactly one of" in result.output
 
 
+@pytest.mark.integration
 def test_feedback_on_a_class_of_queries_changes_how_the_router_routes_it(
     tmp_path: Path, fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,6 +156,8 @@ def test_feedback_on_a_class_of_queries_changes_how_the_router_routes_it(
     assert api.ask("Which river flows through city number 3 on the tourist map?").route["route"] == "small"
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)  # trains and scores routers on four benchmarks: 1 min here, 3 with both cores busy
 @pytest.mark.skipif(not ROUTELLM.is_dir(), reason=f"RouteLLM data not at {ROUTELLM}")
 def test_eval_routing_on_a_small_subset(tmp_path: Path) -> None:
     plots = tmp_path / "plots"

@@ -8,6 +8,8 @@ import pytest
 from hybrid.routing.data import load_gsm8k, load_gsm8k_train, load_mmlu, mmlu_subjects
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.unit
+
 ROUTELLM = REPO.parent / "shared" / "data" / "routellm"
 needs_data = pytest.mark.skipif(not ROUTELLM.is_dir(), reason=f"RouteLLM data not at {ROUTELLM}")
 

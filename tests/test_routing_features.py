@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -22,6 +20,8 @@ from hybrid.routing.features import (
     response_check_features,
     split_options,
 )
+
+pytestmark = pytest.mark.unit
 
 QUESTION = "Tom has 3 boxes with 4 apples each. He buys 5 more apples. How many apples does he have?"
 
@@ -56,9 +56,9 @@ def test_evaluate_arithmetic_is_plain_arithmetic_only() -> None:
     assert evaluate_arithmetic("2^3") == 8.0
     assert evaluate_arithmetic("1 / 0") is None
     assert evaluate_arithmetic("__import__('os')") is None
-    began = time.perf_counter()
-    assert evaluate_arithmetic("9**9**9**9") is None  # overflows at once, never runs for hours
-    assert time.perf_counter() - began < 0.1
+    # Floats overflow at once; exact integers would compute for hours, and the unit tier's timeout
+    # would stop the test in seconds.
+    assert evaluate_arithmetic("9**9**9**9") is None
 
 
 def test_response_checks_read_the_worked_answer() -> None:

@@ -13,6 +13,8 @@ from hybrid.routing.metrics import (
     router_metrics,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def routellm_reference(score: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> dict[str, float]:
     """RouteLLM's evaluate/generate_results code, transcribed with pandas (its percent units)."""

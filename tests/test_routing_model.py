@@ -18,7 +18,9 @@ from hybrid.routing.model import (
     decide_with_model,
     gain_auc,
 )
-from hybrid.routing.training import fit_forest, fit_linear
+from hybrid.routing.training import fit_forest, fit_linear, fit_router_model
+
+pytestmark = pytest.mark.unit
 
 TOPICS = {
     "math": "What is {a} times {b} plus the number of {thing} in the box?",
@@ -61,7 +63,7 @@ def test_labels_map_to_the_four_outcome_classes() -> None:
 
 def test_a_topic_the_small_model_always_fails_is_routed_large() -> None:
     examples, vectors = synthetic()
-    model = RouterModel.train(examples[1:], vectors[1:], description="synthetic")  # examples[0]: unseen
+    model = fit_router_model(examples[1:], vectors[1:], description="synthetic")  # examples[0]: unseen
     assert model.level2 == "lr"  # few examples: the logistic level 2
     maths = model.score(examples[0].query, vectors[0])
     others = [model.score(e.query, v) for e, v in zip(examples[40:], vectors[40:], strict=True)]
@@ -80,7 +82,7 @@ def test_a_topic_the_small_model_always_fails_is_routed_large() -> None:
 
 def test_knn_columns_can_be_turned_off() -> None:
     examples, vectors = synthetic()
-    model = RouterModel.train(examples[1:], vectors[1:], TrainConfig(ks=()), description="no kNN")
+    model = fit_router_model(examples[1:], vectors[1:], TrainConfig(ks=()), description="no kNN")
 
     assert not any(name.startswith("knn") for name in model.column_names)
     maths, capitals = (model.score(examples[i].query, vectors[i]).need_large for i in (0, 40))
@@ -89,9 +91,9 @@ def test_knn_columns_can_be_turned_off() -> None:
 
 def test_only_extra_features_that_varied_in_training_count_as_informative() -> None:
     examples, vectors = synthetic()
-    constant = RouterModel.train(examples, vectors, TrainConfig(ks=(5,)), description="no retrieval")
+    constant = fit_router_model(examples, vectors, TrainConfig(ks=(5,)), description="no retrieval")
     varied = [replace(e, extra={"retrieval_confidence": i % 3 / 2}) for i, e in enumerate(examples)]
-    learned = RouterModel.train(varied, vectors, TrainConfig(ks=(5,)), description="with retrieval")
+    learned = fit_router_model(varied, vectors, TrainConfig(ks=(5,)), description="with retrieval")
 
     assert constant.extra_features == learned.extra_features == ("retrieval_confidence",)
     assert constant.informative_extras == ()
@@ -102,8 +104,8 @@ def test_feedback_weights_move_the_model() -> None:
     examples, vectors = synthetic()
     # Feedback says the small model was fine on math after all; weighted, it outvotes the pairs.
     feedback = [Example(e.query, small_ok=1, weight=5.0, group="feedback") for e in examples[:40]]
-    plain = RouterModel.train(examples, vectors)
-    taught = RouterModel.train(examples + feedback, np.vstack([vectors, vectors[:40]]))
+    plain = fit_router_model(examples, vectors)
+    taught = fit_router_model(examples + feedback, np.vstack([vectors, vectors[:40]]))
     query, vector = "What is 99 times 4 plus the number of pens in the box?", vectors[5]
     assert taught.score(query, vector).need_large < plain.score(query, vector).need_large
 
@@ -149,7 +151,7 @@ def test_numpy_logistic_regression_matches_sklearn() -> None:
 def test_artifact_round_trip(tmp_path: Path) -> None:
     examples, vectors = synthetic(60)
     config = TrainConfig(level2="blend", hgb_iterations=30, hgb_min_leaf=5, ks=(3, 10))
-    model = RouterModel.train(examples, vectors, config, description="synthetic topics")
+    model = fit_router_model(examples, vectors, config, description="synthetic topics")
     folder = model.save(tmp_path / "router-v1")
     assert sorted(p.name for p in folder.iterdir()) == ["router.json", "router.npz"]
     with np.load(folder / "router.npz", allow_pickle=False) as stored:  # numpy arrays only
@@ -170,8 +172,8 @@ def test_artifact_round_trip(tmp_path: Path) -> None:
 
 def test_int8_reference_is_close_to_float32() -> None:
     examples, vectors = synthetic()
-    exact = RouterModel.train(examples, vectors, TrainConfig(reference_dtype="float32"))
-    small = RouterModel.train(examples, vectors, TrainConfig(reference_dtype="int8"))
+    exact = fit_router_model(examples, vectors, TrainConfig(reference_dtype="float32"))
+    small = fit_router_model(examples, vectors, TrainConfig(reference_dtype="int8"))
     assert np.abs(exact.reference - small.reference).max() < 0.01
 
 
@@ -180,3 +182,9 @@ def test_gain_auc_orders_wins_first() -> None:
     best = gain_auc(np.array([6, 5, 4, 3, 2, 1]), outcome)
     assert best > 0
     assert gain_auc(np.array([1, 2, 3, 4, 5, 6]), outcome) == pytest.approx(-best)
+
+
+def test_a_linear_level_fitted_on_one_outcome_predicts_that_outcome() -> None:
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    linear = fit_linear(x, np.full(12, 3), np.ones(12), 1.0)
+    assert np.allclose(linear.proba(x)[:, 3], 1.0)

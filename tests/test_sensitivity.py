@@ -6,6 +6,8 @@ import pytest
 
 from hybrid.sensitivity import find_sensitive, kinds, mask, sensitivity_level
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("text", "kind", "level"),

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -28,6 +32,7 @@ def client(http: TestClient) -> openai.OpenAI:
     return openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=http, max_retries=0)
 
 
+@pytest.mark.integration
 def test_the_openai_client_gets_an_answer_with_the_route(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", "The capital of France is Paris.")
 
@@ -47,6 +52,7 @@ def test_the_openai_client_gets_an_answer_with_the_route(fakes: FakeModels, clie
     assert raw.headers["x-hybrid-trace-id"] == extra["trace_id"]
 
 
+@pytest.mark.integration
 def test_langchains_chatopenai_works_unchanged(fakes: FakeModels, http: TestClient) -> None:
     from langchain_openai import ChatOpenAI
 
@@ -60,6 +66,7 @@ def test_langchains_chatopenai_works_unchanged(fakes: FakeModels, http: TestClie
     assert reply.usage_metadata["output_tokens"] == 6
 
 
+@pytest.mark.integration
 def test_the_whole_conversation_is_considered(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", lambda m: "Berlin." if any("France" in x.text for x in m) else "I don't know.")
     completion = client.chat.completions.create(
@@ -76,6 +83,7 @@ def test_the_whole_conversation_is_considered(fakes: FakeModels, client: openai.
     assert [m.text for m in prompt[1:]] == [QUESTION, "Paris.", "And of Germany?"]
 
 
+@pytest.mark.integration
 def test_streaming_holds_drafts_until_verified_by_default(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", "I don't know.")
     fakes.set("large", "Paris is the capital of France.")
@@ -92,6 +100,7 @@ def test_streaming_holds_drafts_until_verified_by_default(fakes: FakeModels, cli
     assert chunks[-1].model_extra["hybrid"]["answered_by"] == "fake:large"
 
 
+@pytest.mark.integration
 def test_streaming_drafts_with_a_correction_on_escalation(fakes: FakeModels, client: openai.OpenAI) -> None:
     fakes.set("small", "I don't know.")
     fakes.set("large", "Paris is the capital of France.")
@@ -119,6 +128,7 @@ def test_streaming_drafts_with_a_correction_on_escalation(fakes: FakeModels, cli
     assert chunks[-1].usage is not None
 
 
+@pytest.mark.integration
 def test_a_pending_review_is_202_and_can_be_polled_and_resolved(fakes: FakeModels, http: TestClient) -> None:
     fakes.set("small", "A draft.")
     body = {
@@ -149,6 +159,37 @@ def test_a_pending_review_is_202_and_can_be_polled_and_resolved(fakes: FakeModel
     assert "already resolved (edit) by ana" in again.json()["error"]["message"]
 
 
+@pytest.mark.integration
+def test_conversation_and_review_errors_get_statuses_by_type(fakes: FakeModels, http: TestClient) -> None:
+    fakes.set("small", "A draft.")
+    body = {
+        "model": "hybrid",
+        "messages": [{"role": "user", "content": QUESTION}],
+        "hybrid": {"overrides": {"force_route": "human"}},
+    }
+    thread = http.post("/v1/chat/completions", json=body).json()["hybrid"]["thread_id"]
+
+    # Asking again on a conversation that waits for a reviewer is a conflict, not "not found".
+    asked_again = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "hybrid",
+            "messages": [{"role": "user", "content": "And?"}],
+            "hybrid": {"thread_id": thread},
+        },
+    )
+    assert asked_again.status_code == 409
+    assert asked_again.json()["error"]["code"] == "conversation_busy"
+    # An edit without the reviewer's answer is an invalid decision, and the case stays pending.
+    empty_edit = http.post(f"/v1/hybrid/reviews/{thread}", json={"action": "edit", "reviewer": "ana"})
+    assert empty_edit.status_code == 422
+    assert "needs the reviewer's answer" in empty_edit.json()["error"]["message"]
+    assert [case["thread_id"] for case in http.get("/v1/hybrid/reviews").json()["data"]] == [thread]
+    assert http.get("/v1/hybrid/threads/nonexistent").status_code == 404
+    assert http.post("/v1/hybrid/reviews/nonexistent", json={"action": "reject"}).status_code == 404
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
@@ -183,6 +224,7 @@ def test_errors_use_openais_shape_and_status_codes(
     assert fakes.calls("small") == []
 
 
+@pytest.mark.unit
 def test_the_official_client_raises_its_own_errors(fakes: FakeModels, client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="the question is empty"):
         client.chat.completions.create(model="hybrid", messages=[{"role": "user", "content": ""}])
@@ -190,6 +232,7 @@ def test_the_official_client_raises_its_own_errors(fakes: FakeModels, client: op
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": QUESTION}])
 
 
+@pytest.mark.integration
 def test_bearer_keys_guard_everything_and_nothing_runs_without_one(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, http: TestClient
 ) -> None:
@@ -212,6 +255,7 @@ def test_bearer_keys_guard_everything_and_nothing_runs_without_one(
     assert http.get("/health").status_code == 200  # health and metrics stay open for probes
 
 
+@pytest.mark.integration
 def test_models_health_and_metrics(fakes: FakeModels, http: TestClient, client: openai.OpenAI) -> None:
     assert {m.id for m in client.models.list()} >= {"hybrid", "hybrid:embedded", "hybrid:ollama"}
     assert http.get("/health").json() == {"status": "ok"}
@@ -221,6 +265,7 @@ def test_models_health_and_metrics(fakes: FakeModels, http: TestClient, client: 
     assert 'hybrid_requests_total{route="small",status="answered"}' in metrics
 
 
+@pytest.mark.integration
 def test_feedback_endpoint_records_a_rating(
     fakes: FakeModels, http: TestClient, client: openai.OpenAI
 ) -> None:
@@ -239,6 +284,7 @@ def test_feedback_endpoint_records_a_rating(
     assert labelled_examples(resolve_settings())[-1]["label"] == 1
 
 
+@pytest.mark.unit
 def test_stream_errors_before_the_stream_starts_are_http_errors(fakes: FakeModels, http: TestClient) -> None:
     body = {"model": "hybrid", "messages": [{"role": "user", "content": ""}], "stream": True}
     response = http.post("/v1/chat/completions", json=body)
@@ -246,6 +292,7 @@ def test_stream_errors_before_the_stream_starts_are_http_errors(fakes: FakeModel
     assert json.loads(response.text)["error"]["message"] == "the question is empty"
 
 
+@pytest.mark.integration
 def test_prepare_loads_what_answering_uses_and_reports_what_it_cannot(
     fakes: FakeModels, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -265,6 +312,7 @@ def test_prepare_loads_what_answering_uses_and_reports_what_it_cannot(
         api.prepare(router="nonsense")
 
 
+@pytest.mark.integration
 def test_the_server_prepares_and_freezes_its_start_up_objects_before_serving(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     fakes.set("large", "Paris.")
@@ -280,54 +328,79 @@ def _numbered_question(n: int) -> dict[str, object]:
     return {"model": "hybrid", "messages": [{"role": "user", "content": f"{QUESTION} ({n})"}]}
 
 
-def post_together(bodies: list[dict[str, object]], spacing: float = 0.0) -> list[httpx.Response]:
-    """POST the chat bodies to one app concurrently, the n-th after n * `spacing` seconds."""
+def metric(name: str) -> float:
+    """A sample of the registry `/metrics` serves (counters add up over the whole test session)."""
+    from hybrid.observability import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait, in a model call, until `condition()` holds: a state that stays once reached."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"did not happen within a minute: {what}")
+        time.sleep(0.005)
+
+
+async def until_async(condition: Callable[[], bool], what: str) -> None:
+    """`until`, on the event loop the app runs on."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"did not happen within a minute: {what}")
+        await asyncio.sleep(0.005)
+
+
+def post_together(bodies: list[dict[str, object]]) -> list[httpx.Response]:
+    """POST the chat bodies to one app concurrently."""
 
     async def send_all() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=create_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-
-            async def send(n: int, body: dict[str, object]) -> httpx.Response:
-                await asyncio.sleep(spacing * n)
-                return await http.post("/v1/chat/completions", json=body)
-
-            return await asyncio.gather(*(send(n, body) for n, body in enumerate(bodies)))
+            return await asyncio.gather(*(http.post("/v1/chat/completions", json=body) for body in bodies))
 
     return asyncio.run(send_all())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("limit", [1, 2])
 def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:
-    import threading
-    import time
-
     monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", str(limit))
     active, most = [0], [0]
     lock = threading.Lock()
+    together = threading.Barrier(2, timeout=60)
+    held: list[float] = []  # limit 1: when the running request saw the other wait, and let go
 
-    def slow_answer(_messages: object) -> str:
+    def answer(_messages: object) -> str:
         with lock:
             active[0] += 1
             most[0] = max(most[0], active[0])
-        time.sleep(0.3)
+        if limit == 2:
+            together.wait()  # both runs are in a model at once (else the barrier breaks)
+        elif not held:  # the first run keeps its slot until the other request waits for one
+            until(lambda: metric("hybrid_runs_waiting") == 1, "a request waiting for the run slot")
+            held.append(time.perf_counter())
         with lock:
             active[0] -= 1
+        if limit == 1 and len(held) == 1:
+            held.append(time.perf_counter())
         return "The capital of France is Paris."
 
-    fakes.set("small", slow_answer)
-    fakes.set("large", slow_answer)
+    fakes.set("small", answer)
+    fakes.set("large", answer)
 
     responses = post_together([_numbered_question(n) for n in range(2)])
 
     assert [r.status_code for r in responses] == [200, 200]
     assert most[0] == limit  # never more graph runs at once than allowed, and no fewer
     timings = sorted((r.json()["hybrid"]["timings_ms"] for r in responses), key=lambda t: t["queued"])
-    if limit == 1:
-        assert timings[0]["queued"] < 200 <= timings[1]["queued"]  # the second waited for the first
-    else:
-        assert timings[1]["queued"] < 200
+    if limit == 1:  # the second waited, from before it was seen waiting until after the first let go
+        seen, let_go = held
+        assert timings[1]["queued"] >= (let_go - seen) * 1000
     for t in timings:  # the wait is neither the models' time nor the graph's own
         assert t["overhead"] == pytest.approx(t["total"] - t["queued"] - t["models"], abs=0.05)
     metrics = TestClient(create_app()).get("/metrics").text
@@ -335,6 +408,7 @@ def test_requests_beyond_the_run_limit_wait_their_turn_and_the_wait_is_reported(
     assert "hybrid_runs_waiting 0.0" in metrics
 
 
+@pytest.mark.unit
 def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
     from hybrid.server import OpenAIError, _Admission
 
@@ -344,44 +418,63 @@ def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pyt
         async def is_disconnected(self) -> bool:
             return True
 
-    async def scenario() -> tuple[list[float], OpenAIError]:
+    async def scenario() -> tuple[list[float], OpenAIError, float]:
         admission, ran = _Admission(), []
         with pytest.raises(OpenAIError) as caught:
             async with admission.slot(HungUp()):  # type: ignore[arg-type]
                 ran.append(-1.0)
-        async with admission.slot() as waited:  # its slot was given back: the next one runs at once
+        given_back = admission._limits().available_tokens
+        async with admission.slot() as waited:  # its slot was given back: the next one runs
             ran.append(waited)
-        return ran, caught.value
+        return ran, caught.value, given_back
 
-    ran, error = asyncio.run(scenario())
+    ran, error, given_back = asyncio.run(scenario())
     assert len(ran) == 1
-    assert ran[0] < 100
+    assert given_back == 1
     assert (error.status, error.kind) == (499, "client_closed_request")
 
 
+@pytest.mark.integration
 def test_beyond_the_waiting_limit_requests_get_429_with_retry_after(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import time
-
     monkeypatch.setenv("HYBRID_MAX_ACTIVE_RUNS", "1")
     monkeypatch.setenv("HYBRID_MAX_WAITING_RUNS", "1")
+    refused_before = metric("hybrid_requests_refused_total")
+    running, release = threading.Event(), threading.Event()
 
-    def slow_answer(_messages: object) -> str:
-        time.sleep(0.4)
+    def held_answer(_messages: object) -> str:
+        running.set()
+        release.wait(timeout=60)  # the run keeps its slot until the test has seen the others
         return "The capital of France is Paris."
 
-    fakes.set("small", slow_answer)
-    fakes.set("large", slow_answer)
+    fakes.set("small", held_answer)
+    fakes.set("large", held_answer)
 
-    bodies = [_numbered_question(n) | {"stream": n == 3} for n in range(4)]
-    responses = post_together(bodies, spacing=0.1)  # in order: runs, waits, refused, refused (streaming)
+    async def scenario() -> tuple[list[httpx.Response], float]:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+
+            def post(n: int) -> Any:
+                return http.post("/v1/chat/completions", json=_numbered_question(n) | {"stream": n == 3})
+
+            runs = asyncio.create_task(post(0))
+            await until_async(running.is_set, "the first request running")
+            waits = asyncio.create_task(post(1))
+            await until_async(lambda: metric("hybrid_runs_waiting") == 1, "the second request waiting")
+            seen = time.perf_counter()
+            refused = [await post(2), await post(3)]  # one waits already: no room, streaming or not
+            release.set()
+            waited_at_least = time.perf_counter() - seen
+            return [await runs, await waits, *refused], waited_at_least
+
+    responses, waited_at_least = asyncio.run(scenario())
 
     assert [r.status_code for r in responses] == [200, 200, 429, 429]
     refused = responses[2]
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert refused.json()["error"]["code"] == "server_at_capacity"
     assert int(refused.headers["retry-after"]) >= 1
-    assert responses[1].json()["hybrid"]["timings_ms"]["queued"] > 100  # the one that waited did run
+    assert responses[1].json()["hybrid"]["timings_ms"]["queued"] >= waited_at_least * 1000  # it did run
     metrics = TestClient(create_app()).get("/metrics").text
-    assert "hybrid_requests_refused_total 2.0" in metrics
+    assert f"hybrid_requests_refused_total {refused_before + 2}" in metrics

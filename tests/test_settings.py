@@ -11,6 +11,8 @@ import pytest
 from hybrid.errors import InvalidSetting
 from hybrid.settings import PER_RUN_FIELDS, RunContext, Settings, resolve_settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_use_the_embedded_profile() -> None:
     settings = resolve_settings()

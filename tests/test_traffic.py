@@ -11,6 +11,7 @@ from hybrid.settings import resolve_settings
 from tests.fakes import FakeModels
 
 
+@pytest.mark.integration
 def test_the_answered_event_carries_the_answers_costs(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -30,6 +31,7 @@ def test_the_answered_event_carries_the_answers_costs(
     assert cost["basis"] == answer.large_only_basis
 
 
+@pytest.mark.integration
 def test_each_turn_records_its_outcome_calls_checks_and_costs(fakes: FakeModels) -> None:
     fakes.set("small", lambda m: "Paris." if "France" in m[-1].text else "I don't know.")
     fakes.set("large", lambda m: "Berlin is the capital." if "Germany" in m[-1].text else "I don't know.")
@@ -70,6 +72,7 @@ def test_each_turn_records_its_outcome_calls_checks_and_costs(fakes: FakeModels)
     assert turns[edited.trace_id].answered_by == "human:bo"
 
 
+@pytest.mark.integration
 def test_the_time_range_keeps_turns_first_recorded_in_it(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     api.ask("What is the capital of France?")
@@ -80,6 +83,7 @@ def test_the_time_range_keeps_turns_first_recorded_in_it(fakes: FakeModels) -> N
     assert api.traffic(until=now - timedelta(hours=1)) == []
 
 
+@pytest.mark.integration
 def test_summary_rates_and_savings(fakes: FakeModels, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRID_PRICES", '{"fake:large": {"input_per_million": 1000000}}')
     fakes.set("small", lambda m: "Paris." if "France" in m[-1].text else "I don't know.")
@@ -93,7 +97,9 @@ def test_summary_rates_and_savings(fakes: FakeModels, monkeypatch: pytest.Monkey
     summary = api.traffic_summary(api.traffic())
 
     assert summary.turns == 3
-    assert summary.outcomes == {"small": 1, "large": 1, "human": 0, "cache": 0, "rejected": 0, "pending": 1}
+    assert summary.outcomes == {
+        "small": 1, "large": 1, "human": 0, "cache": 0, "rejected": 0, "pending": 1, "unreachable": 0
+    }  # fmt: skip
     assert summary.escalation_rate == pytest.approx(2 / 3)  # Germany and hafnium both went to the large model
     assert summary.review_rate == pytest.approx(1 / 3)
     answered = answers[:2]
@@ -104,6 +110,7 @@ def test_summary_rates_and_savings(fakes: FakeModels, monkeypatch: pytest.Monkey
     assert summary.input_tokens == sum(u["input_tokens"] for a in answers for u in a.usage.values())
 
 
+@pytest.mark.unit
 def test_latency_percentiles_per_model() -> None:
     from hybrid.traffic import ModelCall, Turn
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def refuse_then_answer(fakes: FakeModels) -> None:
 # --- Chat ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_an_answer_shows_its_route_badge_score_reason_usage_and_sources(
     fakes: FakeModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,6 +82,7 @@ def test_an_answer_shows_its_route_badge_score_reason_usage_and_sources(
     assert "The capital of France is Paris, on the Seine." in texts(sources)
 
 
+@pytest.mark.integration
 def test_an_escalated_answer_shows_the_small_draft_it_replaced(fakes: FakeModels) -> None:
     refuse_then_answer(fakes)
 
@@ -93,6 +96,31 @@ def test_an_escalated_answer_shows_the_small_draft_it_replaced(fakes: FakeModels
     assert "failed verification" in texts(replaced)
 
 
+def shown_while_answering(message) -> str:
+    """The record the chat keeps of what the live view showed while this answer was made."""
+    (marker,) = [m.value for m in message.markdown if "data-shown" in m.value]
+    return re.search(r'data-shown="([^"]*)"', marker).group(1)
+
+
+@pytest.mark.integration
+def test_a_finished_answer_keeps_a_record_of_what_the_live_view_showed(fakes: FakeModels) -> None:
+    refuse_then_answer(fakes)
+
+    app = ask(open_app(), "What is the capital of France?")
+
+    # The draft, struck out, and the large model's answer were on screen for a moment each; the
+    # finished message says so, in order.
+    shown = shown_while_answering(app.chat_message[1])
+    assert shown == "small:draft small:not-accepted large:draft large:verified"
+    fakes.set("small", "The capital of France is Paris.")
+    ask(app, "And what is the capital of France again?")
+    assert shown_while_answering(app.chat_message[1]) == shown  # each answer keeps its own
+    assert shown_while_answering(app.chat_message[3]) == "small:draft small:verified"
+    reloaded = open_app(thread=app.query_params["thread"])  # another session showed nothing live
+    assert not [md for m in reloaded.chat_message for md in m.markdown if "data-shown" in md.value]
+
+
+@pytest.mark.integration
 def test_the_live_view_marks_the_draft_then_verifies_or_replaces_it(fakes: FakeModels) -> None:
     refuse_then_answer(fakes)
     live = LiveAnswer()
@@ -112,6 +140,7 @@ def test_the_live_view_marks_the_draft_then_verifies_or_replaces_it(fakes: FakeM
     assert live.answer.answered_by == "fake:large"
 
 
+@pytest.mark.integration
 def test_a_conversation_continues_and_survives_a_reload(fakes: FakeModels) -> None:
     # Either tier answers alike: this test is about the conversation, not where each turn goes.
     fakes.set("small", lambda messages: f"Answer {len(messages)}.")
@@ -136,6 +165,7 @@ def test_a_conversation_continues_and_survives_a_reload(fakes: FakeModels) -> No
     assert api.answer_for(thread).question == "Second question?"
 
 
+@pytest.mark.integration
 def test_the_sidebar_lists_conversations_and_reopens_one(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     first = api.ask("What is the capital of France?")
@@ -154,6 +184,7 @@ def test_the_sidebar_lists_conversations_and_reopens_one(fakes: FakeModels) -> N
     assert not app.chat_message
 
 
+@pytest.mark.integration
 def test_sidebar_overrides_apply_to_this_conversation(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,6 +221,7 @@ def test_sidebar_overrides_apply_to_this_conversation(
     assert (app.selectbox(key="profile").value, app.selectbox(key="route").value) == ("alt", "human")
 
 
+@pytest.mark.integration
 def test_a_pending_answer_waits_then_updates_when_a_reviewer_resolves_it(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     app = open_app(route="human")
@@ -212,6 +244,7 @@ def test_a_pending_answer_waits_then_updates_when_a_reviewer_resolves_it(fakes: 
     assert not app.chat_input[0].disabled
 
 
+@pytest.mark.integration
 def test_thumbs_on_each_answer_are_recorded_as_feedback(fakes: FakeModels) -> None:
     fakes.set("small", "Paris.")
     app = ask(ask(open_app(), "What is the capital of France?"), "Are you sure?")
@@ -225,6 +258,7 @@ def test_thumbs_on_each_answer_are_recorded_as_feedback(fakes: FakeModels) -> No
     assert open_app(thread=thread).feedback(key=f"rate-{first.trace_id}").value == 0  # shown after a reload
 
 
+@pytest.mark.unit
 def test_a_bad_question_is_refused_with_the_reason(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -246,6 +280,7 @@ def pending_case(fakes: FakeModels) -> api.Answer:
     return answer
 
 
+@pytest.mark.integration
 def test_the_review_page_shows_each_case_with_drafts_reasons_and_sources(fakes: FakeModels) -> None:
     pending_case(fakes)
 
@@ -261,6 +296,7 @@ def test_the_review_page_shows_each_case_with_drafts_reasons_and_sources(fakes: 
     assert not [b for b in app.button if b.label == "Escalate to the large model"]  # the large model failed
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("action", "fields", "status", "text"),
     [
@@ -299,6 +335,7 @@ def test_a_reviewer_resolves_a_case(
     assert "Nothing waiting for a reviewer." in app.success[1].value
 
 
+@pytest.mark.integration
 def test_a_case_resolved_elsewhere_says_who_resolved_it(fakes: FakeModels) -> None:
     answer = pending_case(fakes)
     app = open_app("review.py")
@@ -315,6 +352,7 @@ def test_a_case_resolved_elsewhere_says_who_resolved_it(fakes: FakeModels) -> No
 # --- Knowledge -------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_ingesting_a_folder_reports_added_unchanged_and_failed_files(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -339,6 +377,7 @@ def test_ingesting_a_folder_reports_added_unchanged_and_failed_files(tmp_path: P
     assert {m.label: m.value for m in app.metric}["Unchanged"] == "1"
 
 
+@pytest.mark.integration
 def test_uploaded_files_are_ingested(isolated: Path) -> None:
     app = open_app("knowledge.py")
     app.get("file_uploader")[0].set_value([("notes.md", b"# Notes\n\nAlpacas hum.", "text/markdown")])
@@ -350,6 +389,7 @@ def test_uploaded_files_are_ingested(isolated: Path) -> None:
     assert api.collection_stats().sources[0].source == str(isolated / "uploads" / "notes.md")
 
 
+@pytest.mark.integration
 def test_the_knowledge_base_can_be_searched_directly(tmp_path: Path) -> None:
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -370,11 +410,13 @@ def test_the_knowledge_base_can_be_searched_directly(tmp_path: Path) -> None:
 # --- Dashboard -------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_the_dashboard_without_traffic_says_so() -> None:
     app = open_app("dashboard.py")
     assert "No questions recorded" in app.info[0].value
 
 
+@pytest.mark.integration
 def test_the_dashboard_charts_recorded_traffic_in_the_chosen_range(fakes: FakeModels) -> None:
     refuse_then_answer(fakes)
     old = api.ask("What is the capital of France?")  # escalated
@@ -396,10 +438,16 @@ def test_the_dashboard_charts_recorded_traffic_in_the_chosen_range(fakes: FakeMo
     charts = app.get("vega_lite_chart")
     assert len(charts) == 6  # route mix, rates, cost, tokens, latency, verifier scores
 
+    versions = app.dataframe[0].value  # the router and verifier versions, side by side
+    assert versions["version"].tolist() == ["shipped"]
+    assert versions["turns"].tolist() == [3]
+    assert versions["review share"].tolist() == ["33.3%"]
+
     app.segmented_control(key="range").set_value("Last 24 hours").run()
     assert {m.label: m.value for m in app.metric}["Questions"] == "2"
 
 
+@pytest.mark.integration
 def test_charts_are_built_from_the_records(fakes: FakeModels) -> None:
     from ui import charts
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from graphs.state import Draft, Hit
-from graphs.verifier import HEURISTIC_THRESHOLD, apply_rules, judge_draft
 from hybrid.verification.calibration import (
     auroc,
     calibrate,
@@ -20,8 +19,11 @@ from hybrid.verification.calibration import (
 )
 from hybrid.verification.data import is_good, token_f1
 from hybrid.verification.features import FEATURE_NAMES, measure
+from hybrid.verification.judge import HEURISTIC_THRESHOLD, apply_rules, judge_draft
 from hybrid.verification.model import ARTIFACT_VERSION, VerifierModel
 from tests.fakes import small_draft
+
+pytestmark = pytest.mark.unit
 
 PASSAGE = "The Panthers defense gave up just 308 points, ranking sixth in the league under coach Ron Rivera."
 QUESTION = "How many points did the Panthers defense surrender?"

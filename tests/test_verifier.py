@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from graphs.state import Draft, Hit
-from graphs.verifier import arithmetic_in, verify_draft
+from hybrid.arithmetic import arithmetic_in
+from hybrid.verification.heuristic import verify_draft
 from tests.fakes import small_draft as draft
+
+pytestmark = pytest.mark.unit
 
 
 def hit(text: str) -> Hit:

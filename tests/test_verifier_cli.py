@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from graphs.state import Draft, Hit
-from graphs.verifier import judge_draft
 from hybrid.cli import cli
 from hybrid.settings import DEFAULT_VERIFIER_PATH
+from hybrid.verification.judge import judge_draft
 from hybrid.verification.model import VerifierModel
 from tests.conftest import REPO
 from tests.fakes import small_draft
@@ -53,6 +53,7 @@ def write_jsonl(path: Path) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_train_then_calibrate(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "drafts.jsonl")
     out = tmp_path / "verifier-test"
@@ -94,6 +95,7 @@ def test_train_then_calibrate(tmp_path: Path) -> None:
     assert json.loads((out / "verifier.json").read_text())["threshold"]["accept_share"] >= 0.5
 
 
+@pytest.mark.unit
 def test_calibrate_needs_exactly_one_rule(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "drafts.jsonl")
     result = CliRunner().invoke(cli, ["verifier", "calibrate", "--data", str(data)])
@@ -101,6 +103,7 @@ def test_calibrate_needs_exactly_one_rule(tmp_path: Path) -> None:
     assert "exactly one of --target-precision and --max-reject-share" in result.output
 
 
+@pytest.mark.unit
 def test_bad_training_data_gives_one_clear_line(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text('{"question": "q", "answer": "a"}\n')
@@ -121,6 +124,7 @@ PASSAGE = (
 )
 
 
+@pytest.mark.integration
 def test_the_shipped_verifier_prefers_a_correct_grounded_answer() -> None:
     model = VerifierModel.load(DEFAULT_VERIFIER_PATH)
     assert model.threshold is not None

@@ -13,7 +13,6 @@ import altair as alt
 import pandas as pd
 
 from hybrid import api
-from hybrid.traffic import OUTCOMES
 
 # Outcome colours match the chat's route badges (small green, large blue, human orange, cache violet).
 OUTCOME_COLORS = {
@@ -23,8 +22,11 @@ OUTCOME_COLORS = {
     "cache": "#803df5",
     "rejected": "#ff4b4b",
     "pending": "#a3a8b8",
+    "unreachable": "#7d353b",
 }
-_outcome_scale = alt.Scale(domain=list(OUTCOMES), range=[OUTCOME_COLORS[o] for o in OUTCOMES])
+_outcome_scale = alt.Scale(
+    domain=list(api.TRAFFIC_OUTCOMES), range=[OUTCOME_COLORS[o] for o in api.TRAFFIC_OUTCOMES]
+)
 
 
 def bucket_for(span: timedelta) -> tuple[str, str]:

@@ -11,8 +11,8 @@ from typing import Any
 import streamlit as st
 
 from hybrid import api
-from hybrid.errors import HybridError, ReviewError
-from ui.components import render_answer
+from hybrid.errors import ConversationNotFound, HybridError
+from ui.components import render_answer, render_readiness_banner
 from ui.streaming import LiveAnswer
 
 POLL_SECONDS = 3
@@ -23,12 +23,14 @@ STATUS_ICONS = {
     "cache": ":material/cached:",
     "rejected": ":material/block:",
     "pending": ":material/hourglass_top:",
+    "unreachable": ":material/cloud_off:",
 }
 OVERRIDE_KEYS = ("profile", "route", "retrieval")
 
 state = st.session_state
 state.setdefault("turns", {})  # thread id → its answers, loaded once per session
 state.setdefault("overrides_of", {})  # thread id → the sidebar's overrides for it
+state.setdefault("shown_live", {})  # trace id → what the live view showed while it was answered
 choices = api.run_choices()
 
 
@@ -145,7 +147,7 @@ def history(thread_id: str) -> list[api.Answer]:
         with st.chat_message("user"):
             st.markdown(answer.question)
         with st.chat_message("assistant"):
-            render_answer(answer)
+            render_answer(answer, shown=state.shown_live.get(answer.trace_id))
             if answer.status == "answered" and answer.trace_id:
                 key = f"rate-{answer.trace_id}"
                 st.feedback(
@@ -177,6 +179,7 @@ def ask(question: str, thread_id: str | None, overrides: dict[str, Any]) -> None
             return
     answer = live.answer
     assert answer is not None  # api.stream always ends with the answer
+    state.shown_live[answer.trace_id] = live.shown
     state.turns.setdefault(answer.thread_id, []).append(answer)
     if thread_id != answer.thread_id:
         st.query_params["thread"] = answer.thread_id
@@ -185,12 +188,13 @@ def ask(question: str, thread_id: str | None, overrides: dict[str, Any]) -> None
 
 overrides = sidebar()
 st.title("Hybrid AI")
+render_readiness_banner(overrides)
 thread = st.query_params.get("thread")
 answers: list[api.Answer] = []
 if thread:
     try:
         answers = history(thread)
-    except ReviewError:
+    except ConversationNotFound:
         st.warning(f"There is no conversation {thread} here; starting a new one.")
         st.query_params.pop("thread", None)
         thread = None

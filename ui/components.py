@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from hybrid import api
+from ui.streaming import shown_marker
 
 # Route → (label, badge colour, icon). Colours are reused by the dashboard's charts.
 ROUTES: dict[str, tuple[str, str, str]] = {
@@ -44,6 +45,8 @@ def badge(answer: api.Answer) -> str:
         return ":orange-badge[:material/hourglass_top: waiting for review]"
     if answer.status == "rejected":
         return ":red-badge[:material/block: rejected]"
+    if answer.status == "unreachable":
+        return ":red-badge[:material/cloud_off: no model could be reached]"
     label, color, icon = ROUTES[route_of(answer) or "small"]
     return f":{color}-badge[{icon} {label}]"
 
@@ -59,6 +62,40 @@ def verifier_line(answer: api.Answer) -> str:
     last = answer.verifications[-1]
     sign, color = ("≥", "green") if last["passed"] else ("<", "red")
     return f":{color}-badge[verifier {last['score']:.2f} {sign} {last['threshold']:.2f}]"
+
+
+def readiness_lines(readiness: api.Readiness) -> list[str]:
+    """One warning per tier that cannot answer (and for a database that does not answer): the
+    models, where they were looked for, why, and the fix, as the doctor words them."""
+    lines = []
+    for tier in readiness.tiers:
+        if tier.can_answer:
+            continue
+        models = "; ".join(f"`{m.spec}` ({m.found})" for m in tier.models)
+        fixes = "; ".join(dict.fromkeys(m.fix for m in tier.models if m.fix))
+        what = "cannot be reached" if all(m.unreachable for m in tier.models) else "cannot answer now"
+        lines.append(
+            f"**The {tier.tier} tier {what}**: {models}."
+            + (f" Fix: {fixes}." if fixes else "")
+            + " Run `hybrid doctor` to check the whole configuration."
+        )
+    database = readiness.database
+    if database.status == "failed":
+        lines.append(
+            f"**The database does not answer**: {database.name}: {database.found}. Fix: {database.fix}."
+        )
+    return lines
+
+
+def render_readiness_banner(overrides: dict[str, Any]) -> None:
+    """A banner for each tier that cannot answer with the conversation's settings (cheap: cached probes)."""
+    try:
+        readiness = api.readiness(profile=overrides.get("profile"))
+    except Exception as exc:  # the page still works; the question will say what is wrong
+        st.warning(f"Could not check the models: {type(exc).__name__}: {exc}", icon=":material/help:")
+        return
+    for line in readiness_lines(readiness):
+        st.error(line, icon=":material/cloud_off:")
 
 
 def money(value: float) -> str:
@@ -137,17 +174,25 @@ def render_sources(hits: list[dict[str, Any]], *, expanded: bool = False) -> Non
             st.caption(f"`{hit['source']}`")
 
 
-def render_answer(answer: api.Answer) -> None:
-    """One assistant turn: the answer, its route badge and reason, score, sources, latency and cost."""
+def render_answer(answer: api.Answer, shown: list[str] | None = None) -> None:
+    """One assistant turn: the answer, its route badge and reason, score, sources, latency and cost.
+
+    `shown`: what the live view showed while this answer was made (`ui.streaming.LiveAnswer.shown`),
+    kept hidden beside the badges; in a line of its own it would add a gap to the message."""
     if answer.status == "answered":
         st.markdown(answer.answer or "")
     elif answer.status == "pending_review":
         why = (answer.pending_review or {}).get("why", "")
         st.markdown(f"Waiting for a reviewer ({why})." if why else "Waiting for a reviewer.")
+    elif answer.status == "unreachable":
+        st.markdown("No model could be reached, so this question was not answered (see `hybrid doctor`).")
     else:
         reason = (answer.review or {}).get("reason")
         st.markdown("A reviewer declined to answer this question." + (f" Reason: {reason}" if reason else ""))
-    st.markdown(f"{badge(answer)} {verifier_line(answer)}")
+    if shown is None:
+        st.markdown(f"{badge(answer)} {verifier_line(answer)}")
+    else:
+        st.markdown(f"{badge(answer)} {verifier_line(answer)}{shown_marker(shown)}", unsafe_allow_html=True)
     st.caption(answer.explanation)
     st.caption(usage_line(answer))
     kind = "Replaced draft" if answer.status == "answered" else "Draft"

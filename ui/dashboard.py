@@ -72,6 +72,41 @@ if (chart := charts.latency(turns)) is not None:
 if (chart := charts.verifier_scores(turns)) is not None:
     right.altair_chart(chart)
 
+st.subheader("Router and verifier versions")
+versions = api.compare_versions([], since=now - window if window else None)
+st.caption(
+    f"Serving: **{versions['current']}**"
+    + (f"; canary **{versions['canary']['version']}** for {versions['canary']['share']:.0%} of conversations"
+       if versions["canary"] else "")
+    + ". Quality counts a turn sent to review as 0 and leaves unlabelled answers out (`hybrid tune compare`)."
+)  # fmt: skip
+
+
+def _cell(figure: dict, pct: bool = True) -> str:
+    if figure["value"] is None:
+        return "–"
+    return f"{figure['value']:.1%}" if pct else money(figure["value"])
+
+
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "version": name,
+                "turns": figures["turns"],
+                "quality": _cell(figures["quality"]),
+                "labelled": figures["quality"]["n"],
+                "large share": _cell(figures["large_share"]),
+                "review share": _cell(figures["review_share"]),
+                "cost per answer": _cell(figures["cost_per_answered"], pct=False),
+            }
+            for name, figures in versions["versions"].items()
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+)
+
 with st.expander(f"Recent questions ({len(turns)})", icon=":material/list:"):
     st.dataframe(
         pd.DataFrame(

@@ -1,6 +1,10 @@
 """An answer as it is being made: the small model's draft streams in, marked as a draft, until the
 verifier accepts it (verified) or rejects it (struck out, and the large model's answer streams in
 below it). `LiveAnswer.feed` folds `api.stream` events; `render` draws the current state.
+
+What was drawn is also kept (`LiveAnswer.shown`): these states pass in a moment on a fast machine,
+and the chat keeps the record on the finished answer (`shown_marker`), where a test or a person
+can read what the page went through after it was over.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from hybrid import api
 
 TIERS = {"answer_small": "small", "escalate": "large"}
 DraftState = Literal["drafting", "checking", "verified", "failed"]
+SHOWN_AS: dict[DraftState, str] = {
+    "drafting": "draft",
+    "checking": "draft",
+    "verified": "verified",
+    "failed": "not-accepted",
+}
+"""A draft's state as the page shows it (its badge), in the record of what was shown."""
 
 
 @dataclass
@@ -34,6 +45,10 @@ class LiveAnswer:
     drafts: list[LiveDraft] = field(default_factory=list)
     step: str = "routing…"
     answer: api.Answer | None = None
+    shown: list[str] = field(default_factory=list)
+    """Every badge drawn, in order, once per change of a draft: `small:draft`, `small:verified`,
+    `small:not-accepted`, `large:draft`, ..."""
+    _last_shown: dict[int, str] = field(default_factory=dict)
 
     def _current(self, node: str) -> LiveDraft:
         tier = TIERS[node]
@@ -83,7 +98,11 @@ class LiveAnswer:
 
     def render(self) -> None:
         """Draw the drafts so far (call inside an emptied placeholder's container)."""
-        for draft in self.drafts:
+        for index, draft in enumerate(self.drafts):
+            badge = f"{draft.tier}:{SHOWN_AS[draft.state]}"
+            if self._last_shown.get(index) != badge:
+                self._last_shown[index] = badge
+                self.shown.append(badge)
             label = f"{draft.tier} model"
             if draft.state == "drafting":
                 st.markdown(f":gray-badge[:material/edit_note: draft · {label}]")
@@ -100,3 +119,9 @@ class LiveAnswer:
                     st.caption(f"~~{draft.text}~~")
         if self.answer is None:
             st.caption(f":material/progress_activity: {self.step}")
+
+
+def shown_marker(shown: list[str]) -> str:
+    """HTML that keeps, hidden in the page, what the live view showed while an answer was made: a
+    `data-shown` attribute listing `LiveAnswer.shown`, space-separated."""
+    return f'<span hidden class="shown-while-answering" data-shown="{" ".join(shown)}"></span>'

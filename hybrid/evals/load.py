@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hybrid.evals.stats import percentile
+
 QUESTIONS = [
     "What is the capital of France?",
     "Who wrote Hamlet?",
@@ -41,11 +43,6 @@ def load_question(n: int) -> str:
     return f"Question {n + 1}: {QUESTIONS[n % len(QUESTIONS)]}"
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2) if ordered else 0.0
-
-
 @contextlib.contextmanager
 def _server(folder: Path) -> Iterator[str]:
     from hybrid.evals.servers import environment, free_port, running
@@ -57,7 +54,9 @@ def _server(folder: Path) -> Iterator[str]:
             yield f"http://127.0.0.1:{port}"
 
 
-async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> dict[str, Any]:
+async def _level(
+    url: str, concurrency: int, requests: int, first: int = 0, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -74,10 +73,12 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             n = queue.get_nowait()
-            body = {
+            body: dict[str, Any] = {
                 "model": "hybrid",
                 "messages": [{"role": "user", "content": load_question(n)}],
             }
+            if overrides:
+                body["hybrid"] = {"overrides": overrides}
             began = time.perf_counter()
             try:
                 response = await client.post(f"{url}/v1/chat/completions", json=body, timeout=300)
@@ -105,7 +106,7 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
             await asyncio.sleep(0.1)
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency + 4)) as client:
-        # The first request of a client pays for its own set-up (~40 ms here): not the server's time.
+        # The first request of a client pays for its own set-up: not the server's time.
         await client.get(f"{url}/health", timeout=30)
         prober = asyncio.create_task(probe(client))
         started = time.perf_counter()
@@ -119,25 +120,74 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
         "errors": len(errors),
         "error_samples": errors[:3],
         "rps": round(len(latencies) / wall, 3) if wall else 0.0,
-        "latency_ms": {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-        "overhead_ms": {"p50": _percentile(overheads, 0.5), "p95": _percentile(overheads, 0.95)},
-        "queued_ms": {"p50": _percentile(queued, 0.5), "p95": _percentile(queued, 0.95)},
+        "latency_ms": {
+            q: round(percentile(latencies, p), 2) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))
+        },
+        "overhead_ms": {
+            "p50": round(percentile(overheads, 50), 2),
+            "p95": round(percentile(overheads, 95), 2),
+        },
+        "queued_ms": {"p50": round(percentile(queued, 50), 2), "p95": round(percentile(queued, 95), 2)},
         # Where the time goes, per graph step (answer_small and escalate include their models' time).
-        "steps_ms_p50": {node: _percentile(spent, 0.5) for node, spent in steps.items()},
+        "steps_ms_p50": {node: round(percentile(spent, 50), 2) for node, spent in steps.items()},
         "health_ms": {
-            "p50": _percentile(health, 0.5),
-            "p95": _percentile(health, 0.95),
+            "p50": round(percentile(health, 50), 2),
+            "p95": round(percentile(health, 95), 2),
             "max": round(max(health, default=0), 2),
         },
     }
+
+
+def _shadow_counts(url: str) -> dict[str, float]:
+    import re
+
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {m[0]: float(m[1]) for m in re.findall(r'hybrid_shadow_runs_total\{outcome="(\w+)"\} (\S+)', text)}
+
+
+def _shadow_comparison(
+    url: str, levels: list[int], requests: int | None, rate: float, *, first: int, log: Any
+) -> dict:
+    """Each level in rounds alternating shadow rate 0 and `rate` (a per-request setting), so both see
+    the same machine; the user's p50 latency at each, and what the shadow runs did."""
+    rounds = 2
+    out: dict[str, Any] = {"rate": rate, "levels": []}
+    asked = first
+    for level in levels:
+        count = requests or max(2 * level, 8)
+        results: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+        for _ in range(rounds):
+            for name, value in (("off", 0.0), ("on", rate)):
+                log(f"  shadow {name} at concurrency {level}: {count} requests ...")
+                results[name].append(asyncio.run(_level(url, level, count, asked, {"shadow_rate": value})))
+                asked += count
+        p50 = {
+            name: statistics.median(r["latency_ms"]["p50"] for r in runs) for name, runs in results.items()
+        }
+        out["levels"].append(
+            {
+                "concurrency": level,
+                "p50_ms_off": round(p50["off"], 2),
+                "p50_ms_on": round(p50["on"], 2),
+                "ratio": round(p50["on"] / p50["off"], 4) if p50["off"] else None,
+                "errors": sum(r["errors"] for runs in results.values() for r in runs),
+            }
+        )
+    out["shadow_runs"] = _shadow_counts(url)
+    return out
 
 
 def evaluate_load(
     concurrency: list[int],
     requests_per_level: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    *,
+    shadow_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Run each concurrency level against a fresh server; return the figures per level."""
+    """Run each concurrency level against a fresh server; return the figures per level. With
+    `shadow_rate`, also the user's p50 with shadow runs off and on, in alternating rounds."""
     import httpx
 
     with tempfile.TemporaryDirectory(prefix="hybrid-load-") as folder, _server(Path(folder)) as url:
@@ -155,8 +205,14 @@ def evaluate_load(
             log(f"  concurrency {level}: {requests} requests ...")
             levels.append(asyncio.run(_level(url, level, requests, first=asked)))
             asked += requests
+        shadow = None
+        if shadow_rate:
+            shadow = _shadow_comparison(
+                url, concurrency, requests_per_level, shadow_rate, first=asked, log=log
+            )
     overhead = [lvl["overhead_ms"]["p50"] for lvl in levels]
     return {
+        "shadow": shadow,
         "levels": levels,
         "errors_total": sum(lvl["errors"] for lvl in levels),
         "overhead_ms_p50": round(statistics.median(overhead), 2) if overhead else 0.0,
@@ -190,4 +246,13 @@ def format_table(report: dict[str, Any]) -> str:
     for lvl in report["levels"]:
         steps = ", ".join(f"{node} {spent:.1f}" for node, spent in lvl.get("steps_ms_p50", {}).items())
         lines.append(f"steps p50 ms at {lvl['concurrency']} (models included): {steps or '-'}")
+    shadow = report.get("shadow")
+    if shadow:
+        for lvl in shadow["levels"]:
+            lines.append(
+                f"shadow rate {shadow['rate']:g} at concurrency {lvl['concurrency']}: user p50 "
+                f"{lvl['p50_ms_on']:.0f} ms against {lvl['p50_ms_off']:.0f} ms with it off "
+                f"(ratio {lvl['ratio']})"
+            )
+        lines.append(f"shadow runs: {shadow['shadow_runs']}")
     return "\n".join(lines)

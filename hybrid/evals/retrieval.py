@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hybrid.evals.stats import percentile
 from hybrid.settings import RankingMode, Settings
 
 MODES: tuple[RankingMode, ...] = ("dense", "bm25", "hybrid")
@@ -68,11 +69,6 @@ def _doc_ranking(hits: Sequence[Mapping[str, Any]]) -> list[str]:
     for hit in hits:
         seen.setdefault(str(hit["metadata"].get("doc_id", hit["id"])), None)
     return list(seen)
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
 def evaluate_beir(
@@ -133,8 +129,8 @@ def evaluate_beir(
         "chunks": report.chunks_added,
         "ingest_seconds": round(report.seconds, 2),
         "ingest_chunks_per_s": round(report.chunks_per_second, 1),
-        "query_ms_p50": round(_percentile(latencies, 0.5), 2),
-        "query_ms_p95": round(_percentile(latencies, 0.95), 2),
+        "query_ms_p50": round(percentile(latencies, 50), 2),
+        "query_ms_p95": round(percentile(latencies, 95), 2),
     }
 
 

@@ -17,7 +17,6 @@ Every model is the product's `RouterModel`, trained by the product's code; embed
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.evals.stats import percentile
 from hybrid.routing.data import Benchmark, load_gsm8k, load_mmlu
 from hybrid.routing.embedding import embed_cached
 from hybrid.routing.features import RESPONSE_FEATURE_NAMES, response_check_features
@@ -44,7 +44,7 @@ from hybrid.routing.training import balanced_group_folds, cross_validated_need_l
 BENCHMARKS = ("mmlu_random_split", "mmlu_unseen_subjects", "gsm8k_query", "gsm8k_cascade")
 FOLDS = 5
 
-# RouteLLM paper figures as transcribed in shared/data/README.md (approximate; None: not given).
+# RouteLLM paper figures (arXiv 2406.18665), transcribed second-hand: approximate; None: not given.
 PUBLISHED: dict[str, dict[str, float | None]] = {
     "mmlu_random_split": {"apgr": 0.60, "cpt50": 0.35, "cpt80": None},
     "mmlu_unseen_subjects": {"apgr": 0.60, "cpt50": 0.35, "cpt80": None},
@@ -58,8 +58,8 @@ TARGETS: dict[str, dict[str, float]] = {
     "gsm8k_cascade": {"apgr": 0.85, "cpt50_max": 0.20},
 }
 # The recipe per benchmark. MMLU: the research's stacked router. GSM8K (1,000 training rows per
-# fold, one topic): level-2 logistic regression, since boosting on so few rows scored lower
-# (0.62 vs 0.65 APGR in development). Cascade: the response checks are the signal; the question
+# fold, one topic): level-2 logistic regression, since boosting on so few rows scored lower in
+# development (docs/benchmarks.md). Cascade: the response checks are the signal; the question
 # embedding added nothing in the research.
 CONFIGS: dict[str, TrainConfig] = {
     "mmlu_random_split": TrainConfig(level2="hgb", holdout="text"),
@@ -186,11 +186,7 @@ def decision_latency(
 
 
 def _percentiles(times: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {
-        "p50": round(statistics.median(times), 3),
-        "p95": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 3),
-    }
+    return {"p50": round(percentile(times, 50), 3), "p95": round(percentile(times, 95), 3)}
 
 
 def evaluate_routing(

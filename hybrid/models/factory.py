@@ -71,6 +71,7 @@ def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
         n_threads=settings.n_threads,
         max_tokens=settings.max_answer_tokens,
         temperature=settings.temperature,
+        min_token_interval_s=settings.test_min_token_interval_s,
     )
 
 
@@ -133,7 +134,7 @@ _PROVIDERS: dict[str, Provider] = {
     "ollama": Provider(_build_ollama, lambda name, s: True),
     "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_url_for(name))),
 }
-_cache: dict[tuple[str, str], BaseChatModel] = {}
+_cache: dict[tuple[str, str, int], BaseChatModel] = {}
 _cache_lock = threading.Lock()
 
 # Settings that change how a model is built; a change gives a new model object.
@@ -148,6 +149,7 @@ _BUILD_FIELDS = {
     "max_answer_tokens",
     "temperature",
     "ollama_keep_alive",
+    "test_min_token_interval_s",
 }
 
 
@@ -170,6 +172,11 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
+def known_providers() -> list[str]:
+    """The providers model specs may name."""
+    return sorted(_PROVIDERS)
+
+
 def _provider(spec: ModelSpec) -> Provider:
     try:
         return _PROVIDERS[spec.provider]
@@ -182,10 +189,13 @@ def get_chat_model(spec: str, settings: Settings) -> BaseChatModel:
     """The chat model for a spec, built once per process for a given configuration."""
     parsed = ModelSpec.parse(spec)
     provider = _provider(parsed)
-    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS))
+    from hybrid.models.replay import active_store, recorded
+
+    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS), id(active_store()))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = provider.build(parsed.name, settings)
+            built = provider.build(parsed.name, settings)
+            _cache[key] = recorded(built, str(parsed), model_version(str(parsed)), settings)
         return _cache[key]
 
 

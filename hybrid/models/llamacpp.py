@@ -32,7 +32,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from hybrid.errors import ContextWindowExceeded, UnknownModel
+from hybrid.errors import ContextWindowExceeded, GenerationPreempted, UnknownModel
 
 PromptFormat = Literal["auto", "chat", "completion"]
 
@@ -42,7 +42,8 @@ COMPLETION_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("How many legs does a spider have?", "Eight."),
     ("Who wrote Romeo and Juliet?", "William Shakespeare."),
 )
-COMPLETION_STOPS = ["\nQ:", "\n\n\n"]
+# A base model's answer is one line: past it, it writes the next question or invents more sources.
+COMPLETION_STOPS = ["\n"]
 
 
 def _smollm2_path() -> Path:
@@ -87,7 +88,7 @@ def packaged_version(name: str) -> str | None:
     """`package==version` of a packaged model, None for a path or a missing package.
 
     Remembered: every answer's audit row names it, and looking it up scans the installed
-    distributions (~0.5 ms)."""
+    distributions."""
     from importlib.metadata import PackageNotFoundError, version
 
     package = PACKAGES.get(name)
@@ -197,6 +198,41 @@ def _stop_prefix(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
+class _Pace:
+    """What may stop or slow a generation between two tokens: the deadline, a waiting user (for a
+    background run), and the test hook's minimum interval between tokens."""
+
+    def __init__(self, interval: float, deadline: float | None, yield_to: Any) -> None:
+        self.interval, self.deadline, self.yield_to = interval, deadline, yield_to
+        self.until: float | None = None
+
+    def next_token(self) -> None:
+        if self.interval:
+            # The test hook: a draft streams no faster than this on any machine, so a test sees a
+            # state that lasts while tokens come (the lock stays held, as in a long answer).
+            if self.until is not None and (wait := self.until - time.monotonic()) > 0:
+                time.sleep(wait)
+            self.until = time.monotonic() + self.interval
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError("deadline passed while generating")
+        if self.yield_to is not None and self.yield_to():
+            raise GenerationPreempted("stopped for a user's request")
+
+
+YIELD_CHUNK = 32
+"""Prompt tokens a yielding (background) generation evaluates between checks for a waiting user."""
+
+
+def _evaluate_yielding(llm: Any, tokens: list[int], yield_to: Any) -> None:
+    """Evaluate the prompt a few tokens at a time, stopping when a user is waiting. `generate` then
+    finds the prompt already evaluated (its common-prefix reuse) and goes straight to answering."""
+    llm.reset()
+    for start in range(0, max(len(tokens) - 1, 0), YIELD_CHUNK):
+        if yield_to():
+            raise GenerationPreempted("stopped for a user's request")
+        llm.eval(tokens[start : min(start + YIELD_CHUNK, len(tokens) - 1)])
+
+
 def render_transcript(messages: Sequence[BaseMessage]) -> str:
     """A conversation as a few-shot `Q:`/`A:` transcript that a base model continues."""
     preamble = "\n\n".join(m.text for m in messages if isinstance(m, SystemMessage))
@@ -226,6 +262,9 @@ class EmbeddedChatModel(BaseChatModel):
     max_tokens: int = 192
     temperature: float = 0.0
     prompt_format: PromptFormat = "auto"
+    min_token_interval_s: float = Field(
+        0.0, description="Test hook (`HYBRID_TEST_MIN_TOKEN_INTERVAL_S`): least time between two tokens."
+    )
     _loaded: _LoadedModel | None = PrivateAttr(None)
 
     @property
@@ -270,7 +309,8 @@ class EmbeddedChatModel(BaseChatModel):
 
         Our own loop over `Llama.generate` rather than `create_completion`: at each token the
         context still holds the logits it was sampled from, so its log-probability costs one
-        softmax, where llama-cpp-python's logprobs need `logits_all` (3.7x slower here, +180 MB).
+        softmax, where llama-cpp-python's logprobs need `logits_all` (several times slower, and more
+        memory: docs/benchmarks.md).
         """
         tokens, stops = self.render(messages)
         stops += list(stop or [])
@@ -281,24 +321,29 @@ class EmbeddedChatModel(BaseChatModel):
                 f"{self.model_name}'s context window of {self.n_ctx} tokens"
             )
         deadline = kwargs.get("deadline")  # a time.monotonic() instant, set by the resilience layer
+        yield_to = kwargs.get("yield_to")  # a background run stops when this says a user is waiting
         temperature = float(kwargs.get("temperature", self.temperature))
         with self.loaded.lock:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("deadline passed while waiting for the model")
             llm = self.loaded.llm
+            if yield_to is not None:
+                _evaluate_yielding(llm, tokens, yield_to)
             generated: list[int] = []
             logprobs: list[float] = []
             shown, finish, cut_by_stop = "", "length", False
+            pace = _Pace(self.min_token_interval_s, deadline, yield_to)
             for token in llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, reset=True):
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError("deadline passed while generating")
+                pace.next_token()
                 if self.loaded.is_end(token):
                     finish = "stop"
                     break
                 logprobs.append(self.loaded.token_logprob(token))
                 generated.append(token)
                 text = llm.detokenize(generated).decode("utf-8", errors="ignore")
-                cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+                # A stop string only ends an answer that has begun (a leading newline is not one).
+                begun = len(text) - len(text.lstrip())
+                cut = min((i for i in (text.find(s, begun) for s in stops if s) if i >= 0), default=-1)
                 if cut >= 0:
                     text, finish, cut_by_stop = text[:cut], "stop", True
                 safe = len(text) if cut_by_stop else len(text) - _stop_prefix(text, stops)

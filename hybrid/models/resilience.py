@@ -20,6 +20,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from hybrid.errors import ContextWindowExceeded, HybridError, UnknownModel
+from hybrid.models.reachability import endpoint_of, unreachable_reason
 from hybrid.models.state import estimated_tokens, in_flight
 from hybrid.settings import Settings
 
@@ -44,6 +45,10 @@ class Attempt:
     error: str | None = None
     latency_ms: float = 0.0
     transient: bool = False
+    unreachable: str | None = None
+    """Why the model could not be reached at all (`hybrid.models.reachability`), if that was it."""
+    endpoint: str | None = None
+    """Where the unreachable model was looked for."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +68,11 @@ class TierDown(HybridError):
         prefix = "deadline passed; " if self.deadline_passed else ""
         models = len({a.model for a in self.attempts})
         return f"{prefix}all {models} model(s) failed; last: {last.model}: {last.error}"
+
+    @property
+    def unreachable(self) -> bool:
+        """No model of the tier could be reached at all (a configuration error, not a bad day)."""
+        return bool(self.attempts) and all(a.unreachable for a in self.attempts)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -86,19 +96,27 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._failures: dict[str, int] = {}
         self._open_until: dict[str, float] = {}
+        self._unreachable: dict[str, str | None] = {}
 
     def open_for(self, model: str) -> float:
         """Seconds the model is still in cooldown (0: it may be called)."""
         with self._lock:
             return max(0.0, self._open_until.get(model, 0.0) - time.monotonic())
 
+    def unreachable(self, model: str) -> str | None:
+        """Why the model's last failure could not reach it, if that was the case."""
+        with self._lock:
+            return self._unreachable.get(model)
+
     def succeeded(self, model: str) -> None:
         with self._lock:
             self._failures.pop(model, None)
             self._open_until.pop(model, None)
+            self._unreachable.pop(model, None)
 
-    def failed(self, model: str, threshold: int, cooldown_s: float) -> None:
+    def failed(self, model: str, threshold: int, cooldown_s: float, unreachable: str | None = None) -> None:
         with self._lock:
+            self._unreachable[model] = unreachable
             self._failures[model] = self._failures.get(model, 0) + 1
             if self._failures[model] >= threshold:
                 self._open_until[model] = time.monotonic() + cooldown_s
@@ -108,6 +126,7 @@ class CircuitBreaker:
         with self._lock:
             self._failures.clear()
             self._open_until.clear()
+            self._unreachable.clear()
 
 
 breaker = CircuitBreaker()
@@ -153,8 +172,16 @@ def call_tier(
     for spec in specs:
         cooldown = breaker.open_for(spec)
         if cooldown > 0:
+            # A model in cooldown because it could not be reached is still unreachable.
+            unreachable = breaker.unreachable(spec)
             attempts.append(
-                Attempt(spec, "skipped", f"in cooldown for {cooldown:.0f}s after repeated failures")
+                Attempt(
+                    spec,
+                    "skipped",
+                    f"in cooldown for {cooldown:.0f}s after repeated failures",
+                    unreachable=unreachable,
+                    endpoint=endpoint_of(spec, settings) if unreachable else None,
+                )
             )
             continue
         for retry in range(settings.model_retries + 1):
@@ -173,6 +200,7 @@ def call_tier(
                     )
             except Exception as exc:  # every failure is recorded; transient ones are retried
                 transient = is_transient(exc)
+                unreachable = unreachable_reason(exc)
                 attempts.append(
                     Attempt(
                         spec,
@@ -180,6 +208,8 @@ def call_tier(
                         f"{type(exc).__name__}: {exc}"[:500],
                         round((time.monotonic() - started) * 1000, 2),
                         transient,
+                        unreachable,
+                        endpoint_of(spec, settings) if unreachable else None,
                     )
                 )
                 if not transient:
@@ -193,5 +223,6 @@ def call_tier(
             attempts.append(Attempt(spec, "ok", latency_ms=round((time.monotonic() - started) * 1000, 2)))
             return reply, spec, attempts
         if attempts and attempts[-1].transient:
-            breaker.failed(spec, settings.breaker_failures, settings.breaker_cooldown_s)
+            last = attempts[-1]
+            breaker.failed(spec, settings.breaker_failures, settings.breaker_cooldown_s, last.unreachable)
     raise TierDown(attempts, deadline_passed=time.monotonic() >= deadline)

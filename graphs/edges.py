@@ -33,8 +33,30 @@ def after_retrieve(state: State) -> FirstAnswer:
     return first_answer(state["route"])
 
 
-def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
-    """Accept a verified draft; otherwise escalate a small draft, or ask a person."""
+def unreachable_next(state: State) -> Literal["answer_small", "escalate", "unreachable"] | None:
+    """After a tier none of whose models could be reached: try an allowed tier not tried yet; when
+    every allowed tier is unreachable, the configuration is dead and the turn ends with an error
+    (unless the `unreachable_models` policy asks for a reviewer). None: the usual policy applies
+    (a model was reached, or a reviewer's round is under way)."""
+    drafts = state["drafts"]
+    if drafts[-1].get("error_kind") != "unreachable" or state.get("review_round"):
+        return None
+    route = state["route"]
+    tried = {d["tier"] for d in drafts}
+    untried = [tier for tier in route["allowed_tiers"] if tier not in tried]
+    if untried:
+        return "answer_small" if untried[0] == "small" else "escalate"
+    dead = all(d.get("error_kind") == "unreachable" for d in drafts)
+    if dead and route.get("policies", {}).get("unreachable_models", "error") == "error":
+        return "unreachable"
+    return None
+
+
+def after_verify(
+    state: State,
+) -> Literal["accept", "answer_small", "escalate", "human_review", "unreachable"]:
+    """Accept a verified draft; otherwise escalate a small draft, or ask a person. A tier that
+    could not be reached at all passes the question to an untried tier, or ends the turn."""
     route, verification = state["route"], state["verifications"][-1]
     if route["route"] == "human" and not state.get("review_round"):
         return "human_review"  # after a reviewer escalated, the usual policy applies
@@ -43,7 +65,11 @@ def after_verify(state: State) -> Literal["accept", "escalate", "human_review"]:
     usable = not state["drafts"][-1]["error"] and bool(state["drafts"][-1]["text"])
     if route["forced"] and route["route"] == verification["tier"] and usable:
         return "accept"  # a forced route is the caller's choice; the failed check stays on record
-    if verification["tier"] == "small" and "large" in route["allowed_tiers"]:
+    unreachable = unreachable_next(state)
+    if unreachable is not None:
+        return unreachable
+    large_tried = any(d["tier"] == "large" for d in state["drafts"])
+    if verification["tier"] == "small" and "large" in route["allowed_tiers"] and not large_tried:
         return "escalate"
     large_down = verification["tier"] == "large" and state["drafts"][-1].get("error_kind") is not None
     small_answer = any(d["tier"] == "small" and d["text"] and not d["error"] for d in state["drafts"])

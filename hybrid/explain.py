@@ -37,6 +37,17 @@ def _accepted(values: Mapping[str, Any], verifications: list, drafts: list) -> l
     return parts
 
 
+def _unreachable(drafts: list) -> str:
+    """The models of the drafts that could not be reached, where, and why."""
+    seen = dict.fromkeys(
+        f"{a['model']} at {a.get('endpoint') or '?'}: {a['unreachable']}"
+        for d in drafts
+        for a in d.get("attempts") or []
+        if a.get("unreachable")
+    )
+    return "; ".join(seen)
+
+
 def explain(values: Mapping[str, Any], pending: bool) -> str:
     """Why the query went where it went, in one line."""
     route = values.get("route")
@@ -47,7 +58,9 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
     drafts = values.get("drafts") or []
     review = values.get("review")
 
-    if pending:
+    if values.get("status") == "unreachable":
+        parts.append(f"no model could be reached ({_unreachable(drafts)}); run `hybrid doctor`")
+    elif pending:
         why = (
             "route forced to human review"
             if route["route"] == "human" and route["forced"]
@@ -77,6 +90,10 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         parts.append(f"served from the cache ({match}; first answered by {hit['answered_by']})")
     elif verifications:
         parts += _accepted(values, verifications, drafts)
+    down = [d for d in drafts if d.get("error_kind") == "unreachable"]
+    if down and values.get("status") != "unreachable":
+        tiers = " and ".join(dict.fromkeys(d["tier"] for d in down))
+        parts.append(f"{tiers} tier unreachable ({_unreachable(down)})")
     fallbacks = [d for d in drafts if d.get("fallback")]
     if fallbacks:
         skipped = {a["model"] for d in fallbacks for a in d.get("attempts", []) if a["outcome"] != "ok"}
@@ -89,4 +106,11 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         parts.append(f"{len(retrieval['hits'])} source(s), best {retrieval['confidence']:.2f}")
     elif not route["needs_kb"]:
         parts.append("no retrieval")
+    versions = route.get("versions") or {}
+    if versions.get("stale"):
+        parts.append(
+            f"STALE artefacts {versions['version']} ({'; '.join(versions['stale'])}): run `hybrid tune`"
+        )
+    elif versions.get("origin") == "canary":
+        parts.append(f"canary {versions['version']}")
     return "; ".join(parts)
