@@ -2,7 +2,7 @@
 
 FastAPI documents what a handler returns on success and a 422 for invalid input. Ours answers
 invalid input with 400 in OpenAI's error shape, 202 for a question parked for a reviewer, 401
-without a valid key, 404, 409, 429 and 503 as `hybrid/server.py` decides: a client generated from
+without a valid key, 404, 409, 422, 429 and 503 as `hybrid/server.py` decides: a client generated from
 the document, or a fuzzer checking responses against it (tests/test_fuzz.py, `hybrid eval fuzz`),
 must see what really comes back.
 """
@@ -104,6 +104,13 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class Readiness(_Open):
+    """Whether a tier can answer and the database is up; the details (tiers, database, problems)
+    only for a caller with a key when keys are required."""
+
+    status: Literal["ready", "unready"]
+
+
 _MODELS: tuple[type[BaseModel], ...] = (
     ErrorResponse,
     ChatCompletion,
@@ -111,26 +118,30 @@ _MODELS: tuple[type[BaseModel], ...] = (
     ReviewList,
     Recorded,
     Health,
+    Readiness,
 )
 
 _ERRORS = {
     400: "Invalid request: a malformed body, an empty or oversized question, a bad setting.",
     401: "No valid API key (`Authorization: Bearer <key>`, when HYBRID_API_KEYS is set).",
     404: "No such model, conversation or review case.",
-    409: "The review case was already resolved, or is being resolved by someone else.",
+    409: "The conversation waits for a reviewer, the review case was already resolved (or is being "
+    "resolved by someone else, or belongs to a LangGraph server's run), or the turn has no answer.",
+    422: "The review decision is malformed or not allowed for this case.",
     429: "Too many requests wait for a run slot; retry after `Retry-After` seconds.",
-    503: "The database cannot be reached right now; retry after `Retry-After` seconds.",
+    503: "The database or every model cannot be reached right now; retry after `Retry-After` seconds.",
 }
 _COMPLETION = "#/components/schemas/ChatCompletion"
 # (path, method) -> {status: schema of a JSON body, or a media type of its own}
 _RESPONSES: dict[tuple[str, str], dict[int, Any]] = {
     ("/health", "get"): {200: "Health"},
+    ("/ready", "get"): {200: "Readiness", 503: "Readiness"},
     ("/metrics", "get"): {200: "text/plain"},
     ("/v1/models", "get"): {200: "ModelList", 401: "ErrorResponse"},
     ("/v1/chat/completions", "post"): {
         200: "stream",
         202: "ChatCompletion",
-        **dict.fromkeys((400, 401, 404, 429, 503), "ErrorResponse"),
+        **dict.fromkeys((400, 401, 404, 409, 429, 503), "ErrorResponse"),
     },
     ("/v1/hybrid/threads/{thread_id}", "get"): {
         200: "ChatCompletion",
@@ -140,7 +151,7 @@ _RESPONSES: dict[tuple[str, str], dict[int, Any]] = {
     ("/v1/hybrid/reviews", "get"): {200: "ReviewList", 401: "ErrorResponse", 503: "ErrorResponse"},
     ("/v1/hybrid/reviews/{thread_id}", "post"): {
         200: "ChatCompletion",
-        **dict.fromkeys((400, 401, 404, 409, 429, 503), "ErrorResponse"),
+        **dict.fromkeys((400, 401, 404, 409, 422, 429, 503), "ErrorResponse"),
     },
     ("/v1/hybrid/feedback", "post"): {
         200: "Recorded",
@@ -152,7 +163,7 @@ _DESCRIPTIONS = {
     202: "The question waits for a reviewer: poll /v1/hybrid/threads/{thread_id}.",
     **_ERRORS,
 }
-_PUBLIC = {"/health", "/metrics"}
+_PUBLIC = {"/health", "/ready", "/metrics"}
 _EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/chat/completions", "post"): {
         "model": "hybrid",

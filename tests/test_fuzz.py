@@ -20,7 +20,7 @@ def test_generated_requests_get_documented_answers_and_no_model_runs_without_a_k
     assert report["questions_without_key"] == 0
     assert report["healthy_after"]
     assert set(report["operations"]) == {
-        "GET /health", "GET /metrics", "GET /v1/models", "POST /v1/chat/completions",
+        "GET /health", "GET /ready", "GET /metrics", "GET /v1/models", "POST /v1/chat/completions",
         "GET /v1/hybrid/threads/{thread_id}", "GET /v1/hybrid/reviews", "POST /v1/hybrid/reviews/{thread_id}",
         "POST /v1/hybrid/feedback",
     }  # fmt: skip
@@ -28,4 +28,5 @@ def test_generated_requests_get_documented_answers_and_no_model_runs_without_a_k
     assert keyed["model_calls"] > 0  # the same requests with the key do reach the models
     for phase in report["phases"]:
         if phase["phase"] != "valid key":
-            assert set(phase["statuses"]) <= {"200", "400", "401"}  # only /health, /metrics answer 200
+            # Without a valid key only /health, /ready and /metrics answer 200.
+            assert set(phase["statuses"]) <= {"200", "400", "401"}

@@ -62,12 +62,18 @@ def test_a_text_part_without_text_is_a_400(keyed: TestClient, fakes: FakeModels)
 def test_the_openapi_document_lists_every_status_with_its_body(keyed: TestClient) -> None:
     document = keyed.get("/openapi.json").json()
     chat = document["paths"]["/v1/chat/completions"]["post"]
-    assert set(chat["responses"]) == {"200", "202", "400", "401", "404", "429", "503"}
+    assert set(chat["responses"]) == {"200", "202", "400", "401", "404", "409", "429", "503"}
     assert chat["security"] == [{"bearer": []}]
     assert chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
     assert "text/event-stream" in chat["responses"]["200"]["content"]
     assert "Retry-After" in chat["responses"]["429"]["headers"]
     for path, operations in document["paths"].items():
         for operation in operations.values():
-            assert "422" not in operation["responses"], path  # FastAPI's default: we answer 400
+            # FastAPI's default 422 is gone (we answer invalid input with 400); only a review
+            # decision the case does not allow is a 422 (hybrid/server.py, InvalidDecision).
+            expected = path == "/v1/hybrid/reviews/{thread_id}"
+            assert ("422" in operation["responses"]) == expected, path
+    ready = document["paths"]["/ready"]["get"]
+    assert set(ready["responses"]) == {"200", "503"}
+    assert "security" not in ready
     assert "security" not in document["paths"]["/health"]["get"]
