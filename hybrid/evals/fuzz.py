@@ -170,8 +170,16 @@ def _run_operation(
 
 def evaluate_fuzz(requests: int = 1000, *, log: Log = lambda _m: None) -> dict[str, Any]:
     """Fuzz every endpoint with about `requests` requests over three key phases."""
-    import schemathesis
-    from schemathesis import GenerationMode
+    from hybrid.errors import InvalidSetting
+
+    try:
+        import schemathesis
+        from schemathesis import GenerationMode
+    except ImportError as missing:  # test tools, not needed to answer: an extra of their own
+        raise InvalidSetting(
+            f"hybrid eval fuzz needs schemathesis and hypothesis ({missing}): "
+            "pip install 'hybrid-ai[fuzz]', or the pins in requirements/test.txt"
+        ) from missing
 
     key = secrets.token_urlsafe(16)
     calls: list[int] = []
