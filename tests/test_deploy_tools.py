@@ -1,6 +1,7 @@
 """The alert rules under `promtool test rules`, and the HAProxy and Prometheus configurations
 (the cluster's, rendered, and docker-compose's) under the tools' own checks: Debian's haproxy and
-promtool, offline."""
+promtool, offline. Tier e2e: Debian's haproxy and prometheus come from scripts/test-services.sh,
+which only `make test` and `make test-e2e` run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.e2e
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 
@@ -20,7 +21,7 @@ PROMETHEUS = REPO / "deploy" / "prometheus"
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed: run scripts/test-services.sh (make test does)")
+        pytest.fail(f"{name} is not installed: run scripts/test-services.sh (make test and make test-e2e do)")
     return found
 
 
