@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hybrid.settings import Settings
 
 # The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
-LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph", "ingest": "graphs.ingestion:graph"}
+LANGGRAPH_GRAPHS = {"hybrid": "hybrid.langgraph_app:graph", "ingest": "hybrid.langgraph_app:ingest"}
 # Keys and tenancy in `langgraph dev` (hybrid.langgraph_auth); Studio's own auth would bypass it.
 LANGGRAPH_AUTH = {"path": "hybrid.langgraph_auth:auth", "disable_studio_auth": True}
 DEV_PORT = 2025  # 2024, langgraph's default, is taken on our machines
@@ -69,6 +69,9 @@ def _reviewer() -> str:
 @click.version_option(package_name="hybrid-ai")
 def cli() -> None:
     """Hybrid AI: answer with the cheapest model that answers well, and show why."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()  # before anything imports ONNX Runtime, Chroma or the Hugging Face hub
     from hybrid.observability import configure_logging
     from hybrid.settings import resolve_settings
 
@@ -510,6 +513,23 @@ def eval_cache(folder: Path, xquad: Path | None, limit: int, target: float, as_j
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
+@eval_.command("fuzz")
+@click.option("--requests", default=1200, show_default=True, type=click.IntRange(30), help="About this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_fuzz(requests: int, as_json: bool) -> None:
+    """Generated requests (valid and not) against every endpoint of the server, with and without keys.
+
+    Checks every response against the server's OpenAPI document; exits with 1 on any status of 500
+    or more, a response the document does not allow, or a model run without a valid key."""
+    from hybrid.evals.fuzz import evaluate_fuzz, format_report
+
+    report = evaluate_fuzz(requests, log=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
+
+
 @eval_.command("load")
 @click.option(
     "--concurrency", default="1,4,16", show_default=True, help="Comma-separated concurrency levels."
@@ -535,6 +555,77 @@ def eval_load(
         levels, requests_per_level, log=lambda message: click.echo(message, err=True), shadow_rate=shadow_rate
     )
     click.echo(json.dumps(report) if as_json else format_table(report))
+
+
+@eval_.command("chaos")
+@click.option(
+    "--faults", default=",".join(("replica", "postgres", "chroma", "model", "reviews")), show_default=True,
+    help="Comma-separated faults, in order: replica, postgres, chroma, model, reviews.",
+)  # fmt: skip
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(2, 8))
+@click.option("--concurrency", default=3, show_default=True, type=click.IntRange(1, 64), help="Clients.")
+@click.option(
+    "--logs", type=click.Path(file_okay=False, path_type=Path), help="Keep every part's log in this folder."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_chaos(faults: str, replicas: int, concurrency: int, logs: Path | None, as_json: bool) -> None:
+    """Faults under steady load on a real local cluster: lost, hung, refused, recovery time.
+
+    Exits with 1 when a target is missed (0 lost, 0 hung, recovery within 15 s, no 5xx outside
+    the faults, every review case resolved through another replica)."""
+    from hybrid.evals.chaos import evaluate_chaos, format_report
+
+    report = evaluate_chaos(
+        [f.strip() for f in faults.split(",") if f.strip()],
+        replicas=replicas,
+        concurrency=concurrency,
+        keep_logs=logs,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
+
+
+@eval_.command("soak")
+@click.option("--minutes", default=30.0, show_default=True, type=click.FloatRange(0.5), help="Measured time.")
+@click.option(
+    "--warmup-minutes", default=5.0, show_default=True, type=click.FloatRange(0), help="Not measured."
+)
+@click.option(
+    "--sample-seconds", default=60.0, show_default=True, type=click.FloatRange(5), help="Sample interval."
+)
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(1, 8))
+@click.option("--concurrency", default=3, show_default=True, type=click.IntRange(1, 64), help="Clients.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_soak(
+    *,
+    minutes: float,
+    warmup_minutes: float,
+    sample_seconds: float,
+    replicas: int,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """Steady mixed traffic on a local cluster for a long time: memory, descriptors, connections, latency.
+
+    Exits with 1 when a target is missed (after the warm-up: RSS growth <= 50 MB per replica,
+    descriptors and connections flat, p50 drift <= 20 %, no errors, no restarts)."""
+    from hybrid.evals.soak import evaluate_soak, format_report
+
+    report = evaluate_soak(
+        minutes,
+        warmup_minutes=warmup_minutes,
+        sample_seconds=sample_seconds,
+        replicas=replicas,
+        concurrency=concurrency,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
 
 
 @eval_.command("answers")
@@ -1510,7 +1601,9 @@ def verifier_calibrate(
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
 @_handle_errors
 def ui(streamlit_args: tuple[str, ...]) -> None:
-    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`)."""
+    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`).
+
+    It listens on 127.0.0.1 unless given `--server.address` (0.0.0.0 for every interface)."""
     import importlib.util
 
     from hybrid import api
@@ -1520,11 +1613,11 @@ def ui(streamlit_args: tuple[str, ...]) -> None:
     app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]
     env = {
         # Defaults only: any STREAMLIT_* already set wins.
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
         "STREAMLIT_SERVER_HEADLESS": "true",
-        **os.environ,
+        "STREAMLIT_SERVER_ADDRESS": "127.0.0.1",  # like `hybrid serve`: loopback unless asked
+        **os.environ,  # telemetry already off (see `cli`), for the child as well
     }
-    command = [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_args]
+    command = [sys.executable, "-m", "ui.launch", "run", str(app), *streamlit_args]
     os.execvpe(command[0], command, env)
 
 
@@ -1537,6 +1630,91 @@ def serve(host: str, port: int) -> None:
     from hybrid.server import serve as run
 
     run(host, port)
+
+
+@cli.group()
+def cluster() -> None:
+    """A local cluster: HAProxy, replicas, PostgreSQL, Chroma, model servers, Prometheus.
+
+    State, logs and data live under <data dir>/cluster; docs/cluster.md describes the layout."""
+
+
+@cluster.command("up")
+@click.option(
+    "--replicas", default=2, show_default=True, type=click.IntRange(1, 16), help="`hybrid serve` processes."
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="HAProxy's port (0: any free).",
+)
+@click.option(
+    "--prometheus-port",
+    default=9090,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Prometheus' port.",
+)
+@click.option("--health-path", default="/health", show_default=True, help="What HAProxy asks each replica.")
+@click.option(
+    "--small-model", default="smollm2-135m-instruct", show_default=True, help="Packaged model or GGUF path."
+)
+@click.option("--large-model", default="gemma-3-270m", show_default=True, help="Packaged model or GGUF path.")
+@click.option(
+    "--ingest",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Ingest into the Chroma server once up.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@_handle_errors
+def cluster_up(
+    *,
+    replicas: int,
+    port: int,
+    prometheus_port: int,
+    health_path: str,
+    small_model: str,
+    large_model: str,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Start the cluster and wait until every part is healthy; it runs on after this returns."""
+    from hybrid import cluster as local
+
+    config = local.ClusterConfig(
+        replicas=replicas, port=port, prometheus_port=prometheus_port, health_path=health_path,
+        small_model=small_model, large_model=large_model,
+    )  # fmt: skip
+    plan = local.up(config, ingest=paths, log=lambda message: click.echo(message, err=True))
+    report = local.status(plan.folder)
+    click.echo(json.dumps(report) if as_json else local.format_status(report))
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@_handle_errors
+def cluster_status(as_json: bool) -> None:
+    """Each part, its pid, port and health now; exits with 1 unless all are healthy."""
+    from hybrid import cluster as local
+
+    report = local.status()
+    click.echo(json.dumps(report) if as_json else local.format_status(report))
+    if not report["healthy"]:
+        sys.exit(1)
+
+
+@cluster.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the cluster's data (database, knowledge, logs).")
+@_handle_errors
+def cluster_down(purge: bool) -> None:
+    """Stop every part cleanly (the database last)."""
+    from hybrid import cluster as local
+
+    click.echo(local.down(purge=purge, log=lambda message: click.echo(message, err=True)))
 
 
 @cli.command()
@@ -1555,7 +1733,7 @@ def dev(port: int, host: str) -> None:
     config.write_text(
         json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS, "auth": LANGGRAPH_AUTH}, indent=2)
     )
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true"}
+    env = dict(os.environ)  # telemetry already off (see `cli`): langgraph-cli's analytics too
     command = [
         sys.executable, "-m", "langgraph_cli", "dev",
         "--config", str(config), "--host", host, "--port", str(port), "--no-browser", "--no-reload",
@@ -1566,6 +1744,9 @@ def dev(port: int, host: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()
     cli()
 
 

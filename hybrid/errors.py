@@ -118,3 +118,7 @@ class BudgetExhausted(TooManyRequests):
 
 class RateLimited(TooManyRequests):
     """The key sent more requests than its tier's rate limit allows."""
+
+
+class ClusterError(HybridError):
+    """A local cluster (`hybrid cluster`) cannot start, or is not in the state asked for."""

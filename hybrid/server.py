@@ -39,10 +39,11 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hybrid import api, observability
+from hybrid import api, observability, openapi
 from hybrid.errors import (
     BudgetExhausted,
     CaseAlreadyResolved,
@@ -73,6 +74,15 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts_are_text(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError("a content part of type 'text' needs a string 'text'")
+        return content
 
     @property
     def text(self) -> str:
@@ -184,6 +194,11 @@ def _error_for(exc: Exception) -> OpenAIError:
             return OpenAIError(status, str(exc), "invalid_request_error", code)
     if isinstance(exc, HybridError):
         return OpenAIError(400, str(exc), "invalid_request_error")
+    from hybrid.database import is_unavailable
+
+    if is_unavailable(exc):  # a restart or fail-over of the database: nothing of this request was kept
+        message = "the database cannot be reached right now; retry shortly"
+        return OpenAIError(503, message, "server_error", "store_unavailable", headers={"Retry-After": "2"})
     return OpenAIError(500, f"internal error: {type(exc).__name__}", "server_error")
 
 
@@ -564,6 +579,30 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
+async def _streaming_response(
+    request: ChatRequest,
+    question: str,
+    history: list,
+    overrides: dict,
+    policy: str,
+    *,
+    admission: _Admission,
+    auth: _Auth,
+) -> StreamingResponse:
+    events = _stream(request, question, history, overrides, policy, admission=admission, auth=auth)
+    if policy == "hold":
+        # Nothing but the verified answer is streamed anyway: run first, then send. A replica
+        # that dies mid-run has then sent nothing, and a load balancer can retry the request on
+        # another, as it does a plain one (a stream that has started cannot be).
+        events = _replay([chunk async for chunk in events])
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+async def _replay(chunks: list[str]) -> AsyncIterator[str]:
+    for chunk in chunks:
+        yield chunk
+
+
 def _correction(completion_id: str, model: str, reasons: list[str]) -> str:
     return _chunk(
         completion_id, model, {}, hybrid={"event": "correction", "discard": "draft", "reasons": reasons}
@@ -623,10 +662,22 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     task.cancel()
 
 
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """What the framework answers itself (a body that is not JSON, an unknown path or method),
+    in OpenAI's error shape like every other error."""
+    kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+    error = OpenAIError(exc.status_code, str(exc.detail), kind, headers=dict(exc.headers or {}))
+    return error.response()
+
+
 def create_app() -> FastAPI:
     """The server application (nothing happens until it is served)."""
+    from hybrid.privacy import disable_telemetry
 
+    disable_telemetry()  # an entry point of its own under `uvicorn --factory`
     app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
+    app.add_middleware(observability.HTTPMetrics)  # every response counted by route and status
+    openapi.install(app)  # every status each endpoint answers, documented
     admission = _Admission()
 
     @app.exception_handler(OpenAIError)
@@ -639,6 +690,8 @@ def create_app() -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", [])[1:])
         message = f"{where}: {first.get('msg', 'invalid request')}"
         return OpenAIError(400, message, "invalid_request_error", "invalid_value", where or None).response()
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(HybridError)
     async def _expected(_request: Request, exc: HybridError) -> JSONResponse:
@@ -692,9 +745,8 @@ def create_app() -> FastAPI:
         admission.refuse_if_full(auth.priority)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
-            return StreamingResponse(
-                _stream(request, question, history, overrides, policy, admission=admission, auth=auth),
-                media_type="text/event-stream",
+            return await _streaming_response(
+                request, question, history, overrides, policy, admission=admission, auth=auth
             )
         started = time.perf_counter()
         async with admission.slot(raw, auth.priority) as queued:

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = Field(None, description="Any OpenAI-compatible endpoint.")
     openai_api_key: SecretStr | None = Field(None, description="API key for `openai:` specs (never logged).")
+    openai_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base URL per `openai:` model name (JSON), for models on servers of their own; "
+        "a model not listed uses openai_base_url.",
+    )
     model_timeout_s: float = Field(60.0, gt=0, description="Timeout of one model call.")
     request_deadline_s: float = Field(
         120.0, gt=0, description="Time all model calls of one question may take together."
@@ -438,6 +443,10 @@ class Settings(BaseSettings):
         raw = self.api_keys.get_secret_value() if self.api_keys else ""
         return [key.strip() for key in raw.split(",") if key.strip()]
 
+    def openai_url_for(self, name: str) -> str | None:
+        """The base URL of an `openai:` model: its own endpoint, else the shared one."""
+        return self.openai_endpoints.get(name, self.openai_base_url)
+
     def price_of(self, spec: str) -> ModelPrice:
         """Configured price of a model spec; unpriced models are free."""
         return self.prices.get(spec, ModelPrice())
@@ -534,7 +543,15 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
 
 @lru_cache(maxsize=256)
 def _settings_for(values: str, environment: tuple[tuple[str, str], ...], home: str | None) -> Settings:
+    from pydantic_settings import SettingsError
+
     try:
         return Settings(**json.loads(values))
     except ValidationError as exc:
         raise invalid_setting(exc, "configuration (HYBRID_* or per-run settings)") from None
+    except SettingsError as exc:  # a JSON setting (HYBRID_PRICES, ...) that is not JSON
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"HYBRID_{field[1].upper()}" if field else "a HYBRID_* variable"
+        raise InvalidSetting(f"invalid configuration: {name} is not valid JSON ({exc.__cause__})") from None

@@ -11,6 +11,8 @@ import ipaddress
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 from urllib.parse import urlparse
 
 from langchain_core.language_models import BaseChatModel
@@ -88,15 +90,38 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
     )
 
 
+@lru_cache(maxsize=1)
+def _compatible_chat_openai() -> type[BaseChatModel]:
+    """ChatOpenAI that sends the answer-length cap as `max_tokens`, for OpenAI-compatible servers.
+
+    langchain-openai sends `max_completion_tokens`, OpenAI's newer name; llama.cpp's server (and
+    other OpenAI-compatible ones) read only `max_tokens`, so the cap was ignored: answers ran on
+    to the context window (1,600 tokens and 160 s for a 32-token request, measured in the soak)."""
+    from langchain_openai import ChatOpenAI
+
+    class CompatibleChatOpenAI(ChatOpenAI):
+        def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(*args, **kwargs)
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return CompatibleChatOpenAI
+
+
 def _build_openai(name: str, settings: Settings) -> BaseChatModel:
-    from langchain.chat_models import init_chat_model
+    from langchain_openai import ChatOpenAI
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return init_chat_model(
-        f"openai:{name}",
-        base_url=settings.openai_base_url,
+    base_url = settings.openai_url_for(name)
+    # OpenAI itself when no base URL (or its own) is given; any other server is "compatible".
+    official = base_url is None or (urlparse(base_url).hostname or "").endswith("api.openai.com")
+    chat_class = ChatOpenAI if official else _compatible_chat_openai()
+    return chat_class(
+        model=name,
+        base_url=base_url,
         # OpenAI-compatible local servers accept any key; the client insists on one.
-        api_key=key or ("unused" if settings.openai_base_url else None),
+        api_key=key or ("unused" if base_url else None),
         temperature=settings.temperature,
         max_tokens=settings.max_answer_tokens,
         timeout=settings.model_timeout_s,
@@ -108,7 +133,7 @@ _PROVIDERS: dict[str, Provider] = {
     "llamacpp": Provider(_build_llamacpp, lambda name, s: True),
     # Ollama is self-hosted by definition; where it runs is the operator's choice.
     "ollama": Provider(_build_ollama, lambda name, s: True),
-    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_base_url)),
+    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_url_for(name))),
 }
 _cache: dict[tuple[str, str, int], BaseChatModel] = {}
 _cache_lock = threading.Lock()
@@ -117,6 +142,7 @@ _cache_lock = threading.Lock()
 _BUILD_FIELDS = {
     "ollama_base_url",
     "openai_base_url",
+    "openai_endpoints",
     "openai_api_key",
     "model_timeout_s",
     "n_ctx",

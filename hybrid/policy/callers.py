@@ -81,7 +81,8 @@ def authenticate(settings: Settings, key: str | None) -> Caller:
             tenant, admin = found
             tier = loaded.policy.default_tier if admin else loaded.tier_of(tenant)
             return Caller(None if admin else tenant, tier, key_id)
-    if any(hmac.compare_digest(key, plain) for plain in settings.api_key_list):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if any(hmac.compare_digest(key.encode(), plain.encode()) for plain in settings.api_key_list):
         return Caller(None, loaded.policy.default_tier if loaded else None, key_id)
     raise Unauthenticated("invalid API key")
 
