@@ -14,6 +14,7 @@ import click
 from pydantic import ValidationError
 
 from hybrid.errors import HybridError
+from hybrid.tuning import DEFAULT_CONFIDENCE as DEFAULT_TUNE_CONFIDENCE
 
 if TYPE_CHECKING:
     from hybrid.settings import Settings
@@ -670,6 +671,12 @@ def eval_soak(
     "--max-review-share", type=click.FloatRange(0, 1), help="For --folds: most questions sent to review."
 )
 @click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1),
+    help="For --folds: share of resampled question sets the thresholds must meet the target on "
+    f"[default: {DEFAULT_TUNE_CONFIDENCE}].",
+)
+@click.option(
     "--record",
     type=click.Path(dir_okay=False, path_type=Path),
     help="SQLite file of recorded model answers [default: <data dir>/evals/answers.sqlite].",
@@ -697,6 +704,7 @@ def eval_answers(
     folds: int,
     target_quality: float | None,
     max_review_share: float | None,
+    confidence: float | None,
     record: Path | None,
     plot_dir: Path | None,
     outcomes: Path | None,
@@ -712,7 +720,11 @@ def eval_answers(
     }
     chosen = {k: str(v.resolve()) for k, v in candidate.items() if v is not None}
     modes = [Mode("candidate", environment=chosen)] if chosen else []
-    tune_options = {"target_quality": target_quality, "max_review_share": max_review_share}
+    tune_options = {
+        "target_quality": target_quality,
+        "max_review_share": max_review_share,
+        "confidence": confidence,
+    }
     report = evaluate_answers(
         qa_path,
         limit=limit,
@@ -922,7 +934,7 @@ def _print_choice(report: Any) -> None:
 @click.option(
     "--confidence",
     type=click.FloatRange(0, 1),
-    default=0.75,
+    default=DEFAULT_TUNE_CONFIDENCE,
     show_default=True,
     help="Share of resampled question sets the thresholds must meet the target on, not only this one.",
 )

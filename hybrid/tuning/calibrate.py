@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.tuning import DEFAULT_CONFIDENCE
+
 GRID = 33
 """Candidate thresholds per score: its quantiles, plus always and never."""
 
@@ -202,7 +204,7 @@ def choose(
     target_quality: float | None = None,
     max_large_share: float | None = None,
     max_review_share: float = 0.15,
-    confidence: float = 0.75,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> Choice:
     """The plan that meets the target: cheapest at the quality, or best at the large share.
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.tuning import DEFAULT_CONFIDENCE
 from hybrid.tuning.calibrate import Choice, Plan, Scores, choose
 from hybrid.tuning.pairs import Pair
 from hybrid.verification.data import GOOD_RULE, LabelledDraft
@@ -211,7 +212,7 @@ def tune(
     target_quality: float | None = None,
     max_large_share: float | None = None,
     max_review_share: float = 0.15,
-    confidence: float = 0.75,
+    confidence: float = DEFAULT_CONFIDENCE,
     folds: int = 5,
     cache_dir: Path | None = None,
     actor: str = "anonymous",
