@@ -52,11 +52,20 @@ def unreachable_next(state: State) -> Literal["answer_small", "escalate", "unrea
     return None
 
 
-def after_verify(
-    state: State,
-) -> Literal["accept", "answer_small", "escalate", "human_review", "unreachable"]:
-    """Accept a verified draft; otherwise escalate a small draft, or ask a person. A tier that
-    could not be reached at all passes the question to an untried tier, or ends the turn."""
+AfterVerify = Literal["accept", "answer_small", "escalate", "human_review", "unreachable"]
+
+
+def after_verify(state: State) -> AfterVerify:
+    """Accept a verified draft; otherwise escalate a small draft, or ask a person (or, in a service
+    tier without review whose policy says so, accept the best draft unverified). A tier that could
+    not be reached at all passes the question to an untried tier, or ends the turn."""
+    target = _after_verify(state)
+    usable = any(d["text"] and not d["error"] for d in state["drafts"])
+    instead = state["route"].get("policies", {}).get("review")
+    return "accept" if target == "human_review" and instead == "unverified" and usable else target
+
+
+def _after_verify(state: State) -> AfterVerify:
     route, verification = state["route"], state["verifications"][-1]
     if route["route"] == "human" and not state.get("review_round"):
         return "human_review"  # after a reviewer escalated, the usual policy applies

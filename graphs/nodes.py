@@ -69,6 +69,7 @@ def classify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         state.get("messages") or [],
         settings,
         prompt_overhead=prompts.ANSWER_WITH_SOURCES_SYSTEM,
+        thread_id=_thread_id(),
     )
     return {
         "question": start.question,
@@ -108,6 +109,8 @@ def _answer(tier: Tier, state: State, runtime: Runtime[Any]) -> dict[str, Any]:
         deadline_at=state.get("deadline_at", time.time() + settings.request_deadline_s),
         settings=settings,
         escalation=tier == "large" and bool(state.get("drafts")),
+        tenant=state["route"].get("policies", {}).get("tenant"),
+        thread_id=_thread_id(),
     )
     return {"drafts": [*state.get("drafts", []), draft]}
 
@@ -129,7 +132,9 @@ def verify(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """Judge the latest draft."""
     settings = resolve_settings(runtime.context)
     hits = (state.get("retrieval") or {}).get("hits") or []
-    verification = turns.judge_turn_draft(state["question"], state["drafts"][-1], hits, settings)
+    verification = turns.judge_turn_draft(
+        state["question"], state["drafts"][-1], hits, state["route"], settings
+    )
     return {"verifications": [*state.get("verifications", []), verification]}
 
 
@@ -142,6 +147,9 @@ def human_review(state: State, runtime: Runtime[Any]) -> dict[str, Any]:
     """
     settings = resolve_settings(runtime.context)
     thread_id = _thread_id()
+    withheld = turns.review_withheld(state, thread_id=thread_id, settings=settings)
+    if withheld is not None:  # the service tier has no human review: no case, no pause
+        return withheld
     origin = "langgraph-api" if runtime.server_info is not None else "local"
     request = turns.open_review(state, thread_id=thread_id, origin=origin, settings=settings)
     # The schema says what the reviewer may do; LangGraph refuses any other verdict and keeps

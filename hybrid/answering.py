@@ -11,9 +11,10 @@ from langchain_core.messages import BaseMessage
 from hybrid import costs, effects
 from hybrid.decisions import Draft, Tier
 from hybrid.models.resilience import Attempt, TierDown, call_tier
+from hybrid.policy import guard_call
 from hybrid.settings import Settings
 
-_REPLY_SIGNALS = ("mean_token_logprob", "min_token_prob", "model_name")
+_REPLY_SIGNALS = ("mean_token_logprob", "min_token_prob", "model_name", "generation_ms")
 
 
 def reply_signals(reply: BaseMessage) -> tuple[str, str | None, dict[str, float | str]]:
@@ -39,21 +40,39 @@ def write_draft(
     deadline_at: float,
     settings: Settings,
     escalation: bool = False,
+    tenant: str | None = None,
+    thread_id: str | None = None,
 ) -> Draft:
-    """The tier's answer to `messages`, or its recorded failure (never raised: it is routed around)."""
+    """The tier's answer to `messages`, or its recorded failure (never raised: it is routed around).
+
+    `tenant` is whose budget pays (the route's policy record; None: no policy): a call its budget
+    cannot cover is not made, and the draft records why (`error_kind` "budget")."""
     started = time.perf_counter()
     remaining = deadline_at - time.time()
     text, error, error_kind, finish, meta, spec = "", None, None, None, {}, specs[0]
     usage = {"input_tokens": 0, "output_tokens": 0}
     attempts: list[Attempt] = []
+    guard, refused = guard_call(
+        settings,
+        tenant,
+        model_tier=tier,
+        specs=specs,
+        prompt="".join(m.text for m in messages),
+        messages=len(messages),
+        deadline_at=deadline_at,
+        thread_id=thread_id,
+    )
     try:
-        reply, spec, attempts = call_tier(list(specs), messages, settings, time.monotonic() + remaining)
-        text, finish, meta = reply_signals(reply)
-        if reply.usage_metadata:
-            usage = {
-                "input_tokens": int(reply.usage_metadata.get("input_tokens", 0)),
-                "output_tokens": int(reply.usage_metadata.get("output_tokens", 0)),
-            }
+        if refused is not None:
+            error, error_kind = refused, "budget"
+        else:
+            reply, spec, attempts = call_tier(list(specs), messages, settings, time.monotonic() + remaining)
+            text, finish, meta = reply_signals(reply)
+            if reply.usage_metadata:
+                usage = {
+                    "input_tokens": int(reply.usage_metadata.get("input_tokens", 0)),
+                    "output_tokens": int(reply.usage_metadata.get("output_tokens", 0)),
+                }
     except TierDown as exc:
         error, error_kind, attempts = str(exc), _failure_kind(exc), exc.attempts
         spec = next((a.model for a in reversed(attempts) if a.outcome != "skipped"), specs[0])
@@ -72,5 +91,7 @@ def write_draft(
         attempts=[a.as_dict() for a in attempts],
         fallback=spec != specs[0] and error is None,
     )
+    if guard is not None:
+        guard.settle(draft["cost"])
     effects.draft_written(settings, draft, compute_s, escalation=escalation)
     return draft

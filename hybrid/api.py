@@ -11,7 +11,7 @@ Each call takes per-run overrides as keywords (any field of `RunContext`), which
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +20,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field, ValidationError
 
-from hybrid import audit, reviews
+from hybrid import audit, registry, reviews, shadow
+from hybrid import policy as policies
 from hybrid.decisions import (
     Hit,
     ReviewDecision,
     ReviewRequest,
+    RouteDecision,
 )
 from hybrid.doctor import Readiness
 from hybrid.doctor import Report as DoctorReport
@@ -32,12 +34,17 @@ from hybrid.errors import (
     CaseAlreadyResolved,
     ConversationBusy,
     ConversationNotFound,
+    Forbidden,
     InvalidDecision,
     InvalidQuestion,
+    InvalidSetting,
     ModelsUnreachable,
     NoAnswer,
     ReviewElsewhere,
 )
+from hybrid.policy import Caller
+from hybrid.policy import tenancy as _tenancy
+from hybrid.policy.turn import release_admission
 from hybrid.settings import RunContext, Settings, invalid_setting, resolve_settings
 from hybrid.threads import Answer, compiled_graph, forget_graphs
 from hybrid.threads import build_answer as _build_answer
@@ -98,11 +105,14 @@ def reset() -> None:
     """Close databases and stores and forget compiled graphs (as a process restart would)."""
     from hybrid import database
     from hybrid.doctor import forget_readiness
+    from hybrid.policy import loading, shifts
     from retrieval import lexical, store
 
     forget_graphs()
     forget_readiness()
     database.reset()
+    loading.reset()
+    shifts.reset()
     store.reset()
     lexical.reset()
 
@@ -112,14 +122,62 @@ def _graph(settings: Settings) -> CompiledStateGraph:
     return compiled_graph(settings)
 
 
-def _run_settings(overrides: Mapping[str, Any]) -> Settings:
+def _run_settings(overrides: Mapping[str, Any], caller: Caller | None = None) -> Settings:
     """The run's settings. The graph gets them whole as its context, so its nodes do not each
-    resolve them again (resolving reads the environment)."""
+    resolve them again (resolving reads the environment). A tenant's key may send only the
+    per-run settings its service tier allows (`Forbidden` otherwise)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        context = RunContext(**{k: v for k, v in overrides.items() if v is not None})
+        context = RunContext(**given)
     except ValidationError as exc:
         raise invalid_setting(exc, "per-run setting") from None
-    return resolve_settings(context)
+    settings = resolve_settings(context)
+    if caller is not None and not caller.admin:
+        loaded = policies.current_policy(settings)
+        tier = loaded.tier(caller.tier) if loaded else None
+        allowed = set(tier.allowed_overrides if tier else ()) | {"request_metadata"}
+        refused = sorted(set(given) - allowed)
+        if refused:
+            raise Forbidden(
+                f"the {caller.tier or 'default'} tier may not set {', '.join(refused)} per run "
+                f"(allowed: {', '.join(sorted(allowed))})"
+            )
+    return settings
+
+
+def caller(key: str | None = None) -> Caller:
+    """Who a key stands for: a tenant and its tier, or an admin (no key: the operator, who sees
+    everything). Raises `Unauthenticated` for an unknown key."""
+    return policies.authenticate(resolve_settings(), key)
+
+
+def check_access(thread_id: str, *, key: str | None = None) -> None:
+    """Raise `Forbidden` unless the key may see this conversation (reads nothing of it)."""
+    settings = resolve_settings()
+    _tenancy.check(settings, policies.authenticate(settings, key), thread_id)
+
+
+def keys_required() -> bool:
+    """Whether the servers and the web app ask for a key (keys are configured)."""
+    return policies.keys_configured(resolve_settings())
+
+
+def _screen(question: str, thread_id: str | None, settings: Settings, who: Caller) -> None:
+    """Refuse before anything runs what the policy refuses (its rules, a spent budget), for the
+    conversation's owner (a new conversation's is the caller)."""
+    from hybrid.policy.turn import for_turn
+
+    if policies.current_policy(settings) is None:
+        return
+    owner = _tenancy.owner(settings, thread_id) if thread_id else None
+    turn = for_turn(settings, question, who.owner if owner is None else owner, preview=True)
+    if turn is not None:
+        turn.screen()
+
+
+def _claim(settings: Settings, who: Caller, graph: CompiledStateGraph, thread_id: str) -> None:
+    """Record a new conversation as the caller's, or check an existing one is (`Forbidden`)."""
+    _tenancy.claim(settings, who, thread_id, lambda: bool(graph.get_state(_config(thread_id)).values))
 
 
 def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
@@ -129,9 +187,19 @@ def _refuse_if_pending(graph: CompiledStateGraph, thread_id: str) -> None:
         )
 
 
-def answer_for(thread_id: str) -> Answer:
-    """The latest answer of a conversation (pending, answered or rejected)."""
-    return _latest_answer(thread_id, resolve_settings())
+def wait_for_shadow_runs(timeout: float | None = None) -> bool:
+    """Wait until this process's shadow runs are done (True), or `timeout` seconds (default: the
+    shadow timeout) pass (False)."""
+    settings = resolve_settings()
+    return shadow.drain(settings.shadow_timeout_s if timeout is None else timeout)
+
+
+def answer_for(thread_id: str, *, key: str | None = None) -> Answer:
+    """The latest answer of a conversation (pending, answered or rejected). With a tenant's `key`,
+    only of that tenant's conversations (`Forbidden` otherwise)."""
+    settings = resolve_settings()
+    _tenancy.check(settings, policies.authenticate(settings, key), thread_id)
+    return _latest_answer(thread_id, settings)
 
 
 def _latest_answer(thread_id: str, settings: Settings) -> Answer:
@@ -185,9 +253,11 @@ def prepare(**overrides: Any) -> list[str]:
     from retrieval.lexical import lexical_index
 
     settings = _run_settings(overrides)
+    artifacts = registry.resolve(settings)
 
-    def verifier() -> None:
-        _, problem = load_verifier(settings.verifier_path)  # reports, does not raise
+    def verifier(tier: str) -> None:
+        folder = artifacts.path(tier)  # None: that tier is judged by the heuristic, by design
+        _, problem = load_verifier(folder) if folder else (None, None)  # reports, does not raise
         if problem:
             raise ValueError(f"{problem}; drafts get the heuristic score")
 
@@ -197,9 +267,11 @@ def prepare(**overrides: Any) -> list[str]:
     ]
     if settings.retrieval != "never":
         steps.append(("knowledge base", lambda: lexical_index(settings)))
-    if settings.router == "learned":
-        steps.append(("router", lambda: score_query("warm-up", settings)))
-    steps.append(("verifier", verifier))
+    router = artifacts.path("router")
+    if settings.router == "learned" and router is not None:
+        steps.append(("router", lambda: score_query("warm-up", router)))
+    steps.append(("small-tier verifier", lambda: verifier("small")))
+    steps.append(("large-tier verifier", lambda: verifier("large")))
     for tier in ("small", "large"):
         for spec in settings.tier_specs(tier):
             steps.append((f"model client {spec}", lambda spec=spec: get_chat_model(spec, settings)))
@@ -241,10 +313,28 @@ def check_reachable(**overrides: Any) -> None:
         raise error
 
 
-def check_request(question: Any, **overrides: Any) -> str:
-    """Validate a question and per-run settings without running anything; the question, stripped."""
-    settings = _run_settings(overrides)
-    return check_question(question, settings)
+def check_request(
+    question: Any, *, key: str | None = None, thread_id: str | None = None, **overrides: Any
+) -> str:
+    """Validate a question, the caller's key and per-run settings without running anything, and
+    refuse what the policy would (`PolicyRefused`, `BudgetExhausted`); the question, stripped."""
+    settings = resolve_settings()
+    who = policies.authenticate(settings, key)
+    settings = _run_settings(overrides, who)
+    question = check_question(question, settings)
+    if thread_id and not who.admin and _tenancy.owner(settings, thread_id) is not None:
+        _tenancy.check(settings, who, thread_id)  # (a new conversation is claimed when it starts)
+    _screen(question, thread_id, settings, who)
+    return question
+
+
+def _finished(thread_id: str, settings: Settings, reference: Sequence[str] | None) -> Answer:
+    """The turn's answer; a sampled turn is queued for a shadow run (after the answer is built)."""
+    snapshot = _graph(settings).get_state(_config(thread_id))
+    answer = _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
+    if settings.shadow_rate > 0 and not snapshot.interrupts:
+        shadow.schedule(settings, snapshot.values, thread_id=thread_id, reference=reference)
+    return answer
 
 
 def ask(
@@ -252,6 +342,8 @@ def ask(
     *,
     thread_id: str | None = None,
     history: list[Mapping[str, str]] | None = None,
+    reference: Sequence[str] | None = None,
+    key: str | None = None,
     **overrides: Any,
 ) -> Answer:
     """Answer a question, continuing the conversation `thread_id` if given.
@@ -261,20 +353,62 @@ def ask(
     `InvalidQuestion` for an empty or oversized question, before anything runs, and
     `ModelsUnreachable` when no model of any allowed tier could be reached (no review case is
     opened, unless `unreachable_models` is `review`). `history` (earlier `{"role", "content"}`
-    turns) seeds a new conversation, as stateless clients send it.
+    turns) seeds a new conversation, as stateless clients send it. `reference` (answers known to
+    be right, when the question comes from an evaluation set) labels the turn's shadow pair, if it
+    gets one. With a tenant's `key`, the conversation is that tenant's: its tier's policy applies,
+    and another tenant's conversation is `Forbidden`.
     """
-    settings = _run_settings(overrides)
+    settings, question, thread_id, graph = _start(question, thread_id, key, overrides)
+    try:
+        with shadow.user_run():
+            graph.invoke(
+                _turn_input(graph, thread_id, question, history),
+                _config(thread_id),
+                context=settings,
+                durability=settings.checkpoint_durability,
+            )
+    finally:
+        release_admission(settings, thread_id)
+    return _refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
+
+
+def _start(
+    question: str, thread_id: str | None, key: str | None, overrides: Mapping[str, Any]
+) -> tuple[Settings, str, str, CompiledStateGraph]:
+    """Everything checked before a turn runs: the key, the per-run settings it may send, the
+    question, the conversation's owner, a pending review, the policy's refusals."""
+    who = policies.authenticate(resolve_settings(), key)
+    settings = _run_settings(overrides, who)
     question = check_question(question, settings)
     thread_id = thread_id or uuid.uuid4().hex
     graph = _graph(settings)
+    _claim(settings, who, graph, thread_id)
     _refuse_if_pending(graph, thread_id)
-    graph.invoke(
-        _turn_input(graph, thread_id, question, history),
-        _config(thread_id),
-        context=settings,
-        durability=settings.checkpoint_durability,
+    _screen(question, thread_id, settings, who)
+    _admit(question, thread_id, settings, graph)
+    return settings, question, thread_id, graph
+
+
+def _admit(question: str, thread_id: str, settings: Settings, graph: CompiledStateGraph) -> None:
+    """Hold what the turn's first model call is expected to cost, if its tenant's budget refuses
+    once spent (`BudgetExhausted` when it cannot): the rules, the conversation, the question and,
+    if retrieval will run, a chunk per source. The call itself tops the hold up if it needs more."""
+    from graphs.prompts import ANSWER_WITH_SOURCES_SYSTEM
+    from hybrid.policy.turn import admit
+    from hybrid.turns import knowledge_coverage, retrieves
+
+    if policies.current_policy(settings) is None:
+        return
+    earlier = [m.text for m in graph.get_state(_config(thread_id)).values.get("messages") or []]
+    kb_score, kb_available, _, _ = knowledge_coverage(question, settings)
+    sources = settings.passages * settings.chunk_size if retrieves(kb_score, kb_available, settings) else 0
+    admit(
+        settings,
+        _tenancy.owner(settings, thread_id) or "",
+        thread_id=thread_id,
+        prompt=ANSWER_WITH_SOURCES_SYSTEM + "".join(earlier) + question + " " * sources,
+        messages=len(earlier) + 2,
     )
-    return _refuse_if_unreachable(_latest_answer(thread_id, settings), settings)
 
 
 def stream(
@@ -282,15 +416,30 @@ def stream(
     *,
     thread_id: str | None = None,
     history: list[Mapping[str, str]] | None = None,
+    reference: Sequence[str] | None = None,
+    key: str | None = None,
     **overrides: Any,
 ) -> Iterator[Event]:
     """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`
     (or raising `ModelsUnreachable` instead, as `ask` does)."""
-    settings = _run_settings(overrides)
-    question = check_question(question, settings)
-    thread_id = thread_id or uuid.uuid4().hex
-    graph = _graph(settings)
-    _refuse_if_pending(graph, thread_id)
+    settings, question, thread_id, graph = _start(question, thread_id, key, overrides)
+    try:
+        with shadow.user_run():
+            yield from _stream_events(graph, thread_id, question, history, settings)
+    finally:
+        release_admission(settings, thread_id)
+    yield Event(
+        kind="answer", answer=_refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
+    )
+
+
+def _stream_events(
+    graph: CompiledStateGraph,
+    thread_id: str,
+    question: str,
+    history: list[Mapping[str, str]] | None,
+    settings: Settings,
+) -> Iterator[Event]:
     for mode, chunk in graph.stream(
         _turn_input(graph, thread_id, question, history),
         _config(thread_id),
@@ -307,7 +456,6 @@ def stream(
             for node, update in chunk.items():
                 if node != "__interrupt__":
                     yield Event(kind="node", node=node, update=update if isinstance(update, dict) else None)
-    yield Event(kind="answer", answer=_refuse_if_unreachable(_latest_answer(thread_id, settings), settings))
 
 
 def _heal(settings: Settings, graph: CompiledStateGraph, case: reviews.Case) -> bool:
@@ -332,15 +480,17 @@ def _heal(settings: Settings, graph: CompiledStateGraph, case: reviews.Case) -> 
     return False
 
 
-def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answer:
+def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any], *, key: str | None = None) -> Answer:
     """Resolve a conversation's pending review (approve, edit, reject, escalate); return the answer.
 
     Exactly once: the case is claimed atomically before the graph resumes, so when two reviewers
     act at once one wins and the other gets `CaseAlreadyResolved` naming who resolved it. Raises
     `ConversationNotFound` if there is no such conversation and `InvalidDecision` if the decision
-    is malformed or not allowed for the case.
+    is malformed or not allowed for the case. With a tenant's `key`, only that tenant's cases
+    (`Forbidden` otherwise, before anything is read or changed).
     """
     settings = resolve_settings()
+    _tenancy.check(settings, policies.authenticate(settings, key), thread_id)
     graph = _graph(settings)
     try:
         verdict = decision if isinstance(decision, ReviewDecision) else ReviewDecision(**decision)
@@ -382,12 +532,18 @@ def resume(thread_id: str, decision: ReviewDecision | Mapping[str, Any]) -> Answ
     return _latest_answer(thread_id, settings)
 
 
-def pending_reviews() -> list[PendingReview]:
-    """Every case waiting for a reviewer, oldest first, with what the reviewer needs to decide."""
+def pending_reviews(*, key: str | None = None) -> list[PendingReview]:
+    """Every case waiting for a reviewer, oldest first, with what the reviewer needs to decide
+    (with a tenant's `key`: that tenant's cases only)."""
     settings = resolve_settings()
+    who = policies.authenticate(settings, key)
     graph = _graph(settings)
     pending = []
-    for case in reviews.open_cases(settings):
+    cases = reviews.open_cases(settings)
+    mine = _tenancy.visible(settings, who, [case.thread_id for case in cases])
+    for case in cases:
+        if case.thread_id not in mine:
+            continue
         if _heal(settings, graph, case):
             continue
         pending.append(
@@ -434,19 +590,24 @@ def expire_reviews(now: datetime | None = None) -> list[Answer]:
     return resolved
 
 
-def feedback(thread_id: str, rating: Literal["up", "down"], *, comment: str | None = None) -> None:
+def feedback(
+    thread_id: str, rating: Literal["up", "down"], *, comment: str | None = None, key: str | None = None
+) -> None:
     """Record a user's thumbs up or down on the latest answer of a conversation."""
     from hybrid.feedback import record_user_feedback
 
-    answer = answer_for(thread_id)
+    answer = answer_for(thread_id, key=key)
     if answer.status != "answered":
         raise NoAnswer(f"conversation {thread_id} has no answer to rate ({answer.status})")
     record_user_feedback(resolve_settings(), answer, rating, comment)
 
 
-def audit_export(*, since: datetime | None = None, fmt: Literal["jsonl", "csv"] = "jsonl") -> Iterator[str]:
-    """The audit log, as JSON lines or CSV."""
-    return audit.export(resolve_settings(), since=since, fmt=fmt)
+def audit_export(
+    *, since: datetime | None = None, fmt: Literal["jsonl", "csv"] = "jsonl", key: str | None = None
+) -> Iterator[str]:
+    """The audit log, as JSON lines or CSV (with a tenant's `key`: the rows of its conversations)."""
+    settings = resolve_settings()
+    return audit.export(settings, since=since, fmt=fmt, tenant=policies.authenticate(settings, key).tenant)
 
 
 def ingest(
@@ -455,6 +616,7 @@ def ingest(
     collection: str | None = None,
     sync: bool = False,
     progress: Progress | None = None,
+    key: str | None = None,
 ) -> IngestReport:
     """Add files and folders to the knowledge base (Markdown, text, HTML, PDF, JSON/JSONL corpora).
 
@@ -463,7 +625,10 @@ def ingest(
     """
     from retrieval.ingest import ingest as run_ingest
 
-    return run_ingest(paths, resolve_settings(), collection=collection, sync=sync, progress=progress)
+    settings = resolve_settings()
+    # Every tenant answers from the one knowledge base: only an admin changes it.
+    policies.callers.require_admin(policies.authenticate(settings, key), "add to the knowledge base")
+    return run_ingest(paths, settings, collection=collection, sync=sync, progress=progress)
 
 
 def search(query: str, *, k: int | None = None, collection: str | None = None, **overrides: Any) -> list[Hit]:
@@ -471,7 +636,20 @@ def search(query: str, *, k: int | None = None, collection: str | None = None, *
     from retrieval.search import search as run_search
 
     settings = _run_settings(overrides)
-    return run_search(settings, query, k or settings.retrieval_k, collection=collection)  # type: ignore[return-value]
+    return run_search(settings, query, k or settings.passages, collection=collection)  # type: ignore[return-value]
+
+
+def compare_versions(
+    versions: Sequence[str] = (), *, since: datetime | None = None, key: str | None = None
+) -> dict[str, Any]:
+    """Live figures per router/verifier version, and the difference between two (default: the
+    current version and the canary), from recorded traffic (`hybrid tune compare`). They sum
+    every tenant's traffic: an admin's (or the operator's) only, `Forbidden` for a tenant's key."""
+    from hybrid.versions import compare
+
+    settings = resolve_settings()
+    policies.callers.require_admin(policies.authenticate(settings, key), "compare versions over all traffic")
+    return compare(settings, list(versions), since=since)
 
 
 def database_path() -> Path:
@@ -479,11 +657,96 @@ def database_path() -> Path:
     return resolve_settings().database_path
 
 
-def traffic(*, since: datetime | None = None, until: datetime | None = None) -> list[TrafficTurn]:
-    """Recorded turns (route, drafts, scores, latency, tokens, cost) first seen in [since, until)."""
+def traffic(
+    *, since: datetime | None = None, until: datetime | None = None, key: str | None = None
+) -> list[TrafficTurn]:
+    """Recorded turns (route, drafts, scores, latency, tokens, cost) first seen in [since, until)
+    (with a tenant's `key`: its own turns only)."""
     from hybrid.traffic import turns
 
-    return turns(resolve_settings(), since=since, until=until)
+    settings = resolve_settings()
+    tenant = policies.authenticate(settings, key).tenant
+    return turns(settings, since=since, until=until, tenant=tenant)
+
+
+def policy_status() -> dict[str, Any]:
+    """The policy in force: its file, version, when it was loaded, and why the latest version of
+    the file was refused, if it was."""
+    return policies.policy_status(resolve_settings())
+
+
+def check_policy(path: str | Path) -> list[policies.Problem]:
+    """Validate a policy file as `HYBRID_POLICY_FILE` would be: every problem with its line."""
+    return policies.check_file(Path(path))[1]
+
+
+class RuleCheck(BaseModel):
+    """One policy rule as `explain_route` saw it."""
+
+    rule: str
+    action: str
+    matched: bool
+    detail: str
+
+
+class RouteExplanation(BaseModel):
+    """Where a question would go, and why, as the policy and the router see it now."""
+
+    question: str
+    tenant: str | None
+    tier: str | None
+    data_class: str
+    rules: list[RuleCheck] = Field(description="The policy's rules in order, up to the one that decided.")
+    refusal: str | None
+    route: RouteDecision
+
+
+def explain_route(
+    question: str,
+    *,
+    key: str | None = None,
+    tier: str | None = None,
+    tenant: str | None = None,
+    **overrides: Any,
+) -> RouteExplanation:
+    """Where a question would go and why, without running a model or writing anything: the policy
+    rules that matched, the router's score against the (shifted) threshold, the tiers allowed.
+
+    As asked with `key`, or as a tenant, or in a service tier (`tier` alone: as no tenant of it)."""
+    from graphs.prompts import ANSWER_WITH_SOURCES_SYSTEM
+    from hybrid.turns import route_question
+
+    settings = _run_settings(overrides)
+    question = check_question(question, settings)
+    who = policies.authenticate(settings, key) if key else None
+    loaded = policies.current_policy(settings)
+    if loaded is not None:
+        for name, known, what in (
+            (tier, loaded.policy.tiers, "tier"),
+            (tenant, loaded.policy.tenants, "tenant"),
+        ):
+            if name is not None and name not in known:
+                raise InvalidSetting(f"unknown {what} {name!r}; the policy has: {', '.join(sorted(known))}")
+    routed = route_question(
+        question,
+        [],
+        settings,
+        prompt_overhead=ANSWER_WITH_SOURCES_SYSTEM,
+        tenant=who.owner if who else (tenant or ""),
+        tier=tier,
+        preview=True,
+    )
+    turn = routed.policy
+    verdict = turn.verdict if turn else None
+    return RouteExplanation(
+        question=question,
+        tenant=(turn.tenant or None) if turn else None,
+        tier=turn.tier_name if turn else None,
+        data_class=verdict.data_class if verdict else routed.route["sensitivity"],
+        rules=[RuleCheck(**vars(c)) for c in verdict.checked] if verdict else [],
+        refusal=str(refused) if turn and (refused := turn.refusal()) else None,
+        route=routed.route,
+    )
 
 
 # Façade functions that live in their own modules (the UI's needs), re-exported here.
@@ -504,6 +767,7 @@ __all__ += [
     "TrafficSummary",
     "TrafficTurn",
     "collection_stats",
+    "compare_versions",
     "conversation",
     "conversations",
     "files_under",

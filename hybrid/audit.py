@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from hybrid.database import audit, database_for, insert_ignore
+from hybrid.database import audit, database_for, insert_ignore, threads
 from hybrid.settings import Settings
 
 EXPORT_COLUMNS = ("id", "at", "event", "trace_id", "thread_id", "case_id", "actor", "data")
@@ -60,9 +60,20 @@ def record(
             connection.execute(sa.insert(audit).values(**values))
 
 
-def events(settings: Settings, *, since: datetime | None = None, thread_id: str | None = None) -> list[dict]:
-    """Events in order, optionally since a time or for one conversation."""
+def events(
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    thread_id: str | None = None,
+    tenant: str | None = None,
+) -> list[dict]:
+    """Events in order, optionally since a time, for one conversation, or of one tenant's
+    conversations (`hybrid.policy.tenancy`)."""
     query = sa.select(audit).order_by(audit.c.id)
+    if tenant is not None:
+        query = query.where(
+            audit.c.thread_id.in_(sa.select(threads.c.thread_id).where(threads.c.tenant == tenant))
+        )
     if since is not None:
         query = query.where(audit.c.at >= since)
     if thread_id is not None:
@@ -77,10 +88,14 @@ def events(settings: Settings, *, since: datetime | None = None, thread_id: str 
 
 
 def export(
-    settings: Settings, *, since: datetime | None = None, fmt: Literal["jsonl", "csv"] = "jsonl"
+    settings: Settings,
+    *,
+    since: datetime | None = None,
+    fmt: Literal["jsonl", "csv"] = "jsonl",
+    tenant: str | None = None,
 ) -> Iterator[str]:
     """The audit log as JSON lines or CSV rows (the `data` column as JSON text)."""
-    rows = events(settings, since=since)
+    rows = events(settings, since=since, tenant=tenant)
     if fmt == "jsonl":
         for row in rows:
             yield json.dumps(row) + "\n"

@@ -24,7 +24,10 @@ def run_choices() -> RunChoices:
     """The profiles (built-in and configured), routes and retrieval modes, with current defaults."""
     settings = resolve_settings()
     return RunChoices(
-        profiles={name: profile.model_dump() for name, profile in settings.all_profiles.items()},
+        profiles={
+            name: profile.model_dump(include={"small", "large"})
+            for name, profile in settings.all_profiles.items()
+        },
         profile=settings.profile,
         routes=list(get_args(Route)),
         force_route=settings.force_route,

@@ -14,12 +14,15 @@ import click
 from pydantic import ValidationError
 
 from hybrid.errors import HybridError
+from hybrid.tuning import DEFAULT_CONFIDENCE as DEFAULT_TUNE_CONFIDENCE
 
 if TYPE_CHECKING:
     from hybrid.settings import Settings
 
 # The graphs `langgraph dev` serves; the repository's langgraph.json declares the same.
-LANGGRAPH_GRAPHS = {"hybrid": "graphs.graph:graph", "ingest": "graphs.ingestion:graph"}
+LANGGRAPH_GRAPHS = {"hybrid": "hybrid.langgraph_app:graph", "ingest": "hybrid.langgraph_app:ingest"}
+# Keys and tenancy in `langgraph dev` (hybrid.langgraph_auth); Studio's own auth would bypass it.
+LANGGRAPH_AUTH = {"path": "hybrid.langgraph_auth:auth", "disable_studio_auth": True}
 DEV_PORT = 2025  # 2024, langgraph's default, is taken on our machines
 
 
@@ -67,6 +70,9 @@ def _reviewer() -> str:
 @click.version_option(package_name="hybrid-ai")
 def cli() -> None:
     """Hybrid AI: answer with the cheapest model that answers well, and show why."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()  # before anything imports ONNX Runtime, Chroma or the Hugging Face hub
     from hybrid.observability import configure_logging
     from hybrid.settings import resolve_settings
 
@@ -83,6 +89,7 @@ def cli() -> None:
 @click.option("--profile", help="Model profile (e.g. embedded, ollama).")
 @click.option("--thread", "thread_id", help="Continue this conversation.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a per-run setting.")
+@click.option("--key", help="Ask as this API key's tenant and tier (policy file).")
 @_handle_errors
 def ask(
     question: str,
@@ -92,6 +99,7 @@ def ask(
     profile: str | None,
     thread_id: str | None,
     sets: tuple[str, ...],
+    key: str | None,
 ) -> None:
     """Answer QUESTION and explain the route it took (QUESTION `-` reads it from stdin)."""
     from hybrid import api
@@ -99,9 +107,10 @@ def ask(
     if question == "-":
         question = sys.stdin.buffer.read()  # type: ignore[assignment]  (bytes: checked as UTF-8 by the API)
     overrides = {**_parse_sets(sets), "force_route": route, "profile": profile}
-    answer = api.ask(question, thread_id=thread_id, **overrides)
+    answer = api.ask(question, thread_id=thread_id, key=key, **overrides)
     if as_json:
         click.echo(answer.model_dump_json())
+        _wait_for_shadow_runs()
         return
     if answer.status == "answered":
         click.echo(answer.answer)
@@ -111,6 +120,14 @@ def ask(
     else:
         click.secho("The answer was rejected by a reviewer.", fg="red")
     click.secho(f"route: {answer.explanation}", dim=True)
+    _wait_for_shadow_runs()
+
+
+def _wait_for_shadow_runs() -> None:
+    """A one-shot command waits for the shadow runs it queued (the process would end them)."""
+    from hybrid import api
+
+    api.wait_for_shadow_runs()
 
 
 _DOCTOR_COLOURS = {"ok": "green", "warning": "yellow", "failed": "red", "skipped": None}
@@ -335,6 +352,105 @@ def audit_export(since: Any, fmt: str) -> None:
         click.echo(chunk, nl=False)
 
 
+@cli.group()
+def policy() -> None:
+    """Check a policy file, see where a question would go under it, make API keys."""
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+@_handle_errors
+def policy_check(file: Path) -> None:
+    """Validate FILE as HYBRID_POLICY_FILE would be: every problem with its line (exit 1 if any)."""
+    from hybrid import api
+    from hybrid.policy.loading import load
+
+    problems = api.check_policy(file)
+    if problems:
+        for problem in problems:
+            where = f"{problem.where}: " if problem.where else ""
+            click.echo(f"{file}:{problem.line}:{problem.column}: {where}{problem.message}", err=True)
+        _fail(f"{file}: {len(problems)} problem(s); the policy in force (if any) is unchanged")
+    loaded = load(file)
+    rules = loaded.policy
+    click.echo(
+        f"{file}: valid (version {loaded.version}): {len(rules.tiers)} tier(s), {len(rules.tenants)} "
+        f"tenant(s), {len(rules.rules)} rule(s), {len(rules.restrictions)} data-class restriction(s)"
+    )
+
+
+@policy.command("explain")
+@click.argument("question")
+@click.option("--key", help="As this API key's tenant and tier.")
+@click.option("--tier", help="As a request of this service tier.")
+@click.option("--tenant", help="As this tenant (its tier and budget).")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as one JSON object.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a per-run setting.")
+@_handle_errors
+def policy_explain(
+    question: str,
+    *,
+    key: str | None,
+    tier: str | None,
+    tenant: str | None,
+    as_json: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """Where QUESTION would go and why, without running a model: the rules that matched, the
+    router's score against the threshold, the tiers and models allowed."""
+    from hybrid import api
+
+    if key and (tier or tenant):
+        raise click.UsageError("give --key, or --tier/--tenant, not both")
+    found = api.explain_route(question, key=key, tier=tier, tenant=tenant, **_parse_sets(sets))
+    if as_json:
+        click.echo(found.model_dump_json())
+        return
+    route = found.route
+    click.echo(
+        f"as: {'tenant ' + found.tenant if found.tenant else 'no tenant'}, tier {found.tier or '(none)'}"
+    )
+    click.echo(f"data class: {found.data_class}")
+    for check in found.rules:
+        mark = "matched" if check.matched else "no"
+        click.echo(f"  rule {check.rule} ({check.action}): {mark}: {check.detail}")
+    if not found.rules:
+        click.echo("  no policy rules")
+    score, threshold = route["difficulty"], route["threshold"]
+    click.echo(f"router: {route['router']} scored {score:.3f} against threshold {threshold:.3f}")
+    review = route["policies"].get("review", "allowed")
+    if found.refusal:
+        click.secho(f"refused: {found.refusal}", fg="red")
+    elif route["route"] == "human" and review != "allowed":
+        click.secho(f"route: human, but the {found.tier} tier has no human review: {review}", bold=True)
+    else:
+        models = "; ".join(
+            f"{tier_}: {', '.join(specs) or 'none'}" for tier_, specs in route["models"].items()
+        )
+        click.secho(f"route: {route['route']} ({models})", bold=True)
+    for reason in route["reasons"]:
+        click.echo(f"  - {reason}")
+
+
+@policy.command("new-key")
+def policy_new_key() -> None:
+    """Make a random API key: give the key to its user, put the hash in the policy file."""
+    from hybrid.policy import new_key
+
+    key, digest = new_key()
+    click.echo(f"key:  {key}")
+    click.echo(f"hash: {digest}")
+
+
+@policy.command("status")
+@_handle_errors
+def policy_status() -> None:
+    """The policy in force (HYBRID_POLICY_FILE): version, when loaded, why a newer file was refused."""
+    from hybrid import api
+
+    click.echo(json.dumps(api.policy_status(), indent=2))
+
+
 @cli.group("eval")
 def eval_() -> None:
     """Benchmarks that print figures."""
@@ -398,6 +514,23 @@ def eval_cache(folder: Path, xquad: Path | None, limit: int, target: float, as_j
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
+@eval_.command("fuzz")
+@click.option("--requests", default=1200, show_default=True, type=click.IntRange(30), help="About this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_fuzz(requests: int, as_json: bool) -> None:
+    """Generated requests (valid and not) against every endpoint of the server, with and without keys.
+
+    Checks every response against the server's OpenAPI document; exits with 1 on any status of 500
+    or more, a response the document does not allow, or a model run without a valid key."""
+    from hybrid.evals.fuzz import evaluate_fuzz, format_report
+
+    report = evaluate_fuzz(requests, log=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
+
+
 @eval_.command("load")
 @click.option(
     "--concurrency", default="1,4,16", show_default=True, help="Comma-separated concurrency levels."
@@ -405,15 +538,260 @@ def eval_cache(folder: Path, xquad: Path | None, limit: int, target: float, as_j
 @click.option(
     "--requests", "requests_per_level", type=int, help="Requests per level [default: 2 x level, >= 8]."
 )
+@click.option(
+    "--shadow-rate",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Also compare the user's p50 with shadow runs off and at this rate, in alternating rounds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_handle_errors
-def eval_load(concurrency: str, requests_per_level: int | None, as_json: bool) -> None:
+def eval_load(
+    concurrency: str, requests_per_level: int | None, shadow_rate: float | None, as_json: bool
+) -> None:
     """Drive `hybrid serve` over HTTP on the embedded models: throughput, latency, errors, overhead."""
     from hybrid.evals.load import evaluate_load, format_table
 
     levels = [int(level) for level in concurrency.split(",") if level.strip()]
-    report = evaluate_load(levels, requests_per_level, log=lambda message: click.echo(message, err=True))
+    report = evaluate_load(
+        levels, requests_per_level, log=lambda message: click.echo(message, err=True), shadow_rate=shadow_rate
+    )
     click.echo(json.dumps(report) if as_json else format_table(report))
+
+
+@eval_.command("chaos")
+@click.option(
+    "--faults", default=",".join(("replica", "postgres", "chroma", "model", "reviews")), show_default=True,
+    help="Comma-separated faults, in order: replica, postgres, chroma, model, reviews.",
+)  # fmt: skip
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(2, 8))
+@click.option("--concurrency", default=3, show_default=True, type=click.IntRange(1, 64), help="Clients.")
+@click.option(
+    "--logs", type=click.Path(file_okay=False, path_type=Path), help="Keep every part's log in this folder."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_chaos(faults: str, replicas: int, concurrency: int, logs: Path | None, as_json: bool) -> None:
+    """Faults under steady load on a real local cluster: lost, hung, refused, recovery time.
+
+    Exits with 1 when a target is missed (0 lost, 0 hung, recovery within 15 s, no 5xx outside
+    the faults, every review case resolved through another replica)."""
+    from hybrid.evals.chaos import evaluate_chaos, format_report
+
+    report = evaluate_chaos(
+        [f.strip() for f in faults.split(",") if f.strip()],
+        replicas=replicas,
+        concurrency=concurrency,
+        keep_logs=logs,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
+
+
+@eval_.command("soak")
+@click.option("--minutes", default=30.0, show_default=True, type=click.FloatRange(0.5), help="Measured time.")
+@click.option(
+    "--warmup-minutes", default=5.0, show_default=True, type=click.FloatRange(0), help="Not measured."
+)
+@click.option(
+    "--sample-seconds", default=60.0, show_default=True, type=click.FloatRange(5), help="Sample interval."
+)
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(1, 8))
+@click.option("--concurrency", default=3, show_default=True, type=click.IntRange(1, 64), help="Clients.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_soak(
+    *,
+    minutes: float,
+    warmup_minutes: float,
+    sample_seconds: float,
+    replicas: int,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """Steady mixed traffic on a local cluster for a long time: memory, descriptors, connections, latency.
+
+    Exits with 1 when a target is missed (after the warm-up: RSS growth <= 50 MB per replica,
+    descriptors and connections flat, p50 drift <= 20 %, no errors, no restarts)."""
+    from hybrid.evals.soak import evaluate_soak, format_report
+
+    report = evaluate_soak(
+        minutes,
+        warmup_minutes=warmup_minutes,
+        sample_seconds=sample_seconds,
+        replicas=replicas,
+        concurrency=concurrency,
+        log=lambda message: click.echo(message, err=True),
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+    if not report["met"]:
+        sys.exit(1)
+
+
+@eval_.command("answers")
+@click.option(
+    "--qa",
+    "qa_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Questions with reference answers: SQuAD/XQuAD JSON, GSM8K JSONL, or JSONL of "
+    "{question, answers, context?}.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Only the first N questions.")
+@click.option(
+    "--router",
+    "router_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A router artefact to evaluate as the `candidate` mode.",
+)
+@click.option(
+    "--verifier",
+    "verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A small-tier verifier artefact for the `candidate` mode.",
+)
+@click.option(
+    "--large-verifier",
+    "large_verifier_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A large-tier verifier artefact for the `candidate` mode.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also the `tuned` mode: each fold answered by artefacts tuned on the others (grouped folds).",
+)
+@click.option(
+    "--target-quality", type=click.FloatRange(0, 1.5), help="For --folds: F1 as a share of always-large's."
+)
+@click.option(
+    "--max-review-share", type=click.FloatRange(0, 1), help="For --folds: most questions sent to review."
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1),
+    help="For --folds: share of resampled question sets the thresholds must meet the target on "
+    f"[default: {DEFAULT_TUNE_CONFIDENCE}].",
+)
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file of recorded model answers [default: <data dir>/evals/answers.sqlite].",
+)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Draw quality against cost here.",
+)
+@click.option(
+    "--outcomes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every question's outcome (JSON).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_answers(
+    *,
+    qa_path: Path,
+    limit: int | None,
+    router_dir: Path | None,
+    verifier_dir: Path | None,
+    large_verifier_dir: Path | None,
+    folds: int,
+    target_quality: float | None,
+    max_review_share: float | None,
+    confidence: float | None,
+    record: Path | None,
+    plot_dir: Path | None,
+    outcomes: Path | None,
+    as_json: bool,
+) -> None:
+    """Real answers end to end: always-small, always-large, the product, and candidates, with savings."""
+    from hybrid.evals.answers import Mode, evaluate_answers, format_report, plot
+
+    candidate = {
+        "HYBRID_ROUTER_PATH": router_dir,
+        "HYBRID_VERIFIER_PATH": verifier_dir,
+        "HYBRID_LARGE_VERIFIER_PATH": large_verifier_dir,
+    }
+    chosen = {k: str(v.resolve()) for k, v in candidate.items() if v is not None}
+    modes = [Mode("candidate", environment=chosen)] if chosen else []
+    tune_options = {
+        "target_quality": target_quality,
+        "max_review_share": max_review_share,
+        "confidence": confidence,
+    }
+    report = evaluate_answers(
+        qa_path,
+        limit=limit,
+        modes=modes,
+        folds=folds,
+        tune_options={k: v for k, v in tune_options.items() if v is not None},
+        record=record,
+        log=lambda message: click.echo(message, err=True),
+    )
+    every = report.pop("outcomes")
+    if outcomes:
+        outcomes.parent.mkdir(parents=True, exist_ok=True)
+        outcomes.write_text(json.dumps(every))
+    if plot_dir:
+        click.echo(f"plot: {plot(report, plot_dir)}", err=True)
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@eval_.command("judge")
+@click.option(
+    "--qa",
+    "qa_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Questions with reference answers (the formats of `hybrid eval answers`).",
+)
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="Pairs to judge.")
+@click.option(
+    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Recorded model answers (SQLite)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def eval_judge(qa_path: Path, limit: int, record: Path | None, as_json: bool) -> None:
+    """How far to trust the judge: its labels of both tiers' answers against the reference labels."""
+    from hybrid.evals.answers import pairs_for_qa
+    from hybrid.evals.judge import evaluate_judge, format_judge
+
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    pairs = pairs_for_qa(qa_path, limit=limit, record=record, log=log)
+    report = evaluate_judge(pairs, record=record, log=log)
+    click.echo(json.dumps(report) if as_json else format_judge(report))
+
+
+@eval_.command("replay")
+@click.option("--since", help="Pairs from this date on (YYYY-MM-DD).")
+@click.option(
+    "--version", "versions", multiple=True, help="A version to replay (repeat; default: current and canary)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def eval_replay(since: str | None, versions: tuple[str, ...], as_json: bool) -> None:
+    """What versions would have done with logged turns that have labelled shadow pairs, against
+    always-small and always-large; no model runs (the judge's earlier verdicts are reused)."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+    from hybrid.tuning.labels import labelled_pairs
+    from hybrid.tuning.replay import format_replay, replay
+
+    settings = resolve_settings()
+    pairs, counts = labelled_pairs(settings, since=_since(since), judge="cached")
+    if not pairs:
+        raise click.ClickException(f"no labelled shadow pairs to replay ({counts})")
+    if not versions:
+        current = registry.state(settings, fresh=True)
+        versions = (current.current, *([current.canary[0]] if current.canary else []))
+    report = replay(settings, pairs, versions) | {"pairs_left_out": counts}
+    click.echo(json.dumps(report, default=float) if as_json else format_replay(report))
 
 
 @eval_.command("robustness")
@@ -483,6 +861,331 @@ def eval_routing(
         log=lambda message: click.echo(message, err=True),
     )
     click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+def _since(value: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD or ISO 8601)", param_hint="--since"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _print_choice(report: Any) -> None:
+    expected, plan = report.choice.expected, report.choice.plan
+
+    def line(name: str, label: str, pct: bool = True) -> str:
+        figure = expected[name]
+        low, high = figure["ci95"]
+        if pct:
+            return f"  {label:<32}{figure['value']:>8.1%}   (95 % CI {low:.1%} - {high:.1%})"
+        return f"  {label:<32}{figure['value']:>8.4f}   (95 % CI {low:.4f} - {high:.4f})"
+
+    click.echo(
+        f"thresholds: router need_large >= {plan.router:.3f}; small P(good) >= {plan.small:.3f}; "
+        f"large P(good) >= {plan.large:.3f}" + ("" if report.choice.met else f"  [{report.choice.note}]")
+    )
+    click.echo(f"expected on {expected['questions']} questions (out-of-fold):")
+    click.echo(line("quality", "quality (mean F1, review = 0)", pct=False))
+    click.echo(line("quality_vs_large", "quality vs always-large"))
+    click.echo(line("saving_vs_large", "saving vs always-large"))
+    click.echo(line("large_share", "large share"))
+    click.echo(line("review_share", "review share"))
+    for tier, figures in report.verifiers.items():
+        click.echo(
+            f"  {tier}-tier verifier: AUROC {figures['auroc']:.3f}, ECE {figures['ece']:.3f} "
+            f"({figures['good']} good of {figures['drafts']})"
+        )
+
+
+@cli.group("tune", invoke_without_command=True)
+@click.option(
+    "--qa",
+    "qa_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Learn from a question-answer set: both tiers answer every question (recorded answers replay).",
+)
+@click.option("--limit", type=click.IntRange(1), help="With --qa: only the first N questions.")
+@click.option(
+    "--from-traffic", is_flag=True, help="Learn from shadow pairs of live traffic (HYBRID_SHADOW_RATE)."
+)
+@click.option("--since", help="With --from-traffic: pairs from this date on (YYYY-MM-DD).")
+@click.option(
+    "--target-quality",
+    type=click.FloatRange(0, 1.5),
+    help="Mean F1 as a share of always-large's [default: 0.95].",
+)
+@click.option(
+    "--max-large-share", type=click.FloatRange(0, 1), help="At most this share calls the large model."
+)
+@click.option(
+    "--max-review-share",
+    type=click.FloatRange(0, 1),
+    default=0.15,
+    show_default=True,
+    help="At most this share goes to review.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_TUNE_CONFIDENCE,
+    show_default=True,
+    help="Share of resampled question sets the thresholds must meet the target on, not only this one.",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2),
+    default=5,
+    show_default=True,
+    help="Grouped folds for out-of-fold scores.",
+)
+@click.option(
+    "--no-judge", is_flag=True, help="With --from-traffic: leave out pairs only the judge could label."
+)
+@click.option(
+    "--record", type=click.Path(dir_okay=False, path_type=Path), help="Recorded model answers (SQLite)."
+)
+@click.option(
+    "--promote", is_flag=True, help="Promote the new version at once (else: canary, compare, promote)."
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_handle_errors
+def tune(
+    ctx: click.Context,
+    *,
+    qa_path: Path | None,
+    limit: int | None,
+    from_traffic: bool,
+    since: str | None,
+    target_quality: float | None,
+    max_large_share: float | None,
+    max_review_share: float,
+    confidence: float,
+    folds: int,
+    no_judge: bool,
+    record: Path | None,
+    promote: bool,
+    as_json: bool,
+) -> None:
+    """Learn the served models: train the router and a verifier per tier on pairs of their answers,
+    calibrate every threshold together to one target, and store a new registry version.
+
+    Without a source option, the subcommands manage versions: list, show, canary, compare,
+    promote, rollback, export."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if (qa_path is None) == (not from_traffic):
+        raise click.UsageError("give --qa FILE or --from-traffic (or a subcommand: hybrid tune --help)")
+    if target_quality is not None and max_large_share is not None:
+        raise click.UsageError("give at most one of --target-quality and --max-large-share")
+    import tempfile
+
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+    from hybrid.tuning.tune import tune as run_tune
+
+    settings = resolve_settings()
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    if qa_path is not None:
+        from hybrid.evals.answers import pairs_for_qa
+
+        pairs = pairs_for_qa(qa_path, limit=limit, record=record, log=log)
+        description = f"{len(pairs)} questions of {qa_path.name}, labelled by their reference answers"
+    else:
+        from hybrid.tuning.labels import labelled_pairs
+
+        pairs, counts = labelled_pairs(
+            settings, since=_since(since), judge="off" if no_judge else "run", log=log
+        )
+        log(f"shadow pairs: {counts}")
+        description = f"{len(pairs)} shadow pairs of live traffic" + (f" since {since}" if since else "")
+    if not pairs:
+        raise click.ClickException("no labelled pairs to learn from")
+    with tempfile.TemporaryDirectory(prefix="hybrid-tune-") as folder:
+        report = run_tune(
+            pairs,
+            Path(folder),
+            models={"small": settings.small_spec, "large": settings.large_spec},
+            description=description,
+            target_quality=target_quality,
+            max_large_share=max_large_share,
+            max_review_share=max_review_share,
+            confidence=confidence,
+            folds=folds,
+            cache_dir=settings.data_dir / "embedding-cache",
+            actor=_reviewer(),
+            log=log,
+        )
+        version = registry.add_version(settings, Path(folder), actor=_reviewer())
+    if promote:
+        registry.promote(settings, version, actor=_reviewer(), reason="hybrid tune --promote")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "version": version,
+                    "promoted": promote,
+                    "pairs": len(pairs),
+                    **report.choice.as_dict(),
+                    "verifiers": report.verifiers,
+                    "router": report.router,
+                },
+                default=float,
+            )
+        )
+        return
+    click.echo(f"version {version}: {description} ({report.seconds:.0f} s)")
+    _print_choice(report)
+    if promote:
+        click.echo(f"promoted {version}")
+    else:
+        click.echo(
+            f"next: hybrid tune canary {version} --share 0.1; hybrid tune compare; "
+            f"hybrid tune promote {version}"
+        )
+
+
+@tune.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def tune_list(as_json: bool) -> None:
+    """Every version: what it was trained on, what it expects, which serves."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    current = registry.state(settings, fresh=True)
+    rows = [
+        {
+            "version": registry.SHIPPED,
+            "created_at": None,
+            "created_by": "package",
+            "manifest": registry.manifest_of(settings, registry.SHIPPED),
+        },
+        *registry.versions(settings),
+    ]
+    for row in rows:
+        row["serving"] = (
+            "current"
+            if row["version"] == current.current
+            else f"canary {current.canary[1]:.0%}"
+            if current.canary and current.canary[0] == row["version"]
+            else ""
+        )
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        manifest = row["manifest"]
+        expected = (manifest.get("plan") or {}).get("expected") or {}
+        figures = ""
+        if expected:
+            figures = (
+                f"quality {expected['quality_vs_large']['value']:.0%} of large, saving "
+                f"{expected['saving_vs_large']['value']:.0%}, review {expected['review_share']['value']:.0%}"
+            )
+        trained = manifest.get("trained_on") or {}
+        trained = trained.get("description", trained) if isinstance(trained, dict) else trained
+        click.echo(
+            f"{row['version']:<10}{row['serving']:<14}{str(row['created_at'] or '')[:19]:<21}{figures}"
+        )
+        click.echo(f"{'':<10}{trained}")
+
+
+@tune.command("show")
+@click.argument("version")
+@_handle_errors
+def tune_show(version: str) -> None:
+    """A version's manifest: training data, labels, models, thresholds, expected figures."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    click.echo(json.dumps(registry.manifest_of(resolve_settings(), version), indent=2, default=str))
+
+
+@tune.command("canary")
+@click.argument("version", required=False)
+@click.option("--share", type=click.FloatRange(0, 1, min_open=True), default=0.1, show_default=True)
+@click.option("--stop", is_flag=True, help="End the running canary.")
+@_handle_errors
+def tune_canary(version: str | None, share: float, stop: bool) -> None:
+    """Serve VERSION to a share of conversations (the current version serves the rest)."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    settings = resolve_settings()
+    if stop:
+        registry.stop_canary(settings, actor=_reviewer())
+        click.echo("canary stopped")
+        return
+    if version is None:
+        raise click.UsageError("give a VERSION (or --stop)")
+    registry.start_canary(settings, version, share, actor=_reviewer())
+    click.echo(f"canary: {version} serves {share:.0%} of conversations")
+
+
+@tune.command("promote")
+@click.argument("version")
+@click.option("--reason", help="Why (kept in the history).")
+@_handle_errors
+def tune_promote(version: str, reason: str | None) -> None:
+    """Serve VERSION to every request (ends a canary)."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    registry.promote(resolve_settings(), version, actor=_reviewer(), reason=reason)
+    click.echo(f"promoted {version}")
+
+
+@tune.command("rollback")
+@click.option("--reason", help="Why (kept in the history).")
+@_handle_errors
+def tune_rollback(reason: str | None) -> None:
+    """Serve again the version that served before the latest promotion."""
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    now = registry.rollback(resolve_settings(), actor=_reviewer(), reason=reason)
+    click.echo(f"rolled back: {now} serves")
+
+
+@tune.command("compare")
+@click.argument("versions", nargs=-1)
+@click.option("--since", help="Turns from this date on (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def tune_compare(versions: tuple[str, ...], since: str | None, as_json: bool) -> None:
+    """Live figures per version (quality, large share, review share, cost per answered question),
+    and the difference between two (default: the current version and the canary) with its 95 %
+    interval and whether it is significant."""
+    from hybrid import api
+    from hybrid.versions import format_comparison
+
+    report = api.compare_versions(versions, since=_since(since))
+    click.echo(json.dumps(report, default=str) if as_json else format_comparison(report))
+
+
+@tune.command("export")
+@click.argument("version")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_handle_errors
+def tune_export(version: str, out: Path) -> None:
+    """Write a version's artefacts to a folder (router/, verifier-small/, verifier-large/, manifest.json)."""
+    import shutil
+
+    from hybrid import registry
+    from hybrid.settings import resolve_settings
+
+    folder = registry.version_folder(resolve_settings(), version)
+    shutil.copytree(folder, out, dirs_exist_ok=True)
+    click.echo(f"{version} written to {out}")
 
 
 @cli.group()
@@ -908,18 +1611,25 @@ def verifier_calibrate(
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("streamlit_args", nargs=-1, type=click.UNPROCESSED)
+@_handle_errors
 def ui(streamlit_args: tuple[str, ...]) -> None:
-    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`)."""
+    """Start the web app: chat, reviews, knowledge, dashboard (extra arguments go to `streamlit run`).
+
+    It listens on 127.0.0.1 unless given `--server.address` (0.0.0.0 for every interface)."""
     import importlib.util
+
+    from hybrid import api
+
+    api.caller()  # an invalid policy file stops here, with every problem and its line
 
     app = importlib.util.find_spec("ui.app").origin  # type: ignore[union-attr]
     env = {
         # Defaults only: any STREAMLIT_* already set wins.
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
         "STREAMLIT_SERVER_HEADLESS": "true",
-        **os.environ,
+        "STREAMLIT_SERVER_ADDRESS": "127.0.0.1",  # like `hybrid serve`: loopback unless asked
+        **os.environ,  # telemetry already off (see `cli`), for the child as well
     }
-    command = [sys.executable, "-m", "streamlit", "run", str(app), *streamlit_args]
+    command = [sys.executable, "-m", "ui.launch", "run", str(app), *streamlit_args]
     os.execvpe(command[0], command, env)
 
 
@@ -934,19 +1644,108 @@ def serve(host: str, port: int) -> None:
     run(host, port)
 
 
+@cli.group()
+def cluster() -> None:
+    """A local cluster: HAProxy, replicas, PostgreSQL, Chroma, model servers, Prometheus.
+
+    State, logs and data live under <data dir>/cluster; docs/cluster.md describes the layout."""
+
+
+@cluster.command("up")
+@click.option(
+    "--replicas", default=2, show_default=True, type=click.IntRange(1, 16), help="`hybrid serve` processes."
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="HAProxy's port (0: any free).",
+)
+@click.option(
+    "--prometheus-port",
+    default=9090,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Prometheus' port.",
+)
+@click.option("--health-path", default="/health", show_default=True, help="What HAProxy asks each replica.")
+@click.option(
+    "--small-model", default="smollm2-135m-instruct", show_default=True, help="Packaged model or GGUF path."
+)
+@click.option("--large-model", default="gemma-3-270m", show_default=True, help="Packaged model or GGUF path.")
+@click.option(
+    "--ingest",
+    "paths",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Ingest into the Chroma server once up.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@_handle_errors
+def cluster_up(
+    *,
+    replicas: int,
+    port: int,
+    prometheus_port: int,
+    health_path: str,
+    small_model: str,
+    large_model: str,
+    paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
+    """Start the cluster and wait until every part is healthy; it runs on after this returns."""
+    from hybrid import cluster as local
+
+    config = local.ClusterConfig(
+        replicas=replicas, port=port, prometheus_port=prometheus_port, health_path=health_path,
+        small_model=small_model, large_model=large_model,
+    )  # fmt: skip
+    plan = local.up(config, ingest=paths, log=lambda message: click.echo(message, err=True))
+    report = local.status(plan.folder)
+    click.echo(json.dumps(report) if as_json else local.format_status(report))
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@_handle_errors
+def cluster_status(as_json: bool) -> None:
+    """Each part, its pid, port and health now; exits with 1 unless all are healthy."""
+    from hybrid import cluster as local
+
+    report = local.status()
+    click.echo(json.dumps(report) if as_json else local.format_status(report))
+    if not report["healthy"]:
+        sys.exit(1)
+
+
+@cluster.command("down")
+@click.option("--purge", is_flag=True, help="Also delete the cluster's data (database, knowledge, logs).")
+@_handle_errors
+def cluster_down(purge: bool) -> None:
+    """Stop every part cleanly (the database last)."""
+    from hybrid import cluster as local
+
+    click.echo(local.down(purge=purge, log=lambda message: click.echo(message, err=True)))
+
+
 @cli.command()
 @click.option("--port", default=DEV_PORT, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @_handle_errors
 def dev(port: int, host: str) -> None:
     """Serve the graph with `langgraph dev` (offline; state kept under the data directory)."""
+    from hybrid import api
     from hybrid.settings import resolve_settings
 
+    api.caller()  # an invalid policy file stops here, with every problem and its line
     workdir = resolve_settings().data_dir / "langgraph"
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "langgraph.json"
-    config.write_text(json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS}, indent=2))
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "true"}
+    config.write_text(
+        json.dumps({"dependencies": ["."], "graphs": LANGGRAPH_GRAPHS, "auth": LANGGRAPH_AUTH}, indent=2)
+    )
+    env = dict(os.environ)  # telemetry already off (see `cli`): langgraph-cli's analytics too
     command = [
         sys.executable, "-m", "langgraph_cli", "dev",
         "--config", str(config), "--host", host, "--port", str(port), "--no-browser", "--no-reload",
@@ -957,6 +1756,9 @@ def dev(port: int, host: str) -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()
     cli()
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from hybrid import traffic
 from hybrid.database import audit, database_for, feedback
 from hybrid.errors import ConversationNotFound, NoAnswer
+from hybrid.policy import authenticate, tenancy
 from hybrid.settings import resolve_settings
 from hybrid.threads import Answer, build_answer, compiled_graph, thread_config
 
@@ -31,9 +32,10 @@ class Conversation(BaseModel):
     status: traffic.Outcome = Field(description="Outcome of its latest turn (`pending` while in review).")
 
 
-def conversations(limit: int = 50) -> list[Conversation]:
-    """Recent conversations, most recently active first."""
+def conversations(limit: int = 50, *, key: str | None = None) -> list[Conversation]:
+    """Recent conversations, most recently active first (with a tenant's `key`: its own)."""
     settings = resolve_settings()
+    tenant = authenticate(settings, key).tenant
     latest = sa.func.max(audit.c.at).label("latest")
     query = (
         sa.select(audit.c.thread_id, latest)
@@ -42,6 +44,8 @@ def conversations(limit: int = 50) -> list[Conversation]:
         .order_by(latest.desc())
         .limit(limit)
     )
+    if tenant is not None:
+        query = query.where(audit.c.thread_id.in_(tenancy.owned_by(tenant)))
     with database_for(settings).engine.connect() as connection:
         thread_ids = [row.thread_id for row in connection.execute(query)]
     by_thread: dict[str, list[traffic.Turn]] = {}
@@ -62,14 +66,16 @@ def conversations(limit: int = 50) -> list[Conversation]:
     return sorted(result, key=lambda c: c.updated_at, reverse=True)
 
 
-def conversation(thread_id: str) -> list[Answer]:
+def conversation(thread_id: str, *, key: str | None = None) -> list[Answer]:
     """Every turn of a conversation, oldest first, each as the `Answer` it ended with.
 
     A turn ends when the graph finishes (answered or rejected) or pauses for a reviewer; a turn
     that never got there (the process died mid-answer) is left out. Raises
-    `ConversationNotFound` if there is no such conversation.
+    `ConversationNotFound` if there is no such conversation; `Forbidden` if a tenant's `key` asks
+    for another's.
     """
     settings = resolve_settings()
+    tenancy.check(settings, authenticate(settings, key), thread_id)
     graph = compiled_graph(settings)
     answers = []
     for index, snapshot in enumerate(graph.get_state_history(thread_config(thread_id))):
@@ -82,11 +88,18 @@ def conversation(thread_id: str) -> list[Answer]:
     return answers[::-1]
 
 
-def rate(thread_id: str, trace_id: str, rating: Literal["up", "down"], *, comment: str | None = None) -> None:
+def rate(
+    thread_id: str,
+    trace_id: str,
+    rating: Literal["up", "down"],
+    *,
+    comment: str | None = None,
+    key: str | None = None,
+) -> None:
     """Record a thumbs up or down on one answer of a conversation (`feedback` rates the latest)."""
     from hybrid.feedback import record_user_feedback
 
-    answer = next((a for a in conversation(thread_id) if a.trace_id == trace_id), None)
+    answer = next((a for a in conversation(thread_id, key=key) if a.trace_id == trace_id), None)
     if answer is None:
         raise ConversationNotFound(f"conversation {thread_id} has no turn {trace_id!r}")
     if answer.status != "answered":
@@ -94,12 +107,14 @@ def rate(thread_id: str, trace_id: str, rating: Literal["up", "down"], *, commen
     record_user_feedback(resolve_settings(), answer, rating, comment)
 
 
-def ratings(thread_id: str) -> dict[str, str]:
+def ratings(thread_id: str, *, key: str | None = None) -> dict[str, str]:
     """The latest user rating of each rated answer of a conversation: trace id → `up` or `down`."""
+    settings = resolve_settings()
+    tenancy.check(settings, authenticate(settings, key), thread_id)
     query = (
         sa.select(feedback.c.trace_id, feedback.c.rating)
         .where(feedback.c.thread_id == thread_id, feedback.c.source == "user")
         .order_by(feedback.c.id)
     )
-    with database_for(resolve_settings()).engine.connect() as connection:
+    with database_for(settings).engine.connect() as connection:
         return {row.trace_id: row.rating for row in connection.execute(query) if row.trace_id}

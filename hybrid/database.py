@@ -1,4 +1,6 @@
-"""The database: LangGraph checkpoints plus our own tables (review cases, audit log, feedback).
+"""The database: LangGraph checkpoints plus our own tables (review cases, audit log, feedback,
+conversation owners, spend and rate limits, the answer cache, the registry of router and verifier
+versions, shadow pairs).
 
 SQLite in the data directory by default; PostgreSQL when `HYBRID_CHECKPOINT_URL` is a
 `postgresql://` URL, so several processes or machines share one review queue. Our tables go
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +100,75 @@ spend = sa.Table(
     sa.Column("cost", sa.Float, nullable=False, default=0.0),
 )
 
+artifact_versions = sa.Table(
+    "hybrid_artifact_versions",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),  # what it was trained on, its labels and metrics
+    sa.Column("archive", sa.LargeBinary, nullable=False),  # the artefact folder, tar.gz
+)
+
+artifact_events = sa.Table(
+    "hybrid_artifact_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # promote | rollback | canary | canary_stop
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("share", sa.Float),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text),
+)
+
+shadow_pairs = sa.Table(
+    "hybrid_shadow_pairs",
+    metadata,
+    sa.Column("trace_id", sa.String(64), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("thread_id", sa.String(200), nullable=False),
+    sa.Column("question", sa.Text, nullable=False),
+    sa.Column("passages", sa.JSON, nullable=False),
+    sa.Column("retrieval_confidence", sa.Float),
+    sa.Column("answered_by", sa.String(200)),
+    sa.Column("route", sa.JSON, nullable=False),  # the route taken, need_large, artefact versions
+    sa.Column("small", sa.JSON),  # each tier's draft (text, model, cost, latency, signals)
+    sa.Column("large", sa.JSON),
+    sa.Column("shadow_tier", sa.String(8)),  # the tier run in the background; None: both drafts existed
+    sa.Column("shadow_outcome", sa.String(16), nullable=False),  # ok | timeout | failed | observed
+    sa.Column("shadow_cost", sa.Float, nullable=False, default=0.0),
+    sa.Column("reference", sa.JSON),  # reference answers, when the question came from an evaluation set
+    sa.Column("version", sa.String(64), index=True),
+    sa.Column("labels", sa.JSON),  # filled by hybrid.tuning.labels (judge verdicts are kept here)
+)
+
+
+# Policies (hybrid.policy): who owns each conversation, what each tenant spent, each key's rate.
+threads = sa.Table(
+    "hybrid_threads",
+    metadata,
+    sa.Column("thread_id", sa.String(200), primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False, index=True),  # "" for the operator's own
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+tenant_spend = sa.Table(
+    "hybrid_tenant_spend",
+    metadata,
+    sa.Column("tenant", sa.String(200), primary_key=True),  # "" for requests without a tenant
+    sa.Column("period", sa.String(10), primary_key=True),  # UTC day YYYY-MM-DD, or month YYYY-MM
+    # Spent, plus what calls in flight hold (a call holds its most, then settles to its cost).
+    sa.Column("cost", sa.Float, nullable=False, default=0.0),
+)
+
+rate_limits = sa.Table(
+    "hybrid_rate_limits",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("tat", sa.Float, nullable=False),  # GCRA's theoretical arrival time, epoch seconds
+)
+
 
 @dataclass
 class Database:
@@ -136,6 +208,11 @@ def _sqlite(settings: Settings) -> Database:
     return Database(f"sqlite:///{path}", engine, checkpointer, [connection.close])
 
 
+# How long a request waits for PostgreSQL to come back (a restart, a fail-over) before it fails:
+# a restart here takes 1-3 s, so the requests of those seconds are answered late, not refused.
+RECONNECT_S = 30.0
+
+
 def _postgres(url: str) -> Database:
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
@@ -146,12 +223,65 @@ def _postgres(url: str) -> Database:
         min_size=1,
         max_size=8,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        # A connection the server closed (restart) is found and replaced when taken, not used;
+        # while the server is down, taking one waits for the pool to reconnect.
+        check=ConnectionPool.check_connection,
+        timeout=RECONNECT_S,
+        reconnect_timeout=300,
         open=True,
     )
     checkpointer = PostgresSaver(pool)
-    checkpointer.setup()
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True)
+    engine = sa.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), pool_pre_ping=True, pool_timeout=RECONNECT_S
+    )
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect_when_back(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        import psycopg
+
+        deadline = time.monotonic() + RECONNECT_S
+        delay = 0.1
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except psycopg.OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    # Replicas that start together would create the same tables at once and collide (measured:
+    # "duplicate key ... checkpoint_migrations" on a fresh database): one at a time. The others
+    # try the lock again and again rather than wait inside a statement: the checkpointer's
+    # CREATE INDEX CONCURRENTLY waits for every open statement, a waiting one included.
+    with pool.connection() as connection:
+        try_lock = "SELECT pg_try_advisory_lock(%s) AS taken"
+        while not connection.execute(try_lock, (SCHEMA_LOCK,)).fetchone()["taken"]:
+            time.sleep(0.1)
+        try:
+            checkpointer.setup()
+            metadata.create_all(engine)
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
     return Database(url, engine, checkpointer, [pool.close])
+
+
+SCHEMA_LOCK = 0x487962726964  # any constant: the key of the advisory lock taken to create tables
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an error means the database cannot be reached right now (retry later), as opposed
+    to a bug or bad data."""
+    import sqlalchemy.exc
+
+    try:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # SQLite only
+        return isinstance(error, sqlalchemy.exc.OperationalError)
+    if isinstance(error, sqlalchemy.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, sqlalchemy.exc.OperationalError | psycopg.OperationalError | PoolTimeout)
 
 
 def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], key: str | list[str]) -> bool:
@@ -184,7 +314,7 @@ def database_for(settings: Settings) -> Database:
                 opened = _postgres(settings.checkpoint_url.replace("postgres://", "postgresql://", 1))
             else:
                 opened = _sqlite(settings)
-            metadata.create_all(opened.engine)
+                metadata.create_all(opened.engine)
             _databases[key] = opened
         return _databases[key]
 

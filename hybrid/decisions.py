@@ -55,6 +55,10 @@ class RouteDecision(TypedDict):
     """Every feature the score was computed from, by name."""
     reasons: list[str]
     """Human-readable reasons, most important first."""
+    versions: NotRequired[dict[str, Any]]
+    """The router and verifier artefacts that decided (`hybrid.registry.ArtifactSet.record`): version,
+    where it came from (promoted, canary, shipped, pinned), their folders, the models they were
+    calibrated for, and why they are stale if they are."""
 
 
 class Hit(TypedDict):

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -344,86 +344,54 @@ def check_database(settings: Settings) -> list[Check]:
 # ---------------------------------------------------------------------------------------------
 
 
-def calibrated_for(meta: Mapping[str, Any]) -> dict[str, list[str]] | None:
-    """The model specs an artefact says it was calibrated for, by tier, if it says so.
-
-    Read from `models` in its JSON, at the top or inside `threshold`: `{"small": spec or [specs],
-    "large": ...}`.
-    """
-    for place in (meta, meta.get("threshold")):
-        models = place.get("models") if isinstance(place, Mapping) else None
-        if isinstance(models, Mapping) and models:
-            return {
-                tier: [specs] if isinstance(specs, str) else [str(s) for s in specs]
-                for tier, specs in models.items()
-                if tier in ("small", "large") and specs
-            }
-    return None
+_ARTEFACT_NAMES = {"router": "router", "small": "small-tier verifier", "large": "large-tier verifier"}
+_TUNE = "calibrate for these models: `hybrid tune`"
 
 
-def stale_tiers(calibrated: Mapping[str, Sequence[str]], settings: Settings) -> list[str]:
-    """Tiers whose preferred model is not one the artefact was calibrated for."""
-    return [
-        f"{tier} tier: calibrated for {', '.join(specs)}, configured {settings.tier_specs(tier)[0]}"
-        for tier, specs in calibrated.items()
-        if settings.tier_specs(tier)[0] not in specs
-    ]
-
-
-def _artefact_check(
-    name: str, path: Path, meta: Mapping[str, Any], settings: Settings, trained: str
-) -> Check:
-    calibrated = calibrated_for(meta)
-    if calibrated is None:
-        found = f"{path} loads; it does not say which models it was calibrated for (trained on {trained})"
-        return Check(name, "ok", found)
-    stale = stale_tiers(calibrated, settings)
-    if stale:
-        found = f"{path} loads but is stale for the configured models: {'; '.join(stale)}"
-        return Check(name, "warning", found, "calibrate it for these models: `hybrid tune`", required=False)
-    named = "; ".join(f"{tier}: {', '.join(specs)}" for tier, specs in calibrated.items())
-    return Check(name, "ok", f"{path} loads; calibrated for the configured models ({named})")
-
-
-def check_router(settings: Settings) -> list[Check]:
-    """The learned router's artefact loads, and was calibrated for the configured models."""
-    name = "router"
-    if settings.force_route:
-        return [Check(name, "skipped", f"the route is forced to {settings.force_route}", required=False)]
-    if settings.router != "learned":
-        return [Check(name, "skipped", "HYBRID_ROUTER=heuristic: no artefact is used", required=False)]
+def _artefact_check(component: str, artefacts: Any, settings: Settings) -> Check:
     from hybrid.routing.model import RouterModel
-
-    path = settings.router_path
-    try:
-        model = RouterModel.load(path)
-    except Exception as exc:
-        fix = (
-            "point HYBRID_ROUTER_PATH at a router folder (router.npz, router.json), train one "
-            "(`hybrid router train`), or set HYBRID_ROUTER=heuristic"
-        )
-        found = f"{path} does not load ({type(exc).__name__}: {exc}); questions fall back to the heuristic"
-        return [Check(name, "failed", found, fix)]
-    trained = str(model.meta.get("training_data") or "an unrecorded data set")
-    return [_artefact_check(name, path, model.meta, settings, trained)]
-
-
-def check_verifier(settings: Settings) -> list[Check]:
-    """The learned verifier's artefact loads, and was calibrated for the configured models."""
     from hybrid.verification.judge import load_verifier
 
-    name = "verifier"
-    path = settings.verifier_path
-    model, problem = load_verifier(path)
-    if model is None:
-        fix = (
-            "point HYBRID_VERIFIER_PATH at a verifier folder (verifier.json), or train one "
-            "(`hybrid verifier train`)"
+    name, folder = _ARTEFACT_NAMES[component], artefacts.path(component)
+    where = f"version {artefacts.version} ({artefacts.origin})"
+    if component == "router" and (settings.force_route or settings.router != "learned"):
+        reason = (
+            f"the route is forced to {settings.force_route}"
+            if settings.force_route
+            else "HYBRID_ROUTER=heuristic"
         )
-        return [Check(name, "failed", f"{problem}; drafts get the heuristic score", fix)]
-    data = model.meta.get("training_data") or {}
-    trained = str(data.get("description") if isinstance(data, Mapping) else data) or "an unrecorded data set"
-    return [_artefact_check(name, path, model.meta, settings, trained)]
+        return Check(name, "skipped", f"{reason}: no artefact is used", required=False)
+    if folder is None:
+        found = f"{where} has none: a heuristic decides"
+        return Check(name, "warning", found, "learn one for your models: `hybrid tune`", required=False)
+    try:
+        if component == "router":
+            RouterModel.load(folder)
+        elif problem := load_verifier(folder)[1]:
+            raise ValueError(problem)
+    except Exception as exc:
+        fix = "`hybrid tune` for a new version, or point HYBRID_ROUTER_PATH / HYBRID_*VERIFIER_PATH at one"
+        return Check(name, "failed", f"{folder} ({where}) does not load ({type(exc).__name__}: {exc}); "
+                     "the heuristic decides", fix)  # fmt: skip
+    stale = [reason for reason in artefacts.stale if reason.startswith(name)]
+    if stale:
+        found = f"{folder} ({where}) loads but is stale: {'; '.join(stale)}"
+        return Check(name, "warning", found, _TUNE, required=False)
+    trained = artefacts.calibrated_for.get(component) or "models it does not name"
+    return Check(name, "ok", f"{folder} ({where}) loads; calibrated for {trained}")
+
+
+def check_artefacts(settings: Settings) -> list[Check]:
+    """The router and each tier's verifier that serve (`hybrid.registry`): they load, and were
+    calibrated for the configured models."""
+    from hybrid import registry
+
+    try:
+        artefacts = registry.resolve(settings)
+    except Exception as exc:
+        fix = "pin one that exists (HYBRID_ARTIFACTS_VERSION; `hybrid tune list`) or unset it"
+        return [Check("router and verifiers", "failed", f"{type(exc).__name__}: {exc}", fix)]
+    return [_artefact_check(component, artefacts, settings) for component in _ARTEFACT_NAMES]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,24 +400,28 @@ def check_verifier(settings: Settings) -> list[Check]:
 
 
 def check_policy_file(settings: Settings) -> list[Check]:
-    """The policy file (HYBRID_POLICY_FILE), when the settings have one and it is set.
+    """The policy file (HYBRID_POLICY_FILE), validated as the servers load it, so a mistake in it
+    shows here, with its line, before a question meets it."""
+    from hybrid.policy.loading import check_file
 
-    This only checks the file can be read: the module that loads the policies should check its
-    rules here too, so that a mistake in them shows in the doctor before a question meets it.
-    """
-    if "policy_file" not in type(settings).model_fields:
-        return []  # this version has no policy file
-    value = getattr(settings, "policy_file", None)
     name = "policy file"
-    if not value:
+    if settings.policy_file is None:
         return [Check(name, "skipped", "HYBRID_POLICY_FILE is not set", required=False)]
-    path = Path(value).expanduser()
-    try:
-        size = len(path.read_bytes())
-    except OSError as exc:
-        fix = "create it, fix HYBRID_POLICY_FILE, or unset it"
-        return [Check(name, "failed", f"{path} cannot be read: {exc.strerror or exc}", fix)]
-    return [Check(name, "ok", f"{path} is readable ({size} bytes)")]
+    path = settings.policy_file.expanduser()
+    policy, problems, digest = check_file(path)
+    if policy is None:
+        if not digest:  # the file could not be read at all
+            fix = "create it, fix HYBRID_POLICY_FILE, or unset it"
+            return [Check(name, "failed", problems[0].message, fix)]
+        shown = "; ".join(str(problem) for problem in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        fix = (
+            f"fix what `hybrid policy check {path}` lists; until then `hybrid serve` refuses to "
+            "start, and a running server keeps the last valid version"
+        )
+        return [Check(name, "failed", f"{path} is invalid: {shown}{more}", fix)]
+    counts = f"{len(policy.tenants)} tenant(s), {len(policy.tiers)} tier(s), {len(policy.rules)} rule(s)"
+    return [Check(name, "ok", f"{path} is valid (version {digest[:12]}: {counts})")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,8 +528,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_embeddings,
     check_knowledge_store,
     check_database,
-    check_router,
-    check_verifier,
+    check_artefacts,
     check_policy_file,
     check_telemetry,
 )

@@ -15,13 +15,15 @@ resume), so a retried step never writes twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from hybrid import audit, budget, cache, costs, observability, reviews
+from hybrid import audit, budget, cache, costs, drift, observability, reviews
 from hybrid.decisions import Draft, ReviewDecision, ReviewRequest, Verification
 from hybrid.feedback import record_review_feedback
 from hybrid.models import model_version
+from hybrid.policy import shifts
 from hybrid.settings import Settings
 
 TurnValues = Mapping[str, Any]
@@ -35,6 +37,8 @@ def draft_written(settings: Settings, draft: Draft, compute_s: float, *, escalat
     observability.record_draft(draft)  # type: ignore[arg-type]
     costs.observe(draft["model"], compute_s, draft["usage"]["output_tokens"])
     budget.add_spend(settings, draft["cost"])
+    if draft["tier"] == "large" and draft.get("error_kind") != "budget":
+        shifts.record_large_call(draft["latency_ms"] / 1000)  # what load-aware routing watches
 
 
 def draft_judged(settings: Settings, verification: Verification) -> None:
@@ -60,7 +64,12 @@ def review_opened(
         audit.record(
             settings,
             "review_requested",
-            data={"why": request["why"], "actions": request["actions"], "origin": origin},
+            data={
+                "why": request["why"],
+                "actions": request["actions"],
+                "origin": origin,
+                "version": (request["route"].get("versions") or {}).get("version"),
+            },
             trace_id=trace_id,
             thread_id=thread_id,
             case_id=case_id,
@@ -84,7 +93,8 @@ def review_resolved(
     audit.record(
         settings,
         "review_resolved",
-        data=verdict,
+        data=verdict
+        | ({"answer": _kept(values, verdict["answer"], "answers")} if "answer" in verdict else {}),
         trace_id=trace_id,
         thread_id=thread_id,
         case_id=case_id,
@@ -96,7 +106,7 @@ def review_resolved(
         case_id=case_id,
         thread_id=thread_id,
         trace_id=trace_id,
-        question=values["question"],
+        question=_kept(values, values["question"], "prompts") or "",
         action=decision.action,
         approved_tier=approved["tier"] if approved else None,
         small_tried=any(d["tier"] == "small" for d in values.get("drafts") or []),
@@ -104,6 +114,42 @@ def review_resolved(
     observability.REVIEWS.labels(decision.action).inc()
     if decision.action == "reject":
         observability.REQUESTS.labels("human", "rejected").inc()
+
+
+def review_withheld(
+    settings: Settings, values: TurnValues, *, thread_id: str, case_id: str, message: str
+) -> None:
+    """A turn that needed a reviewer, in a service tier without review: counted and audited."""
+    observability.REQUESTS.labels("human", "rejected").inc()
+    audit.record(
+        settings,
+        "review_withheld",
+        data={"question": _kept(values, values["question"], "prompts"), "reason": message},
+        trace_id=values.get("trace_id"),
+        thread_id=thread_id,
+        case_id=case_id,
+        actor="policy",
+        key=f"{case_id}:withheld",
+    )
+
+
+def _kept(values: TurnValues, text: str | None, what: str) -> str | None:
+    """Text as the service tier's retention keeps it: itself, or only its SHA-256 (`prompts` or
+    `answers: hash` in the policy)."""
+    if text is None or not _hashes(values, what):
+        return text
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hashes(values: TurnValues, what: str) -> bool:
+    return ((values.get("route") or {}).get("policies") or {}).get(what) == "hash"
+
+
+def _kept_review(values: TurnValues) -> Any:
+    review = values.get("review")
+    if not review or not review.get("answer"):
+        return review
+    return {**review, "answer": _kept(values, review["answer"], "answers")}
 
 
 def _answering_tier(values: TurnValues, answered_by: str) -> str:
@@ -128,7 +174,7 @@ def turn_answered(
     cached = values.get("cached")
     if cached:
         observability.CACHE_HITS.labels(cached["kind"]).inc()
-    if verified:
+    if verified and not _hashes(values, "prompts"):  # a tier keeping only hashes caches no text
         cache.store(
             settings,
             question=values["question"],
@@ -139,19 +185,21 @@ def turn_answered(
         )
     tier = _answering_tier(values, answered_by)
     observability.REQUESTS.labels(tier, "answered").inc()
+    if not cached:
+        drift.observe(settings, values)
     observability.logger.info(
         "answered by %s (%s tier) in %.0f ms: %s",
         answered_by,
         tier,
         sum((values.get("timings_ms") or {}).values()),
-        values["question"][:200],
+        (_kept(values, values["question"], "prompts") or "")[:200],
     )
     retrieval = values.get("retrieval") or {}
     audit.record(
         settings,
         "answered",
         data={
-            "question": values["question"],
+            "question": _kept(values, values["question"], "prompts"),
             "answered_by": answered_by,
             "route": values["route"],
             "retrieval": {k: v for k, v in retrieval.items() if k != "hits"}
@@ -162,7 +210,7 @@ def turn_answered(
                 for d in values.get("drafts") or []
             ],
             "verifications": values.get("verifications") or [],
-            "review": values.get("review"),
+            "review": _kept_review(values),
             "timings_ms": values.get("timings_ms") or {},
             # What the dashboard charts: spend against sending everything to the large model.
             "cost": costs.request_costs(values, settings),

@@ -19,6 +19,10 @@ class UnknownModel(HybridError, ValueError):
     """A model spec names a provider or packaged model that does not exist."""
 
 
+class GenerationPreempted(HybridError):
+    """A background generation stopped so that a user's request could run (it is tried again later)."""
+
+
 class ContextWindowExceeded(HybridError, ValueError):
     """A prompt does not fit a model's context window (it is never silently truncated)."""
 
@@ -73,3 +77,48 @@ class ModelsUnreachable(HybridError):
         self.thread_id = thread_id
         self.trace_id = trace_id
         self.retry_after_s = retry_after_s
+
+
+class InvalidPolicy(HybridError, ValueError):
+    """The policy file does not validate; `problems` lists each error with its line and reason."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path, self.problems = path, problems
+        listed = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"policy file {path} is invalid ({len(problems)} problem(s)):\n{listed}")
+
+
+class Unauthenticated(HybridError, PermissionError):
+    """No valid API key was given where one is required."""
+
+
+class Forbidden(HybridError, PermissionError):
+    """The caller's key may not read or change this (another tenant's data, or an admin-only action)."""
+
+
+class PolicyRefused(HybridError):
+    """A policy rule or a data-class restriction refuses the question; nothing ran."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        self.rule = rule
+        super().__init__(message)
+
+
+class TooManyRequests(HybridError):
+    """A limit is reached for now; `retry_after` says in how many seconds to try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
+
+
+class BudgetExhausted(TooManyRequests):
+    """The tenant's budget for the period is spent and its tier refuses until the next period."""
+
+
+class RateLimited(TooManyRequests):
+    """The key sent more requests than its tier's rate limit allows."""
+
+
+class ClusterError(HybridError):
+    """A local cluster (`hybrid cluster`) cannot start, or is not in the state asked for."""

@@ -30,8 +30,11 @@ def _accepted(values: Mapping[str, Any], verifications: list, drafts: list) -> l
     parts.append(f"{verification['tier']} model {verification['model']} answered, {_verdict(verification)}")
     if not verification["passed"]:
         large_down = next((d for d in drafts if d["tier"] == "large" and d.get("error_kind")), None)
+        instead = (values.get("route") or {}).get("policies", {}).get("review")
         if large_down is not None:
             parts.append(f"large tier down ({large_down['error']}): small answer given unverified, by policy")
+        elif instead == "unverified":
+            parts.append("given unverified instead of asking a person (not part of this service tier)")
         else:
             parts.append("accepted unverified because the route was forced")
     return parts
@@ -61,9 +64,12 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
     if values.get("status") == "unreachable":
         parts.append(f"no model could be reached ({_unreachable(drafts)}); run `hybrid doctor`")
     elif pending:
+        rule = (route.get("policies") or {}).get("rule")
         why = (
             "route forced to human review"
             if route["route"] == "human" and route["forced"]
+            else f"policy rule {rule!r} asks a person"
+            if route["route"] == "human" and rule
             else (
                 f"{verifications[-1]['tier']} answer failed: {_problem(verifications[-1])}"
                 if verifications
@@ -72,7 +78,10 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         )
         parts.append(f"waiting for human review ({why})")
     elif review:
-        if review["action"] == "reject":
+        if review["action"] == "reject" and review["reviewer"].startswith("policy:"):
+            tier = review["reviewer"].removeprefix("policy:")
+            parts.append(f"rejected without review (no human review in the {tier} tier): {review['reason']}")
+        elif review["action"] == "reject":
             parts.append(
                 f"rejected by reviewer {review['reviewer']}"
                 + (f": {review['reason']}" if review["reason"] else "")
@@ -90,10 +99,18 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         parts.append(f"served from the cache ({match}; first answered by {hit['answered_by']})")
     elif verifications:
         parts += _accepted(values, verifications, drafts)
+        if route["route"] == "human" and route.get("policies", {}).get("review") == "unverified":
+            parts.append("no person saw it: human review is not part of this service tier")
     down = [d for d in drafts if d.get("error_kind") == "unreachable"]
     if down and values.get("status") != "unreachable":
         tiers = " and ".join(dict.fromkeys(d["tier"] for d in down))
         parts.append(f"{tiers} tier unreachable ({_unreachable(down)})")
+    return "; ".join(parts + _circumstances(values, route, drafts))
+
+
+def _circumstances(values: Mapping[str, Any], route: Mapping[str, Any], drafts: list) -> list[str]:
+    """What else shaped the turn: fallbacks, the router's reason, retrieval, artefact versions."""
+    parts: list[str] = []
     fallbacks = [d for d in drafts if d.get("fallback")]
     if fallbacks:
         skipped = {a["model"] for d in fallbacks for a in d.get("attempts", []) if a["outcome"] != "ok"}
@@ -106,4 +123,11 @@ def explain(values: Mapping[str, Any], pending: bool) -> str:
         parts.append(f"{len(retrieval['hits'])} source(s), best {retrieval['confidence']:.2f}")
     elif not route["needs_kb"]:
         parts.append("no retrieval")
-    return "; ".join(parts)
+    versions = route.get("versions") or {}
+    if versions.get("stale"):
+        parts.append(
+            f"STALE artefacts {versions['version']} ({'; '.join(versions['stale'])}): run `hybrid tune`"
+        )
+    elif versions.get("origin") == "canary":
+        parts.append(f"canary {versions['version']}")
+    return parts

@@ -8,6 +8,7 @@ large-model answer to a query the small model never saw).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -56,7 +57,10 @@ def record_user_feedback(
             "source": "user",
             "rating": rating,
             "comment": comment,
-            "question": answer.question,
+            # A service tier that keeps only hashes of prompts (hybrid.policy) keeps only that here too.
+            "question": answer.question
+            if (answer.route.get("policies") or {}).get("prompts") != "hash"
+            else "sha256:" + hashlib.sha256(answer.question.encode()).hexdigest(),
             "context": "",
             "answered_by": answer.answered_by,
             "tier": answer.tier,
@@ -100,7 +104,10 @@ def labelled_examples(settings: Settings) -> list[dict[str, Any]]:
     """Every feedback row that says something about the small model, oldest first."""
     with database_for(settings).engine.connect() as connection:
         rows = connection.execute(
-            sa.select(feedback).where(feedback.c.small_ok.is_not(None)).order_by(feedback.c.id)
+            sa.select(feedback)
+            .where(feedback.c.small_ok.is_not(None))
+            .where(~feedback.c.question.startswith("sha256:"))  # kept as a hash only: nothing to learn
+            .order_by(feedback.c.id)
         ).all()
     return [
         {"query": row.question, "context": row.context, "label": row.small_ok, "source": row.source}

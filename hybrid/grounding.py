@@ -9,6 +9,7 @@ retrieval's confidence judges the query again once it is known.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from hybrid import observability
 from hybrid.decisions import Hit, Retrieval, RouteDecision
@@ -40,7 +41,7 @@ def search_sources(question: str, settings: Settings) -> Retrieval:
     try:
         from retrieval.search import search
 
-        found: list[Hit] = search(settings, question, settings.retrieval_k)  # type: ignore[assignment]
+        found: list[Hit] = search(settings, question, settings.passages)  # type: ignore[assignment]
     except Exception as exc:  # answer without the knowledge base rather than not at all
         retrieval["error"] = f"{type(exc).__name__}: {exc}"
         return retrieval
@@ -67,15 +68,17 @@ def rescored_route(
     settings: Settings,
 ) -> RouteDecision:
     """Let a learned router that reads retrieval confidence judge the query again with it."""
-    if not route.get("router", "").startswith("learned") or route["forced"]:
+    router = ((route.get("versions") or {}).get("paths") or {}).get("router")
+    if not route.get("router", "").startswith("learned") or route["forced"] or not router:
         return route
     try:
         from hybrid.routing.model import RouterModel
 
-        if "retrieval_confidence" not in RouterModel.load(settings.router_path).informative_extras:
+        if "retrieval_confidence" not in RouterModel.load(Path(router)).informative_extras:
             return route
         text = routing_text(question, previous_questions)
-        rescored = score_query(text, settings, {"retrieval_confidence": confidence})
+        label = (route["versions"].get("labels") or {}).get("router")
+        rescored = score_query(text, Path(router), {"retrieval_confidence": confidence}, label=label)
     except Exception as exc:  # the first decision stands
         observability.logger.warning("re-scoring with retrieval failed: %s", exc)
         return route

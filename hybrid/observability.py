@@ -10,13 +10,23 @@ LangSmith tracing needs nothing from us: LangChain reads its usual `LANGSMITH_*`
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sys
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
 
 logger = logging.getLogger("hybrid")
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("hybrid_trace_id", default=None)
@@ -61,10 +71,274 @@ RUNS_WAITING = Gauge("hybrid_runs_waiting", "Requests waiting for a free run slo
 REVIEWS = Counter(
     "hybrid_reviews", "Review cases opened and resolved, by action", ["action"], registry=REGISTRY
 )
+LARGE_SHARE = Gauge(
+    "hybrid_large_share",
+    "Share of recent answered turns that called the large model, by artefact version",
+    ["version"],
+    registry=REGISTRY,
+)
+SMALL_ACCEPTANCE = Gauge(
+    "hybrid_small_acceptance",
+    "Share of recent small-model drafts the verifier accepted, by artefact version",
+    ["version"],
+    registry=REGISTRY,
+)
+DRIFT = Gauge(
+    "hybrid_drift",
+    "1 while a signal (large_share, small_acceptance) is outside the band its version expects",
+    ["signal", "version"],
+    registry=REGISTRY,
+)
+SHADOW_RUNS = Counter(
+    "hybrid_shadow_runs",
+    "Shadow runs by outcome: ok, timeout, failed, observed (both drafts existed), preempted, dropped, "
+    "skipped_boundary, skipped_budget, skipped_retention",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SHADOW_COST = Counter(
+    "hybrid_shadow_cost",
+    "Estimated cost of shadow runs by model (apart from answers)",
+    ["model"],
+    registry=REGISTRY,
+)
+
+HTTP_REQUESTS = Counter(
+    "hybrid_http_requests",
+    "HTTP responses of `hybrid serve`, by method, route and status code",
+    ["method", "route", "code"],
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    "hybrid_http_request_seconds",
+    "Time until the response started, by route (a stream's own length is not included)",
+    ["route"],
+    registry=REGISTRY,
+    buckets=_SECONDS,
+)
+# The process itself: resident memory, open file descriptors, CPU (process_*, python_*).
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+
+class _StoreCollector:
+    """Database connections per pool, and what Prometheus alerts need beside the counters: the
+    review backlog and its oldest case, the daily budget, and the router's target large share.
+
+    The backlog is read from the database by a sampler thread every `BACKLOG_EVERY_S` seconds,
+    never during a scrape: a scrape must answer at once, with the database down too."""
+
+    BACKLOG_EVERY_S = 15.0
+
+    def __init__(self) -> None:
+        self._backlog: tuple[float, float] | None = None  # (pending cases, age of the oldest in s)
+        self._sampler: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    FAMILIES = (
+        "hybrid_db_connections",
+        "hybrid_reviews_pending",
+        "hybrid_reviews_oldest_pending_seconds",
+        "hybrid_review_timeout_seconds",
+        "hybrid_daily_budget",
+        "hybrid_router_large_share_target",
+    )
+
+    def describe(self) -> list[Any]:
+        """Every family this may report (some only when there is a value), for the registry."""
+        return [GaugeMetricFamily(name, name) for name in self.FAMILIES]
+
+    def _sample_backlog(self) -> None:
+        import time
+
+        while True:
+            with contextlib.suppress(Exception):  # database down: keep the last figure
+                self._backlog = _review_backlog() or self._backlog
+            time.sleep(self.BACKLOG_EVERY_S)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._sampler is None:
+                self._sampler = threading.Thread(target=self._sample_backlog, name="backlog", daemon=True)
+                self._sampler.start()
+
+    def collect(self) -> Any:
+        connections = GaugeMetricFamily(
+            "hybrid_db_connections", "Open database connections by pool and state", labels=["pool", "state"]
+        )
+        for pool, in_use, idle in _pool_statistics():
+            connections.add_metric([pool, "in_use"], in_use)
+            connections.add_metric([pool, "idle"], idle)
+        yield connections
+        if self._backlog is not None:
+            pending, oldest = self._backlog
+            yield GaugeMetricFamily("hybrid_reviews_pending", "Review cases not yet resolved", value=pending)
+            yield GaugeMetricFamily(
+                "hybrid_reviews_oldest_pending_seconds",
+                "Age of the oldest unresolved review case",
+                value=oldest,
+            )
+            yield GaugeMetricFamily(
+                "hybrid_review_timeout_seconds",
+                "How long a case may wait (review_timeout_s)",
+                value=_setting("review_timeout_s"),
+            )
+        budget = _setting("daily_budget")
+        if budget is not None:
+            yield GaugeMetricFamily(
+                "hybrid_daily_budget", "The configured cost budget per UTC day", value=budget
+            )
+        share = _router_large_share()
+        if share is not None:
+            yield GaugeMetricFamily(
+                "hybrid_router_large_share_target",
+                "Share of questions the learned router was calibrated to send to the large model",
+                value=share,
+            )
+
+
+def _setting(name: str) -> Any:
+    from hybrid.settings import resolve_settings
+
+    try:
+        return getattr(resolve_settings(), name)
+    except Exception:
+        return None
+
+
+def _pool_statistics() -> list[tuple[str, int, int]]:
+    """(pool, connections in use, idle connections) of every database this process opened."""
+    from hybrid import database
+
+    found = []
+    for opened in list(database._databases.values()):
+        pool = opened.engine.pool
+        with contextlib.suppress(AttributeError):
+            found.append(("tables", pool.checkedout(), pool.checkedin()))  # type: ignore[attr-defined]
+        checkpoints = getattr(opened.checkpointer, "conn", None)
+        if hasattr(checkpoints, "get_stats"):
+            stats = checkpoints.get_stats()
+            size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+            found.append(("checkpoints", size - available, available))
+    return found
+
+
+def _review_backlog() -> tuple[float, float] | None:
+    """From the database this process already uses (none opened for it: a scrape of a process
+    that has not served yet reports no backlog rather than creating a database)."""
+    from datetime import UTC, datetime
+
+    import sqlalchemy as sa
+
+    from hybrid import database
+    from hybrid.database import reviews
+
+    opened = list(database._databases.values())
+    if not opened:
+        return None
+    engine = opened[0].engine
+    query = sa.select(sa.func.count(), sa.func.min(reviews.c.created_at)).where(
+        reviews.c.status != "resolved"
+    )
+    with engine.connect() as connection:
+        pending, oldest = connection.execute(query).one()
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+    return float(pending), max(0.0, age)
+
+
+_router_share: dict[str, float | None] = {}
+
+
+def _router_large_share() -> float | None:
+    import json
+
+    path = _setting("router_path")
+    if path is None or _setting("router") != "learned":
+        return None
+    key = str(path)
+    if key not in _router_share:
+        try:
+            _router_share[key] = float(
+                json.loads((path / "router.json").read_text())["threshold"]["large_share"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            _router_share[key] = None
+    return _router_share[key]
+
+
+STORES = _StoreCollector()
+REGISTRY.register(STORES)
+
+
+class HTTPMetrics:
+    """ASGI middleware: every response counted by method, route template and status code.
+
+    The route is the template (`/v1/hybrid/threads/{thread_id}`), never the raw path: a client
+    inventing paths cannot inflate the number of series."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import time
+
+        began = time.perf_counter()
+        seen: dict[str, int] = {}
+
+        async def record(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                seen["code"] = message["status"]
+                route = getattr(scope.get("route"), "path", "other")
+                HTTP_SECONDS.labels(route).observe(time.perf_counter() - began)
+                HTTP_REQUESTS.labels(scope.get("method", "?"), route, str(message["status"])).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        except Exception:
+            if "code" not in seen:  # the server answers 500 for it
+                route = getattr(scope.get("route"), "path", "other")
+                HTTP_REQUESTS.labels(scope.get("method", "?"), route, "500").inc()
+            raise
+
+
+POLICY_RELOADS = Counter(
+    "hybrid_policy_reloads",
+    "Policy files read: loaded, or refused (invalid: the last good policy stays)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+THRESHOLD_SHIFT = Gauge(
+    "hybrid_threshold_shift",
+    "Latest rise of a service tier's routing threshold, by cause (load, budget)",
+    ["tier", "cause"],
+    registry=REGISTRY,
+)
+LARGE_P95_SECONDS = Gauge(
+    "hybrid_large_p95_seconds", "p95 latency of the large tier's recent calls", registry=REGISTRY
+)
+POLICY_DECISIONS = Counter(
+    "hybrid_policy_decisions",
+    "Questions a policy rule or restriction decided, by rule and action",
+    ["rule", "action"],
+    registry=REGISTRY,
+)
+LIMITED = Counter(
+    "hybrid_requests_limited",
+    "Requests refused by a key's rate limit or a spent budget (429)",
+    ["reason"],
+    registry=REGISTRY,
+)
 
 
 def render_metrics() -> bytes:
-    """The metrics in Prometheus' text format."""
+    """The metrics in Prometheus' text format (starts the backlog sampler on first use)."""
+    STORES.start()
     return generate_latest(REGISTRY)
 
 

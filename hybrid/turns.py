@@ -13,11 +13,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AnyMessage
 
-from hybrid import budget, cache, effects, observability
+from hybrid import budget, cache, effects, observability, registry
+from hybrid import policy as policies
 from hybrid.decisions import (
     REVIEW_ACTIONS,
     Draft,
@@ -34,11 +36,12 @@ from hybrid.history import conversation_turns, questions_asked, turn_number
 from hybrid.models import is_local_model
 from hybrid.models.reachability import describe_unreachable, unreachable_models
 from hybrid.models.state import estimated_tokens, model_state
+from hybrid.registry import ArtifactSet
 from hybrid.reviews import case_id_for
 from hybrid.routing.decision import LearnedScore, decide_route, routing_text, score_query
 from hybrid.settings import Settings
 from hybrid.validation import check_question
-from hybrid.verification.judge import judge_draft
+from hybrid.verification.judge import HEURISTIC_THRESHOLD, LARGE_HEURISTIC_THRESHOLD, judge_draft
 
 TurnValues = Mapping[str, Any]
 """The turn so far, as the graph's state records it (`graphs.state.State`)."""
@@ -76,41 +79,89 @@ def knowledge_coverage(question: str, settings: Settings) -> tuple[float, bool, 
 
 
 def learned_score(
-    question: str, previous: Sequence[str], settings: Settings
+    question: str, previous: Sequence[str], settings: Settings, artifacts: ArtifactSet
 ) -> tuple[LearnedScore | None, str | None]:
     """The learned router's score, or why there is none (off, forced, artifact unreadable)."""
     if settings.router != "learned" or settings.force_route:
         return None, None
+    router = artifacts.path("router")
+    if router is None:
+        return None, f"no router in artefact version {artifacts.version}"
     try:
-        return score_query(routing_text(question, previous), settings), None
+        return score_query(
+            routing_text(question, previous), router, label=artifacts.labels.get("router")
+        ), None
     except Exception as exc:  # a broken artifact degrades to the heuristic, visibly
         observability.logger.warning("learned router unavailable: %s: %s", type(exc).__name__, exc)
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _retrieves(kb_score: float, kb_available: bool, settings: Settings) -> bool:
+def retrieves(kb_score: float, kb_available: bool, settings: Settings) -> bool:
     return kb_available and (
         settings.retrieval == "always"
         or (settings.retrieval == "auto" and kb_score >= settings.kb_need_threshold)
     )
 
 
-def start_turn(
-    question: object, history: Sequence[AnyMessage], settings: Settings, *, prompt_overhead: str
-) -> TurnStart:
-    """Check the question, route it, and look for a cached answer.
+def turn_policy(
+    question: str,
+    thread_id: str | None,
+    settings: Settings,
+    large_in_flight: int = 0,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
+    preview: bool = False,
+) -> policies.TurnPolicy | None:
+    """What the policy file says about this turn (the conversation owner's tier, the rules, the
+    threshold shifts); None without a policy file. `tenant` and `tier` stand in for the owner's
+    (previews)."""
+    if policies.current_policy(settings) is None:
+        return None
+    if thread_id and tenant is None:
+        from hybrid.policy.tenancy import owner
 
-    `history` is the conversation before this question; `prompt_overhead` is the fixed text every
-    answering prompt carries (its rules), counted when checking context windows.
-    """
-    question = check_question(question, settings)
+        tenant = owner(settings, thread_id)
+    return policies.for_turn(
+        settings, question, tenant, large_in_flight=large_in_flight, tier=tier, preview=preview
+    )
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A question's route, and what the cache lookup needs."""
+
+    route: RouteDecision
+    policy: policies.TurnPolicy | None
+    turns: list[tuple[str, str]]
+    kb_version: str
+
+
+def route_question(
+    question: str,
+    history: Sequence[AnyMessage],
+    settings: Settings,
+    *,
+    prompt_overhead: str,
+    thread_id: str | None = None,
+    tenant: str | None = None,
+    tier: str | None = None,
+    preview: bool = False,
+) -> Routed:
+    """Route a checked question: the policy, the router, the rules. Runs no model and writes
+    nothing (a `preview` leaves even the load shift alone). The conversation id (`thread_id`)
+    keeps a conversation on one artefact version while a canary runs."""
+    artifacts = registry.resolve(settings, thread_id or None)
+    states = {
+        spec: model_state(spec, settings) for t in ("small", "large") for spec in settings.tier_specs(t)
+    }
+    in_flight = sum(states[s].in_flight for s in settings.tier_specs("large"))
+    policy = turn_policy(question, thread_id, settings, in_flight, tenant=tenant, tier=tier, preview=preview)
     previous = questions_asked(history)
     turns = conversation_turns(history, settings.history_turns)
     kb_score, kb_available, kb_error, kb_version = knowledge_coverage(question, settings)
-    learned, learned_error = learned_score(question, previous, settings)
-    room = (
-        settings.retrieval_k * settings.chunk_size // 4 if _retrieves(kb_score, kb_available, settings) else 0
-    )
+    learned, learned_error = learned_score(question, previous, settings, artifacts)
+    room = settings.passages * settings.chunk_size // 4 if retrieves(kb_score, kb_available, settings) else 0
     route = decide_route(
         question,
         previous_questions=previous,
@@ -118,22 +169,55 @@ def start_turn(
         kb_available=kb_available,
         model_is_local=lambda spec: is_local_model(spec, settings),
         settings=settings,
-        budget_exhausted=budget.exhausted(settings),
-        model_states={
-            spec: model_state(spec, settings)
-            for tier in ("small", "large")
-            for spec in settings.tier_specs(tier)
-        },
+        budget_exhausted=budget.exhausted(settings) or (policy.small_only if policy else None),
+        model_states=states,
         # A conservative size of the prompt before retrieval: rules, recent turns, question, sources.
         prompt_tokens=estimated_tokens(prompt_overhead + "".join(q + a for q, a in turns) + question) + room,
         learned=learned,
         learned_error=learned_error,
+        policy=policy,
     )
     if kb_error:
         route["reasons"].append(f"knowledge base unavailable: {kb_error}")
-    cache_scope = cache.scope("\n".join(f"{q}\n{a}" for q, a in turns), kb_version)
+    route["versions"] = artifacts.record()
+    if artifacts.stale:
+        route["reasons"].append(
+            f"artefacts {artifacts.version} are stale: {'; '.join(artifacts.stale)} (run `hybrid tune`)"
+        )
+    return Routed(route, policy, turns, kb_version)
+
+
+def start_turn(
+    question: object,
+    history: Sequence[AnyMessage],
+    settings: Settings,
+    *,
+    prompt_overhead: str,
+    thread_id: str | None = None,
+) -> TurnStart:
+    """Check the question, route it, and look for a cached answer.
+
+    `history` is the conversation before this question; `prompt_overhead` is the fixed text every
+    answering prompt carries (its rules), counted when checking context windows. The conversation
+    id (`thread_id`) keeps a conversation on one artefact version while a canary runs. A policy
+    refusal or a spent budget that refuses raises (`PolicyRefused`, `BudgetExhausted`) before
+    anything runs.
+    """
+    question = check_question(question, settings)
+    routed = route_question(question, history, settings, prompt_overhead=prompt_overhead, thread_id=thread_id)
+    route, policy = routed.route, routed.policy
+    if policy is not None:
+        policy.screen()
+        if policy.verdict.rule is not None:
+            observability.POLICY_DECISIONS.labels(policy.verdict.rule.name, policy.verdict.rule.action).inc()
+    context = "\n".join(f"{q}\n{a}" for q, a in routed.turns)
+    if policy is not None and policy.tenant:  # a tenant never gets an answer cached for another
+        context = f"tenant {policy.tenant}\n{context}"
+    cache_scope = cache.scope(context, routed.kb_version)
     if settings.force_route:
         hit, cache_reason = None, "cache bypassed: route forced"
+    elif route["route"] == "human" and route["policies"].get("rule"):
+        hit, cache_reason = None, f"cache bypassed: policy rule {route['policies']['rule']!r} asks a person"
     else:
         hit, cache_reason = cache.lookup(settings, question, cache_scope)
     route["reasons"].append(cache_reason)
@@ -152,13 +236,26 @@ def start_turn(
 # ---------------------------------------------------------------------------------------------
 
 
-def judge_turn_draft(question: str, draft: Draft, hits: Sequence[Hit], settings: Settings) -> Verification:
-    """Judge a turn's latest draft at its tier's threshold, and price the verifier's own compute."""
-    threshold = (
-        settings.small_accept_threshold if draft["tier"] == "small" else settings.large_accept_threshold
-    )
+def judge_turn_draft(
+    question: str, draft: Draft, hits: Sequence[Hit], route: RouteDecision, settings: Settings
+) -> Verification:
+    """Judge a turn's latest draft with its tier's verifier and threshold, and price the verifier's
+    own compute. The verifier is the one of the artefact version that routed the turn."""
+    small = draft["tier"] == "small"
+    threshold = settings.small_accept_threshold if small else settings.large_accept_threshold
+    paths = (route.get("versions") or {}).get("paths") or {}
+    if not paths:  # a turn routed before versions were recorded
+        paths = registry.resolve(settings).paths
+    folder = paths.get(draft["tier"])
     started = time.perf_counter()
-    verification = judge_draft(question, draft, hits, threshold, verifier_path=settings.verifier_path)
+    verification = judge_draft(
+        question,
+        draft,
+        hits,
+        threshold,
+        verifier_path=Path(folder) if folder else None,
+        default_threshold=HEURISTIC_THRESHOLD if small else LARGE_HEURISTIC_THRESHOLD,
+    )
     verification["cost"] = round((time.perf_counter() - started) * settings.verifier_price_per_s, 8)
     effects.draft_judged(settings, verification)
     return verification
@@ -192,6 +289,8 @@ def review_request(values: TurnValues, case_id: str, settings: Settings) -> Revi
     drafts = values.get("drafts") or []
     if values.get("review_round"):
         why = "the large model's answer, requested by a reviewer, failed verification"
+    elif route["route"] == "human" and (rule := (route.get("policies") or {}).get("rule")):
+        why = f"policy rule {rule!r} asks a person"
     elif route["route"] == "human":
         why = "route forced to human review" if route["forced"] else "no tier may answer this query"
     elif drafts and all(d.get("error_kind") == "unreachable" for d in drafts):
@@ -215,6 +314,34 @@ def review_request(values: TurnValues, case_id: str, settings: Settings) -> Revi
         hits=(values.get("retrieval") or {}).get("hits") or [],
         route=route,
     )
+
+
+def review_withheld(values: TurnValues, *, thread_id: str, settings: Settings) -> dict[str, Any] | None:
+    """The turn's end when its service tier has no human review (the policy's `review.allowed`):
+    rejected with the tier's message, no case opened. None when review is allowed."""
+    policies_in_force = values["route"].get("policies") or {}
+    if policies_in_force.get("review", "allowed") == "allowed":
+        return None
+    case_id = case_id_for(
+        thread_id, turn_number(values.get("messages") or []), values.get("review_round") or 0
+    )
+    message = policies_in_force.get("review_message") or "human review is not part of this service tier"
+    effects.review_withheld(settings, values, thread_id=thread_id, case_id=case_id, message=message)
+    review = Review(
+        case_id=case_id,
+        action="reject",
+        reviewer=f"policy:{policies_in_force.get('tier') or 'default'}",
+        answer=None,
+        reason=message,
+        resolved_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return {
+        "review": review,
+        "review_round": (values.get("review_round") or 0) + 1,
+        "status": "rejected",
+        "answer": None,
+        "answered_by": None,
+    }
 
 
 def open_review(values: TurnValues, *, thread_id: str, origin: str, settings: Settings) -> ReviewRequest:

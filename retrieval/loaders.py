@@ -103,10 +103,10 @@ def load_pdf(path: Path) -> list[Section]:
             raise LoadError("encrypted PDF")
         title = (reader.metadata.title if reader.metadata else None) or _title_from_name(path)
         pages = [(number, page.extract_text() or "") for number, page in enumerate(reader.pages, start=1)]
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        if isinstance(exc, LoadError):
-            raise
-        raise LoadError(f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from None
+    except LoadError:
+        raise
+    except (PdfReadError, RecursionError, Exception) as exc:  # a damaged file fails in many places
+        raise LoadError(f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})"[:300]) from None
     sections = [
         Section(text, {"title": str(title), "section": "", "page": n}) for n, text in pages if text.strip()
     ]
@@ -137,14 +137,25 @@ def load_jsonl(path: Path) -> list[Section]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise LoadError(f"line {number}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise LoadError(f"line {number}: JSON nested too deeply to read") from None
         sections.append(_record(obj, f"line {number}"))
     return sections
 
 
 def _squad_paragraphs(data: list[Any]) -> Iterator[Section]:
     for article_number, article in enumerate(data):
+        if not isinstance(article, dict):
+            raise LoadError(f"SQuAD-format JSON: article {article_number} is not an object")
         title = str(article.get("title", f"article {article_number}"))
-        for number, paragraph in enumerate(article.get("paragraphs", [])):
+        paragraphs = article.get("paragraphs", [])
+        if not isinstance(paragraphs, list):
+            raise LoadError(f"SQuAD-format JSON: the paragraphs of article {article_number} are not a list")
+        for number, paragraph in enumerate(paragraphs):
+            if not isinstance(paragraph, dict):
+                raise LoadError(
+                    f"SQuAD-format JSON: paragraph {number} of article {article_number} is not an object"
+                )
             context = paragraph.get("context")
             if isinstance(context, str) and context.strip():
                 yield Section(
@@ -160,6 +171,8 @@ def load_json(path: Path) -> list[Section]:
         obj = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise LoadError(f"invalid JSON at line {exc.lineno} ({exc.msg})") from None
+    except RecursionError:
+        raise LoadError("JSON nested too deeply to read") from None
     if isinstance(obj, dict) and isinstance(obj.get("data"), list):
         sections = list(_squad_paragraphs(obj["data"]))
         if not sections:
@@ -185,9 +198,15 @@ LOADERS: dict[str, Callable[[Path], list[Section]]] = {
 
 
 def load(path: Path) -> list[Section]:
-    """The sections of a supported file."""
+    """The sections of a supported file; `LoadError` saying why for a file that cannot be read
+    (never another error: one bad file must not stop the ingestion of the others)."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         known = ", ".join(sorted(LOADERS))
         raise LoadError(f"unsupported file type {path.suffix or '(none)'!r}; supported: {known}")
-    return loader(path)
+    try:
+        return loader(path)
+    except (LoadError, OSError):
+        raise
+    except (RecursionError, Exception) as exc:
+        raise LoadError(f"could not read it ({type(exc).__name__}: {exc})"[:300]) from None

@@ -54,6 +54,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(TIER_TIMEOUTS_S[tier]))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The test run is an entry point too: telemetry off, for it and every server it starts."""
+    from hybrid.privacy import disable_telemetry
+
+    disable_telemetry()
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Point the data directory at a temp dir and drop any HYBRID_* setting from the outside."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hybrid.cli import LANGGRAPH_GRAPHS, cli
+from hybrid.cli import LANGGRAPH_AUTH, LANGGRAPH_GRAPHS, cli
 from tests.conftest import REPO
 from tests.fakes import FakeModels
 
@@ -94,6 +94,7 @@ def test_ingest_reports_failures_with_exit_code(tmp_path: Path) -> None:
 def test_langgraph_json_serves_the_same_graph_as_hybrid_dev() -> None:
     config = json.loads((REPO / "langgraph.json").read_text())
     assert config["graphs"] == LANGGRAPH_GRAPHS
+    assert config["auth"] == LANGGRAPH_AUTH  # keys and tenancy in `langgraph dev` too
 
 
 @pytest.mark.integration

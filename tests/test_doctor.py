@@ -4,16 +4,14 @@ artefacts, SQLite, MiniLM, a loopback port nothing listens on); the web app's ba
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
-from pydantic import Field
 
 from hybrid import api, doctor
-from hybrid.doctor import Check, Report, calibrated_for, run_checks
-from hybrid.settings import DEFAULT_ROUTER_PATH, DEFAULT_VERIFIER_PATH, Settings, resolve_settings
+from hybrid.doctor import Check, Report, run_checks
+from hybrid.settings import Settings, resolve_settings
 from tests.conftest import REPO
 from tests.fakes import FakeModels
 from tests.servers import free_port
@@ -98,71 +96,40 @@ def test_a_spec_in_both_tiers_is_checked_once(fakes: FakeModels, monkeypatch: py
 # --- Artefacts ------------------------------------------------------------------------------------------
 
 
-def copy_artefact(source: Path, target: Path, name: str, **changes: object) -> Path:
-    shutil.copytree(source, target)
-    meta = json.loads((target / name).read_text())
-    (target / name).write_text(json.dumps({**meta, **changes}))
-    return target
+def test_the_shipped_artefacts_load_and_are_calibrated_for_the_embedded_models() -> None:
+    checks = doctor.check_artefacts(resolve_settings())
+    assert [c.name for c in checks] == ["router", "small-tier verifier", "large-tier verifier"]
+    assert [c.status for c in checks] == ["ok", "ok", "ok"]
+    assert "version shipped (shipped)" in checks[0].found
+    assert checks[0].found.endswith(f"calibrated for {SHIPPED_PAIR['small']} -> {SHIPPED_PAIR['large']}")
+    assert checks[2].found.endswith(f"calibrated for {SHIPPED_PAIR['large']}")
 
 
-def test_shipped_artefacts_load_and_say_they_name_no_models() -> None:
-    settings = resolve_settings()
-    [router] = doctor.check_router(settings)
-    [verifier] = doctor.check_verifier(settings)
-    assert (router.status, verifier.status) == ("ok", "ok")
-    assert "does not say which models it was calibrated for (trained on RouteLLM" in router.found
-    assert "does not say which models it was calibrated for (trained on xquad-smollm2" in verifier.found
-
-
-def test_an_artefact_calibrated_for_other_models_is_stale(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    router = copy_artefact(DEFAULT_ROUTER_PATH, tmp_path / "router", "router.json", models=SHIPPED_PAIR)
-    threshold = json.loads((DEFAULT_VERIFIER_PATH / "verifier.json").read_text())["threshold"]
-    verifier = copy_artefact(
-        DEFAULT_VERIFIER_PATH,
-        tmp_path / "verifier",
-        "verifier.json",
-        threshold={**threshold, "models": {"small": [SHIPPED_PAIR["small"]]}},
-    )
-    monkeypatch.setenv("HYBRID_ROUTER_PATH", str(router))
-    monkeypatch.setenv("HYBRID_VERIFIER_PATH", str(verifier))
-
-    assert doctor.check_router(resolve_settings())[0].found.endswith(
-        "calibrated for the configured models (small: llamacpp:smollm2-135m-instruct; "
-        "large: llamacpp:gemma-3-270m)"
-    )
+def test_artefacts_calibrated_for_other_models_are_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRID_PROFILE", "ollama")
-    stale = [*doctor.check_router(resolve_settings()), *doctor.check_verifier(resolve_settings())]
-
-    stale_fix = "calibrate it for these models: `hybrid tune`"
-    assert [(c.status, c.required, c.fix) for c in stale] == [("warning", False, stale_fix)] * 2
+    checks = doctor.check_artefacts(resolve_settings())
+    assert [(c.status, c.required, c.fix) for c in checks] == [
+        ("warning", False, "calibrate for these models: `hybrid tune`")
+    ] * 3
+    assert "router calibrated for llamacpp:smollm2-135m-instruct -> llamacpp:gemma-3-270m" in checks[0].found
     assert (
-        "small tier: calibrated for llamacpp:smollm2-135m-instruct, configured ollama:qwen2.5:0.5b"
-        in stale[0].found
+        "large-tier verifier calibrated for llamacpp:gemma-3-270m, serving ollama:llama3.1:8b"
+        in checks[2].found
     )
-    assert "large tier" not in stale[1].found  # the verifier names the small tier only
-
-
-def test_calibrated_for_reads_the_top_or_the_threshold() -> None:
-    assert calibrated_for({"models": {"small": "a:b", "large": ["c:d", "e:f"]}}) == {
-        "small": ["a:b"],
-        "large": ["c:d", "e:f"],
-    }
-    assert calibrated_for({"threshold": {"value": 0.5, "models": {"small": ["a:b"]}}}) == {"small": ["a:b"]}
-    assert calibrated_for({"training_data": "free text"}) is None
 
 
 def test_a_router_that_does_not_load_fails_with_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "router.json").write_text("{broken")
     monkeypatch.setenv("HYBRID_ROUTER_PATH", str(tmp_path / "nowhere"))
-    [check] = doctor.check_router(resolve_settings())
+    [check, *_] = doctor.check_artefacts(resolve_settings())
     assert check.status == "failed"
-    assert "questions fall back to the heuristic" in check.found
-    assert "HYBRID_ROUTER=heuristic" in check.fix
+    assert "the heuristic decides" in check.found
+    assert "hybrid tune" in check.fix
     monkeypatch.setenv("HYBRID_ROUTER", "heuristic")
-    assert doctor.check_router(resolve_settings())[0].status == "skipped"
+    assert doctor.check_artefacts(resolve_settings())[0].status == "skipped"
 
 
 # --- Database, store, policy file, telemetry -----------------------------------------------------------
@@ -207,20 +174,25 @@ def test_a_chroma_server_that_does_not_answer_fails(monkeypatch: pytest.MonkeyPa
     assert "unset HYBRID_CHROMA_URL" in check.fix
 
 
-class WithPolicy(Settings):
-    """Settings as they will be once the policy file exists (HYBRID_POLICY_FILE)."""
-
-    policy_file: Path | None = Field(None)
-
-
-def test_the_policy_file_is_checked_only_where_the_setting_exists(tmp_path: Path) -> None:
-    assert doctor.check_policy_file(resolve_settings()) == []
-    assert doctor.check_policy_file(WithPolicy())[0].status == "skipped"
-    missing = doctor.check_policy_file(WithPolicy(policy_file=tmp_path / "policy.yaml"))[0]
+def test_the_policy_file_is_validated_with_the_line_of_each_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert doctor.check_policy_file(resolve_settings())[0].status == "skipped"
+    path = tmp_path / "policy.yaml"
+    monkeypatch.setenv("HYBRID_POLICY_FILE", str(path))
+    [missing] = doctor.check_policy_file(resolve_settings())
     assert missing.status == "failed"
     assert "No such file" in missing.found
-    (tmp_path / "policy.yaml").write_text("rules: []\n")
-    assert doctor.check_policy_file(WithPolicy(policy_file=tmp_path / "policy.yaml"))[0].status == "ok"
+    assert "unset it" in missing.fix
+    path.write_text("tiers:\n  free:\n    models: [small]\n    bogus: 1\n")
+    [invalid] = doctor.check_policy_file(resolve_settings())
+    assert invalid.status == "failed"
+    assert "line 4, column 12: tiers.free.bogus: unknown field" in invalid.found
+    assert f"hybrid policy check {path}" in invalid.fix
+    path.write_text("tiers:\n  free:\n    models: [small]\n")
+    [valid] = doctor.check_policy_file(resolve_settings())
+    assert valid.status == "ok"
+    assert "1 tier(s)" in valid.found
 
 
 def test_telemetry_is_read_from_the_values_in_effect(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,6 +74,21 @@ def test_a_question_embedded_for_the_router_finishes_its_pass_to_the_same_last_v
 
 
 @pytest.mark.integration
+def test_a_disk_cache_holding_both_layers_gives_each_layer_its_own_vectors(tmp_path: Path) -> None:
+    # Training caches the router's early vectors and the verifier's last ones in one folder; a
+    # last-layer lookup that read the early files trained the verifier on signals it never serves.
+    from hybrid.routing.embedding import embed_cached
+
+    texts = ["How many points did the Panthers defense surrender?", "What is the capital of France?"]
+    early = embed_cached(texts, tmp_path, layer=embeddings.EARLY_LAYER)
+    final = embed_cached(texts, tmp_path)
+    again = embed_cached(texts, tmp_path)  # read back from the files alone
+    assert np.abs(early - embeddings.embed(texts, layer=embeddings.EARLY_LAYER)).max() < 1e-5
+    assert np.abs(final - embeddings.embed(texts)).max() < 1e-5
+    assert np.abs(again - final).max() < 1e-6
+
+
+@pytest.mark.integration
 def test_exported_graphs_are_written_whole_where_asked(tmp_path: Path) -> None:
     target = tmp_path / "minilm"
     assert embeddings.prepare_onnx(target) == target

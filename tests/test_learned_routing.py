@@ -26,7 +26,7 @@ def test_the_shipped_learned_router_decides_by_default_and_says_why(fakes: FakeM
     answer = api.ask(WORD_PROBLEM)
 
     route = answer.route
-    assert route["router"].startswith("learned (default")
+    assert route["router"].startswith("learned (shipped")
     assert route["route"] == "large"
     assert route["difficulty"] >= route["threshold"]
     assert route["reasons"][0].startswith(f"learned need_large {route['difficulty']:.2f} >= ")

@@ -77,3 +77,50 @@ def test_base_models_get_a_few_shot_transcript() -> None:
     assert prompt.endswith("Q: What is the capital of France?\nA: Paris.\n\nQ: And of Germany?\nA:")
     with pytest.raises(ValueError, match="end with a question"):
         render_transcript([HumanMessage("Hi"), AIMessage("Hello")])
+
+
+def test_openai_models_on_servers_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", "https://api.example.com/v1")
+    monkeypatch.setenv("HYBRID_OPENAI_ENDPOINTS", '{"smollm2": "http://127.0.0.1:8101/v1"}')
+    settings = resolve_settings()
+
+    assert get_chat_model("openai:smollm2", settings).openai_api_base == "http://127.0.0.1:8101/v1"
+    assert get_chat_model("openai:gpt-4o", settings).openai_api_base == "https://api.example.com/v1"
+    assert is_local_model("openai:smollm2", settings)  # its own server is on this machine
+    assert not is_local_model("openai:gpt-4o", settings)
+
+
+def test_a_served_base_model_is_prompted_with_the_same_transcript_as_in_process() -> None:
+    from hybrid.models.llamacpp import COMPLETION_STOPS
+    from hybrid.models.openai_server import format_transcript
+
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Germany?"},
+    ]
+    formatted = format_transcript(messages)
+
+    expected = render_transcript(
+        [
+            SystemMessage("Answer briefly."),
+            HumanMessage("What is the capital of France?"),
+            AIMessage("Paris."),
+            HumanMessage("And of Germany?"),
+        ]
+    )
+    assert (formatted.prompt, formatted.stop) == (expected, COMPLETION_STOPS)
+
+
+def test_openai_compatible_servers_get_the_answer_cap_as_max_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's server reads `max_tokens` only: sent as `max_completion_tokens` (OpenAI's newer
+    name), the cap was ignored and answers ran to the context window."""
+    monkeypatch.setenv("HYBRID_OPENAI_ENDPOINTS", '{"smollm2": "http://127.0.0.1:8101/v1"}')
+    monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")  # nothing is sent: payloads only
+    settings = resolve_settings(max_answer_tokens=32)
+
+    served = get_chat_model("openai:smollm2", settings)._get_request_payload([HumanMessage("Hi")])
+    assert (served.get("max_tokens"), "max_completion_tokens" in served) == (32, False)
+    official = get_chat_model("openai:gpt-4o", settings)._get_request_payload([HumanMessage("Hi")])
+    assert (official.get("max_completion_tokens"), "max_tokens" in official) == (32, False)

@@ -18,11 +18,17 @@ from packaging.requirements import Requirement
 from tests.conftest import REPO
 
 FIRST_PARTY = {"hybrid", "graphs", "retrieval", "ui", "data", "tests"}
+# Libraries one optional command imports, and only there: (the extra declaring them, that module).
+OPTIONAL = {
+    "schemathesis": ("fuzz", "hybrid/evals/fuzz.py"),
+    "hypothesis": ("fuzz", "hybrid/evals/fuzz.py"),
+}
 SOURCES = ("hybrid", "graphs", "retrieval", "ui")
 
 
 def _imported_modules() -> dict[str, str]:
-    """Every top-level module the shipped code imports, with one place that imports it."""
+    """Every top-level module the shipped code imports, with one place that imports it (for a
+    library of an optional command, a place outside that command's module if there is one)."""
     found: dict[str, str] = {}
     for folder in SOURCES:
         for path in sorted((REPO / folder).rglob("*.py")):
@@ -33,7 +39,12 @@ def _imported_modules() -> dict[str, str]:
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     names = [node.module]
                 for name in names:
-                    found.setdefault(name.split(".")[0], f"{path.relative_to(REPO)}:{node.lineno}")
+                    module, where = name.split(".")[0], f"{path.relative_to(REPO)}:{node.lineno}"
+                    optional = OPTIONAL.get(module)
+                    if optional and not where.startswith(optional[1] + ":"):
+                        found[module] = where  # imported outside its command: must be declared
+                    else:
+                        found.setdefault(module, where)
     return found
 
 
@@ -45,12 +56,19 @@ def _normal(name: str) -> str:
 def test_every_directly_imported_library_is_declared() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = {_normal(Requirement(spec).name) for spec in project["dependencies"]}
+    extras = {
+        name: {_normal(Requirement(spec).name) for spec in specs}
+        for name, specs in project["optional-dependencies"].items()
+    }
     distributions = importlib.metadata.packages_distributions()
     undeclared = []
     for module, where in _imported_modules().items():
         if module in FIRST_PARTY or module in sys.stdlib_module_names or module == "__future__":
             continue
         owners = {_normal(d) for d in distributions.get(module, [])}
+        optional = OPTIONAL.get(module)
+        if optional and where.startswith(optional[1] + ":") and owners & extras[optional[0]]:
+            continue  # only its optional command imports it, and that command's extra declares it
         if not owners & declared:
             undeclared.append(
                 f"{module} ({', '.join(sorted(owners)) or 'no distribution'}), imported at {where}"

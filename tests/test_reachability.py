@@ -118,6 +118,30 @@ def test_fixes_say_what_to_do_for_each_provider(monkeypatch: pytest.MonkeyPatch)
     assert "make setup" in reachability.fix_for("llamacpp:x.gguf", UNKNOWN_MODEL, settings)
 
 
+def test_a_model_on_its_own_server_is_probed_there_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hybrid cluster`'s replicas name each model's server in HYBRID_OPENAI_ENDPOINTS and set no
+    key (llama.cpp's server needs none): the probe asks where the model factory sends, as it does."""
+    from hybrid.settings import resolve_settings
+
+    asked: list[tuple[str, str]] = []
+
+    def get(url: str, *, headers: dict[str, str], timeout: float) -> httpx.Response:
+        asked.append((url, headers["Authorization"]))
+        return httpx.Response(200, json={"data": [{"id": "smollm2"}]}, request=httpx.Request("GET", url))
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("HYBRID_OPENAI_ENDPOINTS", '{"smollm2": "http://127.0.0.1:9/v1"}')
+    monkeypatch.setattr(reachability.httpx, "get", get)
+    settings = resolve_settings()
+
+    found = reachability.probe("openai:smollm2", settings)
+    assert (found.status, found.endpoint) == ("ok", "http://127.0.0.1:9/v1"), found
+    assert asked == [("http://127.0.0.1:9/v1/models", "Bearer unused")]
+    # A model with no server of its own and no key is still refused before anything is asked.
+    assert reachability.probe("openai:gpt-4o", settings).status == "unreachable"
+    assert len(asked) == 1
+
+
 # --- The edges ------------------------------------------------------------------------------------
 
 

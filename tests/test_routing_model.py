@@ -182,3 +182,9 @@ def test_gain_auc_orders_wins_first() -> None:
     best = gain_auc(np.array([6, 5, 4, 3, 2, 1]), outcome)
     assert best > 0
     assert gain_auc(np.array([1, 2, 3, 4, 5, 6]), outcome) == pytest.approx(-best)
+
+
+def test_a_linear_level_fitted_on_one_outcome_predicts_that_outcome() -> None:
+    x = np.random.default_rng(0).normal(size=(12, 3))
+    linear = fit_linear(x, np.full(12, 3), np.ones(12), 1.0)
+    assert np.allclose(linear.proba(x)[:, 3], 1.0)

@@ -438,6 +438,11 @@ def test_the_dashboard_charts_recorded_traffic_in_the_chosen_range(fakes: FakeMo
     charts = app.get("vega_lite_chart")
     assert len(charts) == 6  # route mix, rates, cost, tokens, latency, verifier scores
 
+    versions = app.dataframe[0].value  # the router and verifier versions, side by side
+    assert versions["version"].tolist() == ["shipped"]
+    assert versions["turns"].tolist() == [3]
+    assert versions["review share"].tolist() == ["33.3%"]
+
     app.segmented_control(key="range").set_value("Last 24 hours").run()
     assert {m.label: m.value for m in app.metric}["Questions"] == "2"
 

@@ -11,8 +11,8 @@ from typing import Any
 import streamlit as st
 
 from hybrid import api
-from hybrid.errors import ConversationNotFound, HybridError
-from ui.components import render_answer, render_readiness_banner
+from hybrid.errors import ConversationNotFound, Forbidden, HybridError
+from ui.components import api_key, render_answer, render_readiness_banner
 from ui.streaming import LiveAnswer
 
 POLL_SECONDS = 3
@@ -58,7 +58,7 @@ def rate(thread_id: str, trace_id: str, key: str) -> None:
     if value is None:
         return
     try:
-        api.rate(thread_id, trace_id, "up" if value == 1 else "down")
+        api.rate(thread_id, trace_id, "up" if value == 1 else "down", key=api_key())
     except HybridError as exc:
         st.toast(str(exc), icon=":material/error:")
     else:
@@ -106,7 +106,7 @@ def sidebar() -> dict[str, Any]:
                 f"({choices.retrieval if default_retrieval else 'auto'}).",
             )
         st.subheader("Conversations")
-        for conversation in api.conversations(limit=30):
+        for conversation in api.conversations(limit=30, key=api_key()):
             title = conversation.title if len(conversation.title) <= 40 else conversation.title[:39] + "…"
             st.button(
                 title,
@@ -127,7 +127,7 @@ def sidebar() -> dict[str, Any]:
 @st.fragment(run_every=POLL_SECONDS)
 def watch_review(thread_id: str, trace_id: str | None) -> None:
     """While the latest answer waits for a reviewer, look again every few seconds."""
-    latest = api.answer_for(thread_id)
+    latest = api.answer_for(thread_id, key=api_key())
     if latest.status != "pending_review" or latest.trace_id != trace_id:
         state.turns.pop(thread_id, None)  # reload the conversation with its verdict
         st.rerun()
@@ -140,9 +140,9 @@ def watch_review(thread_id: str, trace_id: str | None) -> None:
 def history(thread_id: str) -> list[api.Answer]:
     """The conversation's answers so far, shown as chat turns."""
     if thread_id not in state.turns:
-        state.turns[thread_id] = api.conversation(thread_id)
+        state.turns[thread_id] = api.conversation(thread_id, key=api_key())
     answers = state.turns[thread_id]
-    ratings = api.ratings(thread_id)
+    ratings = api.ratings(thread_id, key=api_key())
     for answer in answers:
         with st.chat_message("user"):
             st.markdown(answer.question)
@@ -169,7 +169,7 @@ def ask(question: str, thread_id: str | None, overrides: dict[str, Any]) -> None
         with placeholder.container():
             live.render()
         try:
-            for event in api.stream(question, thread_id=thread_id, **overrides):
+            for event in api.stream(question, thread_id=thread_id, key=api_key(), **overrides):
                 live.feed(event)
                 with placeholder.container():
                     live.render()
@@ -194,8 +194,8 @@ answers: list[api.Answer] = []
 if thread:
     try:
         answers = history(thread)
-    except ConversationNotFound:
-        st.warning(f"There is no conversation {thread} here; starting a new one.")
+    except (ConversationNotFound, Forbidden):
+        st.warning(f"There is no conversation {thread} for you here; starting a new one.")
         st.query_params.pop("thread", None)
         thread = None
 if not answers:

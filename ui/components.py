@@ -25,6 +25,12 @@ ROUTES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def api_key() -> str | None:
+    """The key this browser session signed in with (None when no keys are configured): every page
+    passes it to the façade, which shows a tenant only its own data."""
+    return st.session_state.get("api_key")
+
+
 def route_of(answer: api.Answer) -> str | None:
     """Who decided the final answer: small, large, human or cache (None while pending or if rejected).
 

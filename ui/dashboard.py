@@ -9,7 +9,7 @@ import streamlit as st
 
 from hybrid import api
 from ui import charts
-from ui.components import money, seconds
+from ui.components import api_key, money, seconds
 
 RANGES = {
     "Last hour": timedelta(hours=1),
@@ -26,7 +26,7 @@ choice = st.segmented_control(
 )
 window = RANGES[choice or "Last 7 days"]
 now = datetime.now(UTC)
-turns = api.traffic(since=now - window if window else None)
+turns = api.traffic(since=now - window if window else None, key=api_key())
 if not turns:
     st.info("No questions recorded in this range yet: ask some on the Chat page.", icon=":material/info:")
     st.stop()
@@ -71,6 +71,48 @@ if (chart := charts.latency(turns)) is not None:
     left.altair_chart(chart, width="stretch")
 if (chart := charts.verifier_scores(turns)) is not None:
     right.altair_chart(chart)
+
+
+def _cell(figure: dict, pct: bool = True) -> str:
+    if figure["value"] is None:
+        return "–"
+    return f"{figure['value']:.1%}" if pct else money(figure["value"])
+
+
+def versions_section() -> None:
+    """Live figures per router and verifier version: they sum every tenant's traffic, so only
+    an admin key (or the operator, without keys) sees them."""
+    st.subheader("Router and verifier versions")
+    versions = api.compare_versions([], since=now - window if window else None, key=api_key())
+    canary = versions["canary"]
+    st.caption(
+        f"Serving: **{versions['current']}**"
+        + (f"; canary **{canary['version']}** for {canary['share']:.0%} of conversations" if canary else "")
+        + ". Quality counts a turn sent to review as 0 and leaves unlabelled answers out "
+        "(`hybrid tune compare`)."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "version": name,
+                    "turns": figures["turns"],
+                    "quality": _cell(figures["quality"]),
+                    "labelled": figures["quality"]["n"],
+                    "large share": _cell(figures["large_share"]),
+                    "review share": _cell(figures["review_share"]),
+                    "cost per answer": _cell(figures["cost_per_answered"], pct=False),
+                }
+                for name, figures in versions["versions"].items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+if api.caller(api_key()).admin:
+    versions_section()
 
 with st.expander(f"Recent questions ({len(turns)})", icon=":material/list:"):
     st.dataframe(

@@ -9,7 +9,7 @@ import streamlit as st
 
 from hybrid import api
 from hybrid.errors import HybridError
-from ui.components import plain
+from ui.components import api_key, plain
 
 state = st.session_state
 
@@ -35,7 +35,7 @@ class ProgressBar:
 def ingest(paths: list[Path], sync: bool) -> None:
     """Ingest with a progress bar; keep the report to show after the page reloads."""
     progress = ProgressBar(len(api.files_under(paths)))
-    report = api.ingest(paths, sync=sync, progress=progress)
+    report = api.ingest(paths, sync=sync, progress=progress, key=api_key())
     progress.bar.progress(1.0, text="Done")
     state.ingest_report = report
 
@@ -55,6 +55,9 @@ def show_report(report: api.IngestReport) -> None:
 
 def add_documents() -> None:
     """Upload files, or name a file or folder on the server, and ingest them."""
+    if not api.caller(api_key()).admin:  # one knowledge base serves every tenant
+        st.info("Only an admin key adds documents to the knowledge base.", icon=":material/lock:")
+        return
     # A form, so what was typed is read when the button is pressed (not on the next rerun).
     with st.form("ingest"):
         uploads = st.file_uploader("Upload files", accept_multiple_files=True, key="uploads")

@@ -12,7 +12,7 @@ import streamlit as st
 
 from hybrid import api
 from hybrid.errors import HybridError
-from ui.components import problem, render_sources
+from ui.components import api_key, problem, render_sources
 
 state = st.session_state
 state.setdefault("verdicts", [])  # (kind, message) of verdicts given in this session, newest first
@@ -28,7 +28,7 @@ def decide(case: api.PendingReview, action: str) -> None:
         decision["reason"] = state.get(f"reason-{key}") or None
     question = case.request["question"]
     try:
-        answer = api.resume(case.thread_id, decision)
+        answer = api.resume(case.thread_id, decision, key=api_key())
     except HybridError as exc:
         state.verdicts.insert(0, ("error", f"Could not {action} “{question}”: {exc}"))
         return
@@ -119,7 +119,7 @@ reviewer = st.text_input(
 ).strip()
 for kind, message in state.verdicts[:5]:
     (st.error if kind == "error" else st.success)(message)
-cases = api.pending_reviews()
+cases = api.pending_reviews(key=api_key())
 heading, refresh = st.columns([4, 1])
 heading.caption(f"{len(cases)} case(s) waiting, oldest first.")
 refresh.button("Refresh", icon=":material/refresh:", width="stretch")

@@ -54,7 +54,9 @@ def _server(folder: Path) -> Iterator[str]:
             yield f"http://127.0.0.1:{port}"
 
 
-async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> dict[str, Any]:
+async def _level(
+    url: str, concurrency: int, requests: int, first: int = 0, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -71,10 +73,12 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
             n = queue.get_nowait()
-            body = {
+            body: dict[str, Any] = {
                 "model": "hybrid",
                 "messages": [{"role": "user", "content": load_question(n)}],
             }
+            if overrides:
+                body["hybrid"] = {"overrides": overrides}
             began = time.perf_counter()
             try:
                 response = await client.post(f"{url}/v1/chat/completions", json=body, timeout=300)
@@ -134,12 +138,56 @@ async def _level(url: str, concurrency: int, requests: int, first: int = 0) -> d
     }
 
 
+def _shadow_counts(url: str) -> dict[str, float]:
+    import re
+
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {m[0]: float(m[1]) for m in re.findall(r'hybrid_shadow_runs_total\{outcome="(\w+)"\} (\S+)', text)}
+
+
+def _shadow_comparison(
+    url: str, levels: list[int], requests: int | None, rate: float, *, first: int, log: Any
+) -> dict:
+    """Each level in rounds alternating shadow rate 0 and `rate` (a per-request setting), so both see
+    the same machine; the user's p50 latency at each, and what the shadow runs did."""
+    rounds = 2
+    out: dict[str, Any] = {"rate": rate, "levels": []}
+    asked = first
+    for level in levels:
+        count = requests or max(2 * level, 8)
+        results: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+        for _ in range(rounds):
+            for name, value in (("off", 0.0), ("on", rate)):
+                log(f"  shadow {name} at concurrency {level}: {count} requests ...")
+                results[name].append(asyncio.run(_level(url, level, count, asked, {"shadow_rate": value})))
+                asked += count
+        p50 = {
+            name: statistics.median(r["latency_ms"]["p50"] for r in runs) for name, runs in results.items()
+        }
+        out["levels"].append(
+            {
+                "concurrency": level,
+                "p50_ms_off": round(p50["off"], 2),
+                "p50_ms_on": round(p50["on"], 2),
+                "ratio": round(p50["on"] / p50["off"], 4) if p50["off"] else None,
+                "errors": sum(r["errors"] for runs in results.values() for r in runs),
+            }
+        )
+    out["shadow_runs"] = _shadow_counts(url)
+    return out
+
+
 def evaluate_load(
     concurrency: list[int],
     requests_per_level: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
+    *,
+    shadow_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Run each concurrency level against a fresh server; return the figures per level."""
+    """Run each concurrency level against a fresh server; return the figures per level. With
+    `shadow_rate`, also the user's p50 with shadow runs off and on, in alternating rounds."""
     import httpx
 
     with tempfile.TemporaryDirectory(prefix="hybrid-load-") as folder, _server(Path(folder)) as url:
@@ -157,8 +205,14 @@ def evaluate_load(
             log(f"  concurrency {level}: {requests} requests ...")
             levels.append(asyncio.run(_level(url, level, requests, first=asked)))
             asked += requests
+        shadow = None
+        if shadow_rate:
+            shadow = _shadow_comparison(
+                url, concurrency, requests_per_level, shadow_rate, first=asked, log=log
+            )
     overhead = [lvl["overhead_ms"]["p50"] for lvl in levels]
     return {
+        "shadow": shadow,
         "levels": levels,
         "errors_total": sum(lvl["errors"] for lvl in levels),
         "overhead_ms_p50": round(statistics.median(overhead), 2) if overhead else 0.0,
@@ -192,4 +246,13 @@ def format_table(report: dict[str, Any]) -> str:
     for lvl in report["levels"]:
         steps = ", ".join(f"{node} {spent:.1f}" for node, spent in lvl.get("steps_ms_p50", {}).items())
         lines.append(f"steps p50 ms at {lvl['concurrency']} (models included): {steps or '-'}")
+    shadow = report.get("shadow")
+    if shadow:
+        for lvl in shadow["levels"]:
+            lines.append(
+                f"shadow rate {shadow['rate']:g} at concurrency {lvl['concurrency']}: user p50 "
+                f"{lvl['p50_ms_on']:.0f} ms against {lvl['p50_ms_off']:.0f} ms with it off "
+                f"(ratio {lvl['ratio']})"
+            )
+        lines.append(f"shadow runs: {shadow['shadow_runs']}")
     return "\n".join(lines)

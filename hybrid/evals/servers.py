@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -26,10 +27,16 @@ def running(
 ) -> Iterator[subprocess.Popen]:
     """Run a server until the block ends; `RuntimeError` with its log if it does not come up.
 
-    It inherits this process's environment unless given its own `env`."""
+    It inherits this process's environment unless given its own `env`. It runs in a process group
+    of its own, and the whole group is stopped at the end: a wrapper (`strace`, a launcher that
+    forks) cannot leave the server itself behind."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            command, env=dict(os.environ) if env is None else env, stdout=out, stderr=subprocess.STDOUT
+            command,
+            env=dict(os.environ) if env is None else env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + timeout
@@ -44,14 +51,26 @@ def running(
             time.sleep(0.3)
         yield process
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, 18)  # SIGCONT, in case it was frozen
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group `process` leads, SIGKILL what is left after `timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGCONT)  # in case it was frozen
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # members may outlive the leader by a moment
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def llama_server_command(model_path: Path, alias: str, port: int) -> list[str]:

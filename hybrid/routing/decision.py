@@ -5,9 +5,11 @@ behind it.
 A scorer judges the query first: the learned router (`score_query`, the default) scores
 `need_large`, the accuracy the large model is expected to add; the heuristic
 (`hybrid.routing.heuristic`) answers when the learned router is off or its artifact cannot be
-read. Then the rules in `RULES` apply in order. A rule reads the query's `RouteInputs` and the
-decision so far and returns an `Effect` (a route, the models left to a tier, and the reason) or
-None when it does not apply, so a new rule is one function added to the list.
+read. Then the rules in `RULES` apply in order, the policy file's first (`hybrid.policy`: a rule
+there that matches pins the route, and its reason names the rule). A rule reads the query's
+`RouteInputs` and the decision so far and returns an `Effect` (a route, the models left to a
+tier, and the reason) or None when it does not apply, so a new rule is one function added to the
+list.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybrid.decisions import Route, RouteDecision, Tier
+from hybrid.policy.rules import model_allowed
 from hybrid.routing.heuristic import HEURISTIC_THRESHOLD, LABELS, difficulty_score, difficulty_signals
 from hybrid.sensitivity import Finding, find_sensitive, kinds, sensitivity_level
 from hybrid.settings import Settings
@@ -25,6 +29,7 @@ from hybrid.text import words
 
 if TYPE_CHECKING:
     from hybrid.models.state import ModelState
+    from hybrid.policy.turn import TurnPolicy
     from hybrid.routing.model import RouterScore
 
 TIERS: tuple[Tier, Tier] = ("small", "large")
@@ -59,17 +64,19 @@ class LearnedScore:
 
 
 def score_query(
-    text: str, settings: Settings, extra_features: Mapping[str, float] | None = None
+    text: str, router: Path, extra_features: Mapping[str, float] | None = None, *, label: str | None = None
 ) -> LearnedScore:
-    """Score a routing text with the learned router at `settings.router_path` (loaded once)."""
+    """Score a routing text with the learned router in folder `router` (loaded once).
+
+    `label` names the router in reasons (its registry version; default: the folder's name)."""
     from hybrid.routing.model import RouterModel
     from retrieval.embeddings import embed_query
 
-    model = RouterModel.load(settings.router_path)
+    model = RouterModel.load(router)
     embedding = embed_query(text, layer=model.embedding_layer) if model.use_embedding else None
     score = model.score(text, embedding, dict(extra_features or {}))
     trained = str(model.meta.get("trained") or model.meta.get("created") or "")[:10]
-    return LearnedScore(score, model.threshold, f"{settings.router_path.name} {trained}".strip())
+    return LearnedScore(score, model.threshold, f"{label or router.name} {trained}".strip())
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,9 @@ class RouteInputs:
     budget_exhausted: str | None = None
     model_states: Mapping[str, ModelState] = field(default_factory=dict)
     prompt_tokens: int = 0
+    policy: TurnPolicy | None = None
+    """The policy file's say on this query (hybrid.policy): its rules, tier, shifts."""
+    kb_available: bool = True
 
 
 @dataclass
@@ -160,6 +170,12 @@ class Decision:
     route: Route
     models: dict[str, list[str]]
     reasons: list[str] = field(default_factory=list)
+    pinned: str | None = None
+    """The policy rule that fixed the route: later rules may take models away, not move it."""
+    threshold: float | None = None
+    """The threshold after policy shifts (None: the scorer's)."""
+    require_kb: bool = False
+    refusal: str | None = None
 
     @property
     def allowed(self) -> list[Tier]:
@@ -177,9 +193,94 @@ class Effect:
     """The reason that chose the route (the scorer's, or an override): it is listed first."""
     then: str | None = None
     """A second reason, when the rule found two things (models dropped, so the route moved)."""
+    pin: str | None = None
+    """A policy rule's name: the route it sets stands (`Decision.pinned`)."""
+    threshold: float | None = None
+    require_kb: bool = False
+    refusal: str | None = None
 
 
 Rule = Callable[[RouteInputs, Decision], Effect | None]
+
+
+_POLICY_ROUTES: dict[str, Route] = {"route_small": "small", "route_large": "large", "human_review": "human"}
+
+
+def policy_rule(inputs: RouteInputs, decision: Decision) -> Effect | None:
+    """The policy file's rules always win: the first that matches decides (docs/policies.md)."""
+    if inputs.policy is None:
+        return None
+    verdict = inputs.policy.verdict
+    notes = []
+    if verdict.classified_by:
+        by = ", ".join(map(repr, verdict.classified_by))
+        notes.append(f"data class {verdict.data_class} set by policy rule {by}")
+    if verdict.refusal is not None:
+        return Effect(
+            f"refused by policy {verdict.refused_by}: {verdict.refusal}",
+            decisive=True,
+            pin=verdict.refused_by,
+            refusal=verdict.refusal,
+            then="; ".join(notes) or None,
+        )
+    rule = verdict.rule
+    if rule is None:
+        return Effect("; ".join(notes)) if notes else None
+    said = f"policy rule {rule.name!r} ({verdict.matched})"
+    then = "; ".join(notes) or None
+    if rule.action in _POLICY_ROUTES:
+        route = _POLICY_ROUTES[rule.action]
+        if route == "human":
+            return Effect(f"{said}: a person reviews it", route, decisive=True, pin=rule.name, then=then)
+        other = "large" if route == "small" else "small"
+        # Strict: the other tier is not used, not even to escalate a draft that fails verification.
+        return Effect(
+            f"{said}: the {route} tier answers ({other} not used)",
+            route,
+            models={other: []},
+            decisive=True,
+            pin=rule.name,
+            then=then,
+        )
+    if not inputs.kb_available:  # require_kb, and there is no knowledge base to answer from
+        return Effect(
+            f"{said}: knowledge base required, but it is empty or unavailable: a person answers",
+            "human",
+            decisive=True,
+            pin=rule.name,
+            then=then,
+        )
+    return Effect(f"{said}: knowledge base required", require_kb=True, then=then)
+
+
+def service_tier(inputs: RouteInputs, decision: Decision) -> Effect | None:
+    """A service tier uses only the model tiers its policy lists."""
+    tier = inputs.policy.tier if inputs.policy else None
+    if tier is None:
+        return None
+    dropped = [t for t in TIERS if t not in tier.models and decision.models[t]]
+    if not dropped:
+        return None
+    name = inputs.policy.tier_name if inputs.policy else ""
+    allowed = " and ".join(tier.models)
+    return Effect(
+        f"service tier {name} may use the {allowed} tier only: {', '.join(dropped)} not used",
+        models={t: [] for t in dropped},
+    )
+
+
+def data_class_models(inputs: RouteInputs, decision: Decision) -> Effect | None:
+    """The policy's restrictions of the query's data class: models it may never reach."""
+    if inputs.policy is None:
+        return None
+    verdict = inputs.policy.verdict
+    models = {tier: [s for s in decision.models[tier] if model_allowed(s, verdict)] for tier in TIERS}
+    blocked = [s for tier in TIERS for s in decision.models[tier] if s not in models[tier]]
+    if not blocked:
+        return None
+    return Effect(
+        f"data class {verdict.data_class}: {', '.join(blocked)} not allowed by the policy", models=models
+    )
 
 
 def follow_up(inputs: RouteInputs, decision: Decision) -> Effect | None:
@@ -206,15 +307,35 @@ def sensitive_data(inputs: RouteInputs, decision: Decision) -> Effect | None:
 
 def forced_route(inputs: RouteInputs, decision: Decision) -> Effect | None:
     forced = inputs.settings.force_route
+    if forced and decision.pinned:
+        return Effect(f"route forced to {forced} by configuration: overruled by policy {decision.pinned}")
     if forced:
         return Effect(f"route forced to {forced} by configuration (router bypassed)", forced, decisive=True)
     return None
 
 
 def scored_route(inputs: RouteInputs, decision: Decision) -> Effect | None:
+    if decision.pinned:
+        return Effect(f"router: {inputs.scored.reason} (not used: policy {decision.pinned} decides)")
     if inputs.settings.force_route:
         return None
     return Effect(inputs.scored.reason, inputs.scored.route, decisive=True)
+
+
+def threshold_shift(inputs: RouteInputs, decision: Decision) -> Effect | None:
+    """The service tier's offset, the load on the large tier and the budget spent move the
+    threshold (hybrid.policy.shifts); the router's score is judged against the moved one."""
+    policy, scored = inputs.policy, inputs.scored
+    if policy is None or not policy.shift.parts or decision.pinned or inputs.settings.force_route:
+        return None
+    threshold = scored.threshold + policy.shift.total
+    route: Tier = "large" if scored.value >= threshold else "small"
+    outcome = f": {scored.value:.2f} now starts {route}" if route != scored.route else ""
+    return Effect(
+        f"threshold {scored.threshold:.2f} -> {threshold:.2f} by policy ({policy.shift.describe()}){outcome}",
+        route if route != scored.route else None,
+        threshold=threshold,
+    )
 
 
 def _model_rules_apply(inputs: RouteInputs) -> bool:
@@ -239,7 +360,7 @@ def context_window(inputs: RouteInputs, decision: Decision) -> Effect | None:
         f"prompt of about {inputs.prompt_tokens} tokens does not fit {', '.join(too_small)} "
         "(never truncated): not used"
     )
-    if decision.route == "small" and not left and decision.models["large"]:
+    if decision.route == "small" and not left and decision.models["large"] and not decision.pinned:
         return Effect(
             reason,
             route="large",
@@ -251,7 +372,12 @@ def context_window(inputs: RouteInputs, decision: Decision) -> Effect | None:
 
 def _small_and_idle_large(inputs: RouteInputs, decision: Decision) -> tuple[ModelState, str] | None:
     """The small tier's first model and a warm, idle large model, when the route could move."""
-    if not _model_rules_apply(inputs) or decision.route != "small" or not decision.models["small"]:
+    if (
+        not _model_rules_apply(inputs)
+        or decision.pinned
+        or decision.route != "small"
+        or not decision.models["small"]
+    ):
         return None
     states = inputs.model_states
     first = states.get(decision.models["small"][0])
@@ -290,19 +416,24 @@ def busy_small_model(inputs: RouteInputs, decision: Decision) -> Effect | None:
 def tier_not_allowed(inputs: RouteInputs, decision: Decision) -> Effect | None:
     if decision.route in ("small", "large") and decision.route not in decision.allowed:
         fallback = next(iter(decision.allowed), None)
+        why = "for sensitive data" if inputs.policy is None else "for this query"
         return Effect(
-            f"{decision.route} tier not allowed for sensitive data: " + (fallback or "human review"),
+            f"{decision.route} tier not allowed {why}: " + (fallback or "human review"),
             route=fallback or "human",
         )
     return None
 
 
 RULES: tuple[Rule, ...] = (
+    policy_rule,
     follow_up,
     budget_spent,
+    service_tier,
+    data_class_models,
     sensitive_data,
     forced_route,
     scored_route,
+    threshold_shift,
     context_window,
     cold_small_model,
     busy_small_model,
@@ -317,6 +448,13 @@ def apply(effect: Effect, decision: Decision) -> None:
         decision.models = {**decision.models, **effect.models}
     if effect.route is not None:
         decision.route = effect.route
+    if effect.pin is not None:
+        decision.pinned = effect.pin
+    if effect.threshold is not None:
+        decision.threshold = effect.threshold
+    if effect.refusal is not None:
+        decision.refusal = effect.refusal
+    decision.require_kb = decision.require_kb or effect.require_kb
     if effect.decisive:
         decision.reasons.insert(0, effect.reason)
     else:
@@ -325,8 +463,12 @@ def apply(effect: Effect, decision: Decision) -> None:
         decision.reasons.append(effect.then)
 
 
-def knowledge_need(kb_score: float, kb_available: bool, settings: Settings) -> tuple[bool, str]:
+def knowledge_need(
+    kb_score: float, kb_available: bool, settings: Settings, required: bool = False
+) -> tuple[bool, str]:
     """Whether retrieval runs, and why."""
+    if required and kb_available:
+        return True, "knowledge base consulted: required by policy"
     if settings.retrieval == "never":
         return False, "knowledge base off for this run"
     if not kb_available:
@@ -353,12 +495,14 @@ def decide_route(
     prompt_tokens: int = 0,
     learned: LearnedScore | None = None,
     learned_error: str | None = None,
+    policy: TurnPolicy | None = None,
     rules: Sequence[Rule] = RULES,
 ) -> RouteDecision:
     """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons.
 
     `learned` is the learned router's score of `routing_text(question, previous_questions)`;
     without it (router off, or `learned_error` says why it failed) the heuristic decides.
+    `policy` is what the policy file says about this query (its rules apply first).
     """
     text = routing_text(question, previous_questions)
     findings = find_sensitive(question)
@@ -373,30 +517,37 @@ def decide_route(
         budget_exhausted=budget_exhausted,
         model_states=model_states or {},
         prompt_tokens=prompt_tokens,
+        policy=policy,
+        kb_available=kb_available,
     )
     decision = Decision(route=scored.route, models={tier: list(settings.tier_specs(tier)) for tier in TIERS})
     for rule in rules:
         effect = rule(inputs, decision)
         if effect is not None:
             apply(effect, decision)
-    needs_kb, kb_reason = knowledge_need(kb_score, kb_available, settings)
+    needs_kb, kb_reason = knowledge_need(kb_score, kb_available, settings, decision.require_kb)
     decision.reasons.append(kb_reason)
+    policies = {
+        "large_tier_down": settings.large_tier_down,
+        "unreachable_models": settings.unreachable_models,
+    }
+    if policy is not None:
+        policies |= policy.recorded()
+        if decision.refusal is not None:
+            policies["refusal"] = decision.refusal
     return RouteDecision(
         route=decision.route,
-        forced=settings.force_route is not None,
+        forced=settings.force_route is not None and decision.pinned is None,
         router=scored.router,
         difficulty=round(scored.value, 4),
-        threshold=scored.threshold,
+        threshold=round(decision.threshold, 4) if decision.threshold is not None else scored.threshold,
         needs_kb=needs_kb,
         kb_score=round(kb_score, 4),
         kb_threshold=settings.kb_need_threshold,
         sensitivity=sensitivity_level(findings),
         allowed_tiers=decision.allowed,
         models=decision.models,
-        policies={
-            "large_tier_down": settings.large_tier_down,
-            "unreachable_models": settings.unreachable_models,
-        },
+        policies=policies,
         signals={name: round(v, 4) for name, v in scored.signals.items()},
         reasons=decision.reasons,
     )

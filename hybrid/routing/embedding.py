@@ -8,6 +8,7 @@ text it covers and the vectors, so any mix of texts finds what was computed befo
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,10 @@ def embed_cached(
     keys = [_key(t) for t in texts]
     wanted = set(keys)
     found: dict[bytes, np.ndarray] = {}
-    for path in sorted(Path(cache_dir).glob(f"{name}-*.npz")):
+    # Exactly this layer's files: "minilm-*" would also match "minilm-layer3-*", and hand out
+    # layer-3 vectors as final-layer ones (training signals unlike the ones served).
+    own = re.compile(rf"{re.escape(name)}-[0-9a-f]{{12}}\.npz")
+    for path in sorted(p for p in Path(cache_dir).glob(f"{name}-*.npz") if own.fullmatch(p.name)):
         with np.load(path, allow_pickle=False) as stored:
             for key, vector in zip(stored["keys"], stored["vectors"], strict=True):
                 if key.tobytes() in wanted:

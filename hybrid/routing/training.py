@@ -72,9 +72,13 @@ def fit_linear(x: np.ndarray, y: np.ndarray, w: np.ndarray, c: float, max_iter: 
     from sklearn.linear_model import LogisticRegression
 
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    fitted = LogisticRegression(C=c, max_iter=max_iter).fit((x - mu) / sd, y, sample_weight=w)
     coef = np.zeros((4, x.shape[1]))
     bias = np.full(4, _UNSEEN)
+    present = np.unique(y)
+    if len(present) == 1:  # one outcome only (a small or skewed set): that outcome, whatever the input
+        bias[int(present[0])] = 0.0
+        return _Linear(mu, sd, coef, bias)
+    fitted = LogisticRegression(C=c, max_iter=max_iter).fit((x - mu) / sd, y, sample_weight=w)
     classes = fitted.classes_.astype(np.int64)
     if len(classes) == 2:  # sklearn's binary form: one logit for the second class, 0 for the first
         coef[classes[1]], bias[classes[1]] = fitted.coef_[0], fitted.intercept_[0]

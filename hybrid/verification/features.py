@@ -15,6 +15,11 @@ Groups of signals:
   passages), `context_similarity` (max MiniLM cosine of answer and passage), `unsupported_numbers`
   and `unsupported_names` (numbers / capitalised names in the answer found in neither question nor
   passages), `question_context_similarity` (how well the passages match the question at all);
+- what the answer adds: `new_terms` (how many content terms it adds to the question's),
+  `new_term_grounding` (the share of those the passages hold), `span_in_passage` (the answer is a
+  verbatim run of a passage), `best_sentence_match` (how well the passage sentence closest to the
+  question matches it) and `best_sentence_support` (the share of the added terms that sentence
+  holds: an extractive answer comes from the sentence the question points at);
 - relevance: `question_similarity` (MiniLM cosine of answer and question);
 - confidence: `mean_token_prob` (exp of the mean token log-probability), `min_token_prob`.
 
@@ -57,6 +62,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "unsupported_numbers",
     "unsupported_names",
     "question_similarity",
+    "new_term_grounding",
+    "new_terms",
+    "span_in_passage",
+    "best_sentence_support",
+    "best_sentence_match",
     "mean_token_prob",
     "min_token_prob",
     "no_context",
@@ -65,6 +75,10 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 CONTEXT_FEATURES = (
     "term_grounding",
+    "new_term_grounding",
+    "span_in_passage",
+    "best_sentence_support",
+    "best_sentence_match",
     "context_similarity",
     "question_context_similarity",
     "unsupported_numbers",
@@ -92,6 +106,20 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "question_similarity": (
         "answer close to the question's wording",
         "answer far from the question's wording",
+    ),
+    "new_term_grounding": (
+        "what the answer adds is in the sources",
+        "what the answer adds is not in the sources",
+    ),
+    "new_terms": ("adds several words to the question's", "adds few words to the question's"),
+    "span_in_passage": ("copied verbatim from a source", "not a verbatim span of a source"),
+    "best_sentence_support": (
+        "adds words of the source sentence that matches the question",
+        "adds nothing from the source sentence that matches the question",
+    ),
+    "best_sentence_match": (
+        "a source sentence matches the question",
+        "no source sentence matches the question",
     ),
     "mean_token_prob": ("model confident", "model unsure"),
     "min_token_prob": ("no very unlikely token", "a very unlikely token"),
@@ -156,6 +184,48 @@ def unsupported_names(answer: str, support: str) -> list[str]:
     return sorted(n for n in names(answer) if not set(words(n)) <= known)
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def new_term_grounding(question: str, answer: str, passages: Sequence[str]) -> tuple[float, int]:
+    """Of the content terms the answer adds to the question's, the share the passages contain (0 when
+    it adds none: an answer that only restates the question says nothing), and how many it adds."""
+    new = set(content_terms(answer)) - set(content_terms(question))
+    if not new:
+        return 0.0, 0
+    return len(new & set(content_terms(" ".join(passages)))) / len(new), len(new)
+
+
+def best_sentence(question: str, passages: Sequence[str]) -> tuple[str, float]:
+    """The passage sentence that matches the question best (its content terms, length-damped), and the
+    share of the question's terms it holds."""
+    asked = set(content_terms(question))
+    sentences = [s for p in passages for s in _SENTENCE_END.split(p) if s.strip()]
+    if not sentences or not asked:
+        return "", 0.0
+
+    def match(sentence: str) -> float:
+        terms = set(content_terms(sentence))
+        return len(asked & terms) / (math.sqrt(len(terms)) + 1)
+
+    chosen = max(sentences, key=match)
+    return chosen, len(asked & set(content_terms(chosen))) / len(asked)
+
+
+def sentence_support(question: str, answer: str, sentence: str) -> float:
+    """Share of the content terms the answer adds to the question that `sentence` holds."""
+    new = set(content_terms(answer)) - set(content_terms(question))
+    return len(new & set(content_terms(sentence))) / len(new) if new else 0.0
+
+
+def is_span_of(answer: str, passages: Sequence[str]) -> bool:
+    """Whether the answer, normalised as SQuAD normalises, is a contiguous run of a passage."""
+    from hybrid.verification.data import squad_tokens
+
+    tokens = " ".join(squad_tokens(answer))
+    return bool(tokens) and any(tokens in " ".join(squad_tokens(p)) for p in passages)
+
+
 def term_grounding(answer: str, support: str) -> float:
     """Share of the answer's content terms that question or passages contain (1 when it has none)."""
     answer_terms = set(content_terms(answer))
@@ -208,8 +278,14 @@ def measure(
     has_context = any(p.strip() for p in passages)
     values["no_context"] = float(not has_context)
     support = "\n".join([question, *passages])
+    grounding_of_new, added = new_term_grounding(question, answer, passages)
+    values["new_terms"] = math.log1p(added)
     if has_context:
         values["term_grounding"] = term_grounding(answer, support)
+        values["new_term_grounding"] = grounding_of_new
+        values["span_in_passage"] = float(is_span_of(answer, passages))
+        sentence, values["best_sentence_match"] = best_sentence(question, passages)
+        values["best_sentence_support"] = sentence_support(question, answer, sentence)
         invented = unsupported_numbers(answer, support)
         unknown = unsupported_names(answer, support)
         values["unsupported_numbers"] = float(min(len(invented), 3))
@@ -219,7 +295,7 @@ def measure(
         if unknown:
             notes.append(f"names not in the sources: {', '.join(unknown[:3])}")
     else:
-        for name in ("term_grounding", "unsupported_numbers", "unsupported_names"):
+        for name in CONTEXT_FEATURES:
             values[name] = None
 
     cosines = _cosines(embedder, question, answer, [p for p in passages if p.strip()])

@@ -29,6 +29,8 @@ from hybrid.verification.heuristic import missing_answer, verify_draft
 
 HEURISTIC_THRESHOLD = 0.6
 """The small tier's threshold when neither a setting nor a calibrated artifact gives one."""
+LARGE_HEURISTIC_THRESHOLD = 0.5
+"""The large tier's: escalation is no longer possible, so a draft needs less to pass."""
 
 
 def apply_rules(question: str, answer: str, p_good: float) -> tuple[float, str | None]:
@@ -67,15 +69,16 @@ def judge_draft(
     hits: Sequence[Hit],
     threshold: float | None,
     *,
-    verifier_path: Path,
+    verifier_path: Path | None,
     embedder: Any = None,
+    default_threshold: float = HEURISTIC_THRESHOLD,
 ) -> Verification:
-    """Score a draft with the learned verifier (the heuristic if it cannot be loaded).
+    """Score a draft with the learned verifier (the heuristic if there is none or it cannot be loaded).
 
-    `threshold` None means the verifier's calibrated threshold (or `HEURISTIC_THRESHOLD` without
+    `threshold` None means the verifier's calibrated threshold (or `default_threshold` without
     one); `embedder` defaults to MiniLM.
     """
-    model, problem = load_verifier(verifier_path)
+    model, problem = load_verifier(verifier_path) if verifier_path else (None, "none for this tier")
     if model is not None and not hits and not model.covers_no_context:
         model, problem = None, "it was trained only on answers with retrieved sources, and this one has none"
     has_logprobs = isinstance((draft["model_meta"] or {}).get("mean_token_logprob"), int | float)
@@ -85,7 +88,7 @@ def judge_draft(
             "it was trained only on answers with token log-probabilities, and this model reports none",
         )
     if model is None:
-        result = verify_draft(question, draft, hits, HEURISTIC_THRESHOLD if threshold is None else threshold)
+        result = verify_draft(question, draft, hits, default_threshold if threshold is None else threshold)
         result["reasons"].append(f"learned verifier not used ({problem}): heuristic score")
         result["calibrated"] = False
         return result
@@ -94,7 +97,7 @@ def judge_draft(
 
     calibrated_threshold = model.threshold
     if threshold is None:
-        threshold = HEURISTIC_THRESHOLD if calibrated_threshold is None else calibrated_threshold
+        threshold = default_threshold if calibrated_threshold is None else calibrated_threshold
         origin = "calibrated" if calibrated_threshold is not None else "default, verifier not calibrated"
     else:
         origin = "configured"
