@@ -62,7 +62,8 @@ def test_a_text_part_without_text_is_a_400(keyed: TestClient, fakes: FakeModels)
 def test_the_openapi_document_lists_every_status_with_its_body(keyed: TestClient) -> None:
     document = keyed.get("/openapi.json").json()
     chat = document["paths"]["/v1/chat/completions"]["post"]
-    assert set(chat["responses"]) == {"200", "202", "400", "401", "404", "409", "429", "503"}
+    # 403: another tenant's conversation, or a policy rule refused the question.
+    assert set(chat["responses"]) == {"200", "202", "400", "401", "403", "404", "409", "429", "503"}
     assert chat["security"] == [{"bearer": []}]
     assert chat["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
     assert "text/event-stream" in chat["responses"]["200"]["content"]
@@ -73,6 +74,8 @@ def test_the_openapi_document_lists_every_status_with_its_body(keyed: TestClient
             # decision the case does not allow is a 422 (hybrid/server.py, InvalidDecision).
             expected = path == "/v1/hybrid/reviews/{thread_id}"
             assert ("422" in operation["responses"]) == expected, path
+    policy = document["paths"]["/v1/hybrid/policy"]["get"]
+    assert set(policy["responses"]) == {"200", "401", "403", "503"}  # admin keys only
     ready = document["paths"]["/ready"]["get"]
     assert set(ready["responses"]) == {"200", "503"}
     assert "security" not in ready
