@@ -114,6 +114,14 @@ def _recorded_latency(answer: Any) -> float:
     return round(max(total, 0.0), 2)
 
 
+def _scored_draft(draft: Mapping[str, Any], item: QAItem) -> dict[str, Any]:
+    """A draft as recorded, with its own score: what a tier wrote, whatever was delivered (a
+    fallback's answer, or none while a reviewer decides) is what its labels must say."""
+    kept = ("tier", "model", "text", "error", "finish_reason", "model_meta", "cost")
+    scored = score(None if draft.get("error") else draft.get("text"), item)
+    return {k: draft.get(k) for k in kept} | {"f1": scored.f1, "correct": scored.correct}
+
+
 def ask_item(item: QAItem, mode: Mode) -> Outcome:
     """Ask one question in one mode and score the answer."""
     from hybrid import api
@@ -147,10 +155,7 @@ def ask_item(item: QAItem, mode: Mode) -> Outcome:
         cost=answer.total_cost,
         latency_ms=_recorded_latency(answer),
         need_large=(route.get("signals") or {}).get("need_large"),
-        drafts=[
-            {k: d.get(k) for k in ("tier", "model", "text", "error", "finish_reason", "model_meta", "cost")}
-            for d in answer.drafts
-        ],
+        drafts=[_scored_draft(d, item) for d in answer.drafts],
         verifications=[
             {k: v.get(k) for k in ("tier", "score", "threshold", "passed", "calibrated")}
             for v in answer.verifications

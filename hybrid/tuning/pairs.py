@@ -90,10 +90,12 @@ def pairs_from_outcomes(small: Sequence[Mapping[str, Any]], large: Sequence[Mapp
                 passages=tuple(row.get("passages") or ()),
                 small=TierDraft.from_record(small_draft),
                 large=TierDraft.from_record(large_draft),
-                small_quality=float(row["f1"]),
-                large_quality=float(other["f1"]),
-                small_good=bool(row["correct"]),
-                large_good=bool(other["correct"]),
+                # Each tier's own draft, scored: the delivered answer may be another tier's (a
+                # fallback after an empty draft) or none (a draft sent to review).
+                small_quality=float(small_draft.get("f1", row["f1"])),
+                large_quality=float(large_draft.get("f1", other["f1"])),
+                small_good=bool(small_draft.get("correct", row["correct"])),
+                large_good=bool(large_draft.get("correct", other["correct"])),
                 source="reference",
                 retrieval_confidence=row.get("retrieval_confidence"),
             )

@@ -84,6 +84,8 @@ class VerifierModel:
     def covers_no_logprobs(self) -> bool:
         """Whether the training data held drafts without token log-probabilities."""
         data = self.meta.get("training_data") or {}
+        if "without_logprobs" in data:  # answers only (artefacts from before counted empty drafts)
+            return int(data["without_logprobs"]) > 0
         return int(data.get("with_logprobs", 0)) < int(data.get("rows", 0))
 
     @property

@@ -208,6 +208,7 @@ def heuristic_scores(rows: Sequence[LabelledDraft]) -> np.ndarray:
 def artifact_meta(model: VerifierModel, *, description: str, rows: Sequence[LabelledDraft]) -> dict[str, Any]:
     """The full `verifier.json` record of a freshly fitted model."""
     conditions = sorted({r.condition for r in rows if r.condition})
+    answered = [r for r in rows if r.answer.strip()]
     return {
         "version": ARTIFACT_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,8 +218,11 @@ def artifact_meta(model: VerifierModel, *, description: str, rows: Sequence[Labe
             "rows": len(rows),
             "good": int(sum(r.good for r in rows)),
             "with_passages": int(sum(bool(r.passages) for r in rows)),
-            "without_passages": int(sum(not r.passages for r in rows)),
+            "without_passages": int(sum(not r.passages for r in answered)),
             "with_logprobs": int(sum("mean_token_logprob" in r.model_meta for r in rows)),
+            # Only answers are learned from: an empty draft has no tokens, hence no log-probabilities,
+            # and is scored 0 by a rule; it says nothing about drafts of models that report none.
+            "without_logprobs": int(sum("mean_token_logprob" not in r.model_meta for r in answered)),
             "conditions": {c: int(sum(r.condition == c for r in rows)) for c in conditions},
             "label_rule": GOOD_RULE,
         },
