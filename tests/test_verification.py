@@ -203,6 +203,19 @@ def test_failed_calls_and_empty_answers_score_zero(artifact: Path) -> None:
         assert judged["passed"] is False
 
 
+def test_a_wrong_sum_fails_at_any_threshold(artifact: Path) -> None:
+    # A tuned threshold may accept every draft of a tier; a result the answer contradicts still fails.
+    for answer in ("17 * 23.", "It is 381."):
+        verdict = judge_draft("What is 17 * 23?", draft(answer), [hit(PASSAGE)], 0.0,
+                              verifier_path=artifact, embedder=fake_embed)  # fmt: skip
+        assert verdict["passed"] is False
+        assert verdict["reasons"][0].endswith("fails whatever the threshold")
+        assert verdict["reasons"][1].startswith("arithmetic is wrong: expected 391")
+    right = judge_draft("What is 17 * 23?", draft("391."), [hit(PASSAGE)], 0.0,
+                        verifier_path=artifact, embedder=fake_embed)  # fmt: skip
+    assert right["passed"]
+
+
 def test_arithmetic_is_a_rule_on_top_of_the_learned_score() -> None:
     assert apply_rules("What is 17 * 23?", "It is 381.", 0.8) == (
         0.02,

@@ -33,6 +33,9 @@ LARGE_HEURISTIC_THRESHOLD = 0.5
 """The large tier's: escalation is no longer possible, so a draft needs less to pass."""
 
 
+ARITHMETIC_WRONG = "arithmetic is wrong"
+
+
 def apply_rules(question: str, answer: str, p_good: float) -> tuple[float, str | None]:
     """P(good) after the arithmetic rule, and the rule's reason if it applied.
 
@@ -48,7 +51,7 @@ def apply_rules(question: str, answer: str, p_good: float) -> tuple[float, str |
     if any(math.isclose(n, expected, rel_tol=1e-6, abs_tol=1e-6) for n in found):
         return max(p_good, ARITHMETIC_RIGHT_FLOOR), f"arithmetic checks out ({expected:g})"
     said = ", ".join(f"{n:g}" for n in found[:3]) or "no number"
-    return min(p_good, ARITHMETIC_WRONG_CAP), f"arithmetic is wrong: expected {expected:g}, answer has {said}"
+    return min(p_good, ARITHMETIC_WRONG_CAP), f"{ARITHMETIC_WRONG}: expected {expected:g}, answer has {said}"
 
 
 def load_verifier(path: Path) -> tuple[Any, str | None]:
@@ -128,10 +131,15 @@ def judge_draft(
             notes.append(f"not measured (no contribution): {', '.join(judged.missing)}")
         notes += measured.notes
     score = round(max(0.0, min(1.0, p_good)), 4)
-    passed = missing is None and score >= threshold
+    # A recomputed result the answer contradicts fails at any threshold: a tuned threshold may
+    # accept every other draft of a tier (review scores nothing in the tuning target), never a
+    # sum shown wrong.
+    refuted = rule is not None and rule.startswith(ARITHMETIC_WRONG)
+    passed = missing is None and not refuted and score >= threshold
+    compared = "<" if score < threshold else ">="
     reasons = [
-        f"P(good) {score:.2f} {'>=' if passed else '<'} {threshold:.2f} ({origin} threshold; "
-        "contributions in log-odds)"
+        f"P(good) {score:.2f} {compared} {threshold:.2f} ({origin} threshold; contributions in log-odds)"
+        + ("; fails whatever the threshold" if refuted else "")
     ]
     if rule:
         reasons.append(rule)
