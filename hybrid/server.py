@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -797,7 +797,9 @@ def _hybrid_routes(app: FastAPI, admission: _Admission) -> None:
         return {"status": "recorded"}
 
     @app.get("/v1/hybrid/conversations")
-    async def conversations(auth: Authorized, limit: int = 50) -> dict[str, Any]:
+    async def conversations(
+        auth: Authorized, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    ) -> dict[str, Any]:
         found = await run_in_threadpool(lambda: api.conversations(limit, key=auth.key))
         return {"object": "list", "data": [c.model_dump(mode="json") for c in found]}
 

@@ -22,7 +22,8 @@ def test_generated_requests_get_documented_answers_and_no_model_runs_without_a_k
     assert set(report["operations"]) == {
         "GET /health", "GET /ready", "GET /metrics", "GET /v1/models", "POST /v1/chat/completions",
         "GET /v1/hybrid/threads/{thread_id}", "GET /v1/hybrid/reviews", "POST /v1/hybrid/reviews/{thread_id}",
-        "POST /v1/hybrid/feedback",
+        "POST /v1/hybrid/feedback", "GET /v1/hybrid/conversations", "GET /v1/hybrid/audit",
+        "GET /v1/hybrid/policy",
     }  # fmt: skip
     keyed = next(p for p in report["phases"] if p["phase"] == "valid key")
     assert keyed["model_calls"] > 0  # the same requests with the key do reach the models

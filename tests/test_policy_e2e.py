@@ -56,6 +56,8 @@ rules:
     action: human_review
 """
 
+ADMITTED = (200, 202)  # answered, or parked for a reviewer
+
 
 def write_policy(path: Path, text: str) -> None:
     temporary = path.with_suffix(".tmp")
@@ -181,12 +183,13 @@ def test_a_keys_rate_limit_holds_across_replicas(replicas: dict[str, Any]) -> No
     first = post(a, "/v1/chat/completions", CHATTY, ask("What is 2 + 2?"))
     second = post(b, "/v1/chat/completions", CHATTY, ask("What is 3 + 3?"))
     third = post(a, "/v1/chat/completions", CHATTY, ask("What is 4 + 4?"))
-    assert [r.status_code for r in (first, second, third)] == [200, 200, 429]
+    # Admitted means answered or parked for a reviewer (what the models answered is not the point).
+    assert [r.status_code in ADMITTED for r in (first, second)] == [True, True]
+    assert third.status_code == 429
     assert third.json()["error"]["code"] == "rate_limited"
     assert 1700 <= int(third.headers["retry-after"]) <= 1800  # one request every 1800 s after the burst
-    assert (
-        post(b, "/v1/chat/completions", ACME, ask("What is 5 + 5?")).status_code == 200
-    )  # others unaffected
+    others = post(b, "/v1/chat/completions", ACME, ask("What is 5 + 5?"))
+    assert others.status_code in ADMITTED  # other keys unaffected
 
 
 def test_a_broken_policy_file_leaves_the_old_policy_in_force_on_both_replicas(
@@ -206,7 +209,7 @@ def test_a_broken_policy_file_leaves_the_old_policy_in_force_on_both_replicas(
             assert post(url, "/v1/chat/completions", newcomer, ask("Hello?")).status_code == 401
             assert (
                 post(url, "/v1/chat/completions", ACME, ask("What is the capital of Peru?")).status_code
-                == 200
+                in ADMITTED
             )
             status = get(url, "/v1/hybrid/policy", ADMIN).json()
             assert status["version"] in versions
@@ -216,7 +219,7 @@ def test_a_broken_policy_file_leaves_the_old_policy_in_force_on_both_replicas(
             )
         write_policy(policy, broken.replace("    priority: high\n", ""))
         for url in (a, b):
-            assert post(url, "/v1/chat/completions", newcomer, ask("Hello?")).status_code == 200
+            assert post(url, "/v1/chat/completions", newcomer, ask("Hello?")).status_code in ADMITTED
             assert get(url, "/v1/hybrid/policy", ADMIN).json()["problems"] == []
     finally:
         write_policy(policy, POLICY)
