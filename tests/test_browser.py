@@ -181,7 +181,7 @@ def test_a_question_streams_a_draft_then_shows_the_answer_with_its_route_badge(u
     expect(message).to_contain_text("router:")
     expect(usage).to_contain_text(re.compile(r"cost \$\d"))
     message.get_by_text("Sources (").click()
-    message.get_by_text("configuration.md").first.wait_for()
+    message.get_by_text("interfaces.md").first.wait_for()
     shoot(page, "chat-answer")
 
     # The conversation is in the URL: a reload (a new session) shows it again.
