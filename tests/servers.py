@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hybrid.evals.servers import free_port, running
@@ -111,3 +112,12 @@ class CaptureServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def refused() -> httpx.ConnectError:
+    """The error httpx really raises for a loopback port nothing listens on."""
+    try:
+        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
+    except httpx.ConnectError as exc:
+        return exc
+    raise AssertionError("something listens on a free port")

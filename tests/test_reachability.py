@@ -26,20 +26,11 @@ from hybrid.models.reachability import (
     UNKNOWN_MODEL,
     unreachable_reason,
 )
-from tests.servers import free_port
+from tests.servers import free_port, refused
 
 pytestmark = pytest.mark.unit
 
 QUESTION = "What is the capital of France?"
-
-
-def refused() -> httpx.ConnectError:
-    """The error httpx really raises for a loopback port nothing listens on."""
-    try:
-        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
-    except httpx.ConnectError as exc:
-        return exc
-    raise AssertionError("something listens on a free port")
 
 
 def _request() -> httpx.Request:

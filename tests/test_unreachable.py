@@ -3,7 +3,6 @@ server: fake models (through the real factory) raise the real clients' connectio
 
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
 
@@ -12,20 +11,11 @@ from hybrid.errors import ModelsUnreachable
 from hybrid.models.reachability import REFUSED
 from hybrid.models.resilience import breaker
 from tests.fakes import FakeModels
-from tests.servers import free_port
+from tests.servers import free_port, refused
 
 pytestmark = pytest.mark.integration
 
 QUESTION = "What is the capital of France?"
-
-
-def refused() -> httpx.ConnectError:
-    """The error httpx really raises for a loopback port nothing listens on."""
-    try:
-        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
-    except httpx.ConnectError as exc:
-        return exc
-    raise AssertionError("something listens on a free port")
 
 
 def test_no_model_reachable_raises_names_the_endpoints_and_opens_no_case(fakes: FakeModels) -> None:
