@@ -32,6 +32,14 @@ def _failure_kind(exc: TierDown) -> str:
     return "unreachable" if exc.unreachable else "tier_down"
 
 
+def _server_ms(attempts: Sequence[Attempt]) -> float | None:
+    """The model servers' part of the call, where every try that reached one could time it."""
+    tried = [a for a in attempts if a.outcome != "skipped"]
+    if not tried or any(a.server_ms is None for a in tried):
+        return None
+    return round(sum(a.server_ms or 0.0 for a in tried), 2)
+
+
 def write_draft(
     tier: Tier,
     specs: Sequence[str],
@@ -87,6 +95,7 @@ def write_draft(
         usage=usage,  # type: ignore[typeddict-item]
         cost=costs.call_cost(spec, usage["input_tokens"], usage["output_tokens"], compute_s, settings),
         latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        server_ms=_server_ms(attempts),
         model_meta=meta,
         attempts=[a.as_dict() for a in attempts],
         fallback=spec != specs[0] and error is None,

@@ -115,6 +115,9 @@ class Draft(TypedDict):
     cost: float
     """Estimated cost: tokens and compute seconds at the configured prices of `model`."""
     latency_ms: float
+    server_ms: NotRequired[float | None]
+    """The model servers' part of `latency_ms`, timed at the HTTP boundary; the rest is our client
+    library's. None where it cannot be measured (in-process models: all of it is the model's)."""
     error_kind: NotRequired[str | None]
     """`tier_down` (every model failed), `unreachable` (no model of the tier could be reached at
     all: refused, unknown host, unknown model), `deadline` (time ran out), or None."""

@@ -288,6 +288,9 @@ class HTTPMetrics:
         import time
 
         began = time.perf_counter()
+        # The handlers' own clock starts here too (`request.state.received_at`): their reported
+        # overhead then covers parsing and validation, as a client measuring the hop sees it.
+        scope.setdefault("state", {})["received_at"] = began
         seen: dict[str, int] = {}
 
         async def record(message: dict[str, Any]) -> None:

@@ -236,8 +236,27 @@ def _conversation(request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
     return turns[-1].text, [{"role": m.role, "content": m.text} for m in turns[:-1]]
 
 
+def _model_times(answer: api.Answer) -> tuple[float, float]:
+    """The model servers' time and our client library's time around it, over the answer's drafts.
+
+    Where a call was timed at the HTTP boundary, only the server's part counts as the model's: the
+    client library's part is ours, as a client measuring the hop sees it. In-process models (no
+    boundary) count whole."""
+    server = library = 0.0
+    for draft in answer.drafts:
+        measured = draft.get("server_ms")
+        server += draft["latency_ms"] if measured is None else measured
+        library += 0.0 if measured is None else max(0.0, draft["latency_ms"] - measured)
+    return server, library
+
+
+def _received_at(raw: Request) -> float:
+    """When the request reached the server (`HTTPMetrics` stamps it before parsing and validation)."""
+    return getattr(raw.state, "received_at", None) or time.perf_counter()
+
+
 def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
-    model_ms = sum(d["latency_ms"] for d in answer.drafts)
+    model_ms, library_ms = _model_times(answer)
     return {
         "thread_id": answer.thread_id,
         "trace_id": answer.trace_id,
@@ -261,6 +280,7 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0)
             "total": round(elapsed_ms, 2),
             "queued": round(queued_ms, 2),
             "models": round(model_ms, 2),
+            "model_client": round(library_ms, 2),
             "overhead": round(max(0.0, elapsed_ms - queued_ms - model_ms), 2),
             "nodes": answer.timings_ms,
         },
@@ -748,7 +768,7 @@ def create_app() -> FastAPI:
             return await _streaming_response(
                 request, question, history, overrides, policy, admission=admission, auth=auth
             )
-        started = time.perf_counter()
+        started = _received_at(raw)
         async with admission.slot(raw, auth.priority) as queued:
             answer = await run_in_threadpool(
                 lambda: api.ask(

@@ -112,6 +112,8 @@ def _compatible_chat_openai() -> type[BaseChatModel]:
 def _build_openai(name: str, settings: Settings) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
+    from hybrid.models.timing import timed_http_client
+
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     base_url = settings.openai_url_for(name)
     # OpenAI itself when no base URL (or its own) is given; any other server is "compatible".
@@ -126,6 +128,8 @@ def _build_openai(name: str, settings: Settings) -> BaseChatModel:
         max_tokens=settings.max_answer_tokens,
         timeout=settings.model_timeout_s,
         stream_usage=True,
+        # Times each exchange at the HTTP boundary: the server's part apart from the client library's.
+        http_client=timed_http_client(),
     )
 
 

@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from hybrid.errors import ContextWindowExceeded, HybridError, UnknownModel
 from hybrid.models.reachability import endpoint_of, unreachable_reason
 from hybrid.models.state import estimated_tokens, in_flight
+from hybrid.models.timing import server_time
 from hybrid.settings import Settings
 
 _TRANSIENT_NAMES = (
@@ -49,6 +50,9 @@ class Attempt:
     """Why the model could not be reached at all (`hybrid.models.reachability`), if that was it."""
     endpoint: str | None = None
     """Where the unreachable model was looked for."""
+    server_ms: float | None = None
+    """The model server's part of `latency_ms`, timed at the HTTP boundary (None: not measurable,
+    as for in-process models, whose whole call is the model's)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +163,10 @@ def _check_context(spec: str, messages: list[BaseMessage], settings: Settings) -
         )
 
 
+def _server_ms(spent: list[float]) -> float | None:
+    return round(sum(spent), 2) if spent else None
+
+
 def call_tier(
     specs: list[str], messages: list[BaseMessage], settings: Settings, deadline: float
 ) -> tuple[AIMessage, str, list[Attempt]]:
@@ -189,9 +197,10 @@ def call_tier(
             if remaining <= 0:
                 raise TierDown(attempts, deadline_passed=True)
             started = time.monotonic()
+            spent: list[float] = []
             try:
                 _check_context(spec, messages, settings)
-                with in_flight(spec):
+                with in_flight(spec), server_time() as spent:
                     reply = _invoke(
                         get_chat_model(spec, settings),
                         messages,
@@ -210,6 +219,7 @@ def call_tier(
                         transient,
                         unreachable,
                         endpoint_of(spec, settings) if unreachable else None,
+                        _server_ms(spent),
                     )
                 )
                 if not transient:
@@ -220,7 +230,8 @@ def call_tier(
                     )
                 continue
             breaker.succeeded(spec)
-            attempts.append(Attempt(spec, "ok", latency_ms=round((time.monotonic() - started) * 1000, 2)))
+            latency_ms = round((time.monotonic() - started) * 1000, 2)
+            attempts.append(Attempt(spec, "ok", latency_ms=latency_ms, server_ms=_server_ms(spent)))
             return reply, spec, attempts
         if attempts and attempts[-1].transient:
             last = attempts[-1]

@@ -1,0 +1,80 @@
+"""The model server's time, taken at the HTTP boundary, and what the server reports from it."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from hybrid.models.timing import server_time, timed_http_client
+from hybrid.server import _model_times
+
+pytestmark = pytest.mark.unit
+
+
+class _Body(httpx2.SyncByteStream):
+    """A body that arrives from the network, as a real transport's does (a `content=` body would
+    count as read already)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __iter__(self):
+        yield self.body
+
+
+def _answering(body: bytes) -> httpx2.MockTransport:
+    return httpx2.MockTransport(lambda request: httpx2.Response(200, stream=_Body(body)))
+
+
+def test_each_exchange_inside_the_block_is_timed_once() -> None:
+    client = timed_http_client(_answering(b'{"ok": true}'))
+    with server_time() as spent:
+        assert client.post("http://model.test/v1/chat/completions", json={}).json() == {"ok": True}
+        client.get("http://model.test/v1/models").read()
+    assert len(spent) == 2
+    assert all(ms >= 0 for ms in spent)
+
+
+def test_a_stream_is_timed_when_its_body_ends() -> None:
+    client = timed_http_client(_answering(b"data: a\n\ndata: b\n\n"))
+    url = "http://model.test/v1/chat/completions"
+    with server_time() as spent, client.stream("POST", url, json={}) as response:
+        assert spent == []  # headers are in; the body is still the server's
+        assert b"".join(response.iter_bytes()) == b"data: a\n\ndata: b\n\n"
+    assert len(spent) == 1
+
+
+def test_a_failed_exchange_counts_too() -> None:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("refused", request=request)
+
+    client = timed_http_client(httpx2.MockTransport(refuse))
+    with server_time() as spent, pytest.raises(httpx2.ConnectError):
+        client.get("http://model.test/v1/models")
+    assert len(spent) == 1
+
+
+def test_outside_a_block_nothing_is_collected() -> None:
+    client = timed_http_client(_answering(b"{}"))
+    client.get("http://model.test/v1/models").read()
+    with server_time() as spent:
+        pass
+    assert spent == []
+
+
+class _Answer:
+    def __init__(self, drafts: list[dict]) -> None:
+        self.drafts = drafts
+
+
+def test_only_the_servers_part_of_a_timed_call_is_model_time() -> None:
+    answer = _Answer(
+        [
+            {"latency_ms": 5.0, "server_ms": 1.5},  # over HTTP: 3.5 ms were our client library's
+            {"latency_ms": 40.0, "server_ms": None},  # in-process: all of it is the model's
+            {"latency_ms": 2.0},  # recorded before the field existed
+        ]
+    )
+    model_ms, library_ms = _model_times(answer)  # type: ignore[arg-type]
+    assert model_ms == pytest.approx(1.5 + 40.0 + 2.0)
+    assert library_ms == pytest.approx(3.5)
