@@ -64,8 +64,8 @@ def claim(settings: Settings, caller: Caller, thread_id: str, exists: Callable[[
     if current is None:
         if not caller.admin and exists():
             raise _forbidden(thread_id)
-        record(settings, thread_id, caller.owner)
-        current = owner(settings, thread_id)  # a concurrent first turn may have recorded it
+        # Unless a concurrent first turn recorded it first, the owner is the one just recorded.
+        current = caller.owner if record(settings, thread_id, caller.owner) else owner(settings, thread_id)
     if not caller.admin and current != caller.tenant:
         raise _forbidden(thread_id)
 
