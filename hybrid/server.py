@@ -407,7 +407,7 @@ class _Admission:
     def _limits(self) -> _Slots:
         if self._slots is None:
             settings = resolve_settings()
-            self._slots = _Slots(settings.max_active_runs)
+            self._slots = _Slots(settings.active_runs)
             self._max_waiting = settings.max_waiting_runs
         return self._slots
 

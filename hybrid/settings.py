@@ -9,12 +9,14 @@ function the rest of the code calls to get one.
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import (
     BaseModel,
@@ -96,6 +98,17 @@ DEFAULT_VERIFIER_PATH = shipped("verifier/default")
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "hybrid"
+
+
+def is_loopback_url(url: str | None) -> bool:
+    """Whether a URL points at this machine."""
+    host = urlparse(url or "").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -332,10 +345,11 @@ class Settings(BaseSettings):
     stream_policy: Literal["hold", "correct"] = Field(
         "hold", description="Streaming: hold until verified, or stream drafts and send a correction."
     )
-    max_active_runs: int = Field(
-        4,
+    max_active_runs: int | None = Field(
+        None,
         ge=1,
-        description="Graph runs `hybrid serve` executes at once; later requests wait their turn.",
+        description="Graph runs `hybrid serve` executes at once; later requests wait their turn "
+        "(unset: 4 when a tier's model runs in-process, else 16).",
     )
     readiness_cache_s: float = Field(
         5.0,
@@ -436,6 +450,29 @@ class Settings(BaseSettings):
     def chroma_path(self) -> Path:
         """Directory of the embedded Chroma store."""
         return self.data_dir / "chroma"
+
+    @property
+    def active_runs(self) -> int:
+        """`max_active_runs`, or its default for these models.
+
+        Models that generate on this machine (in-process, or a server on loopback) share its cores
+        with our runs, and more runs beside them only slow each other (docs/server.md): 4. Models
+        served elsewhere leave the cores to our Python work, and a run mostly waits for them: 16, so
+        four slow answers do not hold up every other request."""
+        if self.max_active_runs is not None:
+            return self.max_active_runs
+        return 4 if any(self._on_this_machine(spec) for spec in self.small_specs + self.large_specs) else 16
+
+    def _on_this_machine(self, spec: str) -> bool:
+        provider, _, name = spec.strip().partition(":")
+        provider = provider.lower()
+        if provider == "ollama":
+            url: str | None = self.ollama_base_url
+        elif provider == "openai":
+            url = self.openai_url_for(name)
+        else:  # in-process (llamacpp), or a provider whose home we cannot tell
+            return True
+        return is_loopback_url(url)
 
     @property
     def api_key_list(self) -> list[str]:

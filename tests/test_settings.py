@@ -83,3 +83,36 @@ def test_importing_the_api_reads_no_setting_and_loads_no_model() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("env", "runs"),
+    [
+        ({}, 4),  # the embedded models generate on this machine's cores
+        ({"HYBRID_SMALL_MODEL": "openai:a", "HYBRID_LARGE_MODEL": "openai:b"}, 16),  # api.openai.com
+        (
+            {
+                "HYBRID_SMALL_MODEL": "openai:a",
+                "HYBRID_LARGE_MODEL": "openai:b",
+                "HYBRID_OPENAI_BASE_URL": "http://127.0.0.1:8080/v1",
+            },
+            4,
+        ),
+        (
+            {
+                "HYBRID_SMALL_MODEL": "ollama:qwen3:4b",
+                "HYBRID_LARGE_MODEL": "openai:b",
+                "HYBRID_OLLAMA_BASE_URL": "http://gpu-box:11434",
+                "HYBRID_OPENAI_BASE_URL": "https://vllm.internal/v1",
+            },
+            16,
+        ),
+        ({"HYBRID_MAX_ACTIVE_RUNS": "7"}, 7),
+    ],
+)
+def test_run_slots_default_to_what_the_models_leave_of_the_cores(
+    env: dict[str, str], runs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings().active_runs == runs

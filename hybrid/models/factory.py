@@ -7,7 +7,6 @@ Tests register fake providers through `register_provider`, the same path real on
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from urllib.parse import urlparse
 from langchain_core.language_models import BaseChatModel
 
 from hybrid.errors import UnknownModel
-from hybrid.settings import Settings
+from hybrid.settings import Settings, is_loopback_url
 
 Builder = Callable[[str, Settings], BaseChatModel]
 LocalityCheck = Callable[[str, Settings], bool]
@@ -49,16 +48,6 @@ class Provider:
 
     build: Builder
     is_local: LocalityCheck
-
-
-def _is_loopback_url(url: str | None) -> bool:
-    host = urlparse(url or "").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _build_llamacpp(name: str, settings: Settings) -> BaseChatModel:
@@ -137,7 +126,7 @@ _PROVIDERS: dict[str, Provider] = {
     "llamacpp": Provider(_build_llamacpp, lambda name, s: True),
     # Ollama is self-hosted by definition; where it runs is the operator's choice.
     "ollama": Provider(_build_ollama, lambda name, s: True),
-    "openai": Provider(_build_openai, lambda name, s: _is_loopback_url(s.openai_url_for(name))),
+    "openai": Provider(_build_openai, lambda name, s: is_loopback_url(s.openai_url_for(name))),
 }
 _cache: dict[tuple[str, str, int], BaseChatModel] = {}
 _cache_lock = threading.Lock()
