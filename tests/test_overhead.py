@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -159,3 +160,29 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
     assert report["warnings"] == [
         f"against-1 (http://127.0.0.1:{other}/v1) answered without calling the stub"
     ]
+
+
+@pytest.mark.unit
+def test_cpu_time_of_a_process_grows_with_its_work_and_is_none_for_no_process() -> None:
+    from hybrid.evals.overhead import cpu_seconds
+
+    before = cpu_seconds([os.getpid()])
+    sum(n * n for n in range(300_000))
+    assert before is not None
+    assert cpu_seconds([os.getpid()]) > before
+    assert cpu_seconds([2**22 + 1]) is None  # above Linux's largest pid
+
+
+@pytest.mark.unit
+def test_the_litellm_example_sends_to_the_stub_port_the_benchmarks_page_gives() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "docs" / "examples" / "litellm-overhead.yaml").read_text())
+    (entry,) = config["model_list"]
+    assert entry["model_name"] == "stub"
+    assert entry["litellm_params"]["model"] == "openai/stub"
+    page = (REPO / "docs" / "benchmarks.md").read_text()
+    port = urlsplit(entry["litellm_params"]["api_base"]).port
+    assert f"--stub-port {port}" in page
+    assert "--against-model stub" in page
+    assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"

@@ -104,15 +104,30 @@ def _children(pid: int) -> set[int]:
 
 def cpu_seconds(pids: Sequence[int]) -> float | None:
     """User plus system CPU time of these processes so far; None when none can be read."""
-    import psutil
-
     total, seen = 0.0, False
     for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
+        spent = _process_cpu(pid)
+        if spent is not None:
+            total += spent
             seen = True
     return total if seen else None
+
+
+def _process_cpu(pid: int) -> float | None:
+    """One process's CPU time: from Linux's CPU clock of the process (nanoseconds, every thread,
+    finished ones too) where it can be read, else from psutil (the kernel's 10 ms ticks, too coarse
+    for a block of a few fast requests)."""
+    import psutil
+
+    if sys.platform == "linux":
+        # The clock id clock_getcpuclockid(3) would give: the pid inverted, shifted, CPUCLOCK_SCHED.
+        with contextlib.suppress(OSError, OverflowError):
+            return time.clock_gettime((~pid << 3) | 2)
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
 
 
 # The arithmetic (pure: the unit tests feed it made-up blocks).
