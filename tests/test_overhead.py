@@ -30,7 +30,8 @@ def _blocks() -> list[Block]:
     return [
         Block("stub", 0, [1.0, 1.0, 2.0], wall_s=0.01, cpu_s=0.003, upstream_calls=3),
         Block("ours", 0, [11.0, 11.0, 40.0], wall_s=0.1, cpu_s=0.03, upstream_calls=3,
-              self_overheads_ms=[8.0, 9.0, 10.0], outcomes=Counter({"small/answered": 3})),
+              self_overheads_ms=[8.0, 9.0, 10.0], queued_ms=[0.0, 0.0, 4.0],
+              outcomes=Counter({"small/answered": 3})),
         Block("against-1", 0, [6.0, 6.0, 6.0], wall_s=0.05, upstream_calls=3),
         Block("stub", 1, [3.0, 3.0, 3.0], wall_s=0.02, cpu_s=0.003, upstream_calls=3),
         Block("ours", 1, [17.0, 17.0, 18.0], wall_s=0.3, cpu_s=0.03, upstream_calls=4,
@@ -55,6 +56,7 @@ def test_overhead_is_the_median_over_rounds_of_p50_minus_the_stubs_p50_in_the_sa
     assert ours["cpu_ms_per_request"] == 10.0  # 60 ms of CPU over 6 answers
     assert ours["upstream_calls_per_request"] == round(7 / 6, 3)
     assert ours["self_reported_overhead_ms_p50"] == 10.5
+    assert ours["self_reported_queued_ms_p50"] == 0.0  # two of the three reported waits are 0
     assert ours["outcomes"] == {"large/answered": 1, "small/answered": 5}
     assert (other["requests"], other["errors"], other["error_samples"]) == (6, 1, ["HTTP 500: boom"])
     assert other["cpu_ms_per_request"] is None  # its process was not found
@@ -110,6 +112,7 @@ def test_the_table_says_n_a_for_what_was_not_measured() -> None:
     assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/ax" not in table
     assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/a" in table
     assert "against-1 error: HTTP 500: boom" in table
+    assert "ours waited for a run slot: p50 0.00 ms" in table
 
 
 @pytest.mark.integration
@@ -153,6 +156,7 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
         assert ours["upstream_calls_per_request"] >= 1  # every request reached the stub through our server
         assert sum(ours["outcomes"].values()) == 5
         assert ours["self_reported_overhead_ms_p50"] > 0
+        assert ours["self_reported_queued_ms_p50"] >= 0
         assert level["targets"]["stub"]["upstream_calls_per_request"] == 1
         # The stand-in proxy is an instant server of its own, not in front of the stub.
         assert level["targets"]["against-1"]["upstream_calls_per_request"] == 0

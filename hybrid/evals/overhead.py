@@ -67,6 +67,7 @@ class Block:
     cpu_s: float | None = None
     upstream_calls: int | None = None
     self_overheads_ms: list[float] = field(default_factory=list)
+    queued_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
@@ -161,6 +162,7 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
         cpu = [b.cpu_s for b in mine]
         calls = [b.upstream_calls for b in mine]
         self_overheads = [ms for b in mine for ms in b.self_overheads_ms]
+        queued = [ms for b in mine for ms in b.queued_ms]
         outcomes: Counter[str] = Counter()
         for b in mine:
             outcomes.update(b.outcomes)
@@ -189,6 +191,10 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             ),
             "self_reported_overhead_ms_p50": (
                 round(percentile(self_overheads, 50), 3) if target.kind == "ours" and self_overheads else None
+            ),
+            # Time our requests waited for a run slot (HYBRID_MAX_ACTIVE_RUNS), outside `overhead`.
+            "self_reported_queued_ms_p50": (
+                round(percentile(queued, 50), 3) if target.kind == "ours" and queued else None
             ),
             "outcomes": dict(sorted(outcomes.items())),
         }
@@ -262,7 +268,9 @@ async def _block(
             block.latencies_ms.append(elapsed)
             if target.kind == "ours":
                 report = response.json().get("hybrid") or {}
-                block.self_overheads_ms.append(float(report.get("timings_ms", {}).get("overhead", 0.0)))
+                timings = report.get("timings_ms") or {}
+                block.self_overheads_ms.append(float(timings.get("overhead", 0.0)))
+                block.queued_ms.append(float(timings.get("queued", 0.0)))
                 block.outcomes[f"{report.get('route')}/{report.get('status')}"] += 1
 
     cpu_before = cpu_seconds(target.pids) if target.pids else None
@@ -499,6 +507,8 @@ def format_table(report: dict[str, Any]) -> str:
                     f"{name} outcomes (route/status): "
                     + ", ".join(f"{k} {v}" for k, v in f["outcomes"].items())
                 )
+            if f.get("self_reported_queued_ms_p50") is not None:
+                lines.append(f"{name} waited for a run slot: p50 {f['self_reported_queued_ms_p50']:.2f} ms")
             for sample in f["error_samples"]:
                 lines.append(f"{name} error: {sample}")
     lines.extend(f"warning: {w}" for w in report.get("warnings", []))
