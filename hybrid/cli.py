@@ -558,6 +558,104 @@ def eval_load(
     click.echo(json.dumps(report) if as_json else format_table(report))
 
 
+@eval_.command("overhead")
+@click.option("--concurrency", default="1,8", show_default=True, help="Comma-separated concurrency levels.")
+@click.option(
+    "--rounds", default=3, show_default=True, type=click.IntRange(1), help="Interleaved rounds per level."
+)
+@click.option(
+    "--requests", default=200, show_default=True, type=click.IntRange(1), help="Per target, round and level."
+)
+@click.option(
+    "--warmup",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Unmeasured requests per target and level.",
+)
+@click.option(
+    "--against",
+    "against",
+    multiple=True,
+    metavar="URL",
+    help="Another OpenAI-compatible proxy in front of the stub (repeatable), e.g. http://127.0.0.1:4000; "
+    "needs --stub-port.",
+)
+@click.option(
+    "--against-key",
+    envvar="OVERHEAD_AGAINST_KEY",
+    show_envvar=True,
+    help="Bearer key the --against proxies check (better in the environment than on the command line).",
+)
+@click.option(
+    "--against-model", default="stub", show_default=True, help="Model name to ask the --against proxies for."
+)
+@click.option(
+    "--stub-port",
+    type=click.IntRange(1, 65535),
+    help="Port of the stub upstream, where the --against proxies send to: http://127.0.0.1:PORT/v1 "
+    "[default: any free].",
+)
+@click.option("--heuristic", is_flag=True, help="Also measure our server with the heuristic router.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@_handle_errors
+def eval_overhead(
+    *,
+    concurrency: str,
+    rounds: int,
+    requests: int,
+    warmup: int,
+    against: tuple[str, ...],
+    against_key: str | None,
+    against_model: str,
+    stub_port: int | None,
+    heuristic: bool,
+    as_json: bool,
+) -> None:
+    """What a hop through `hybrid serve` costs per request, beside other proxies, on an instant stub.
+
+    Starts the stub and our server (learned router, verifiers, key check, cache off), then measures
+    the stub directly, ours and each --against proxy in interleaved rounds: p50/p95, overhead over
+    the stub in the same round, CPU per request, requests per second, and ratios."""
+    from hybrid.evals.overhead import evaluate_overhead, format_table
+
+    levels = [int(level) for level in concurrency.split(",") if level.strip()]
+    if not levels or min(levels) < 1:
+        raise click.BadParameter("give positive levels, like 1,8", param_hint="--concurrency")
+    if against and stub_port is None:
+        raise click.UsageError("--against needs --stub-port: the port the other proxy sends its requests to")
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        blocks = len(levels) * (1 + rounds) * (2 + heuristic + len(against))
+        bar = tqdm(total=blocks, unit="block", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def tick(label: str) -> None:
+        if bar is not None:
+            bar.set_description(label)
+            bar.update(1)
+
+    try:
+        report = evaluate_overhead(
+            concurrency=levels,
+            rounds=rounds,
+            requests=requests,
+            warmup=warmup,
+            against=against,
+            against_key=against_key,
+            against_model=against_model,
+            heuristic=heuristic,
+            stub_port=stub_port,
+            log=(lambda message: click.echo(message, err=True)) if bar is not None else (lambda _m: None),
+            tick=tick,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(json.dumps(report) if as_json else format_table(report))
+
+
 @eval_.command("chaos")
 @click.option(
     "--faults", default=",".join(("replica", "postgres", "chroma", "model", "reviews")), show_default=True,

@@ -1,0 +1,519 @@
+"""`hybrid eval overhead`: what one hop through a proxy costs, ours beside others, on an instant upstream.
+
+An instant OpenAI-compatible stub (`hybrid.evals.stub`, its own process) stands in for the models.
+A real `hybrid serve` process (its own data directory, the cache off so every request runs the
+graph, the shipped learned router and verifiers, a key check) has both tiers pointed at it as
+`openai:` models. The targets, each measured over HTTP with the same client:
+
+- the stub directly: the floor;
+- our server (and, with `heuristic=True`, a second one with the heuristic router);
+- every other OpenAI-compatible proxy the user started in front of the same stub (`against`).
+
+At each concurrency level the targets take turns within a round, in an order that rotates from
+round to round, so each sees the same machine. Per target: p50 and p95 latency, overhead (the
+target's p50 minus the stub's p50 in the same round, the median over rounds), CPU time of the
+target's processes per request, requests per second, and upstream calls per request. Ours also
+reports the overhead it measures itself (`hybrid.timings_ms.overhead`). Ratios compare our
+servers with every other proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from hybrid.evals.load import load_question
+from hybrid.evals.stats import percentile
+
+Kind = Literal["stub", "ours", "other"]
+STUB = "stub"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server the benchmark sends requests to."""
+
+    name: str
+    kind: Kind
+    base_url: str
+    """OpenAI-style base URL, ending in /v1: requests go to `{base_url}/chat/completions`."""
+    model: str
+    key: str | None = None
+    pids: tuple[int, ...] = ()
+    """Processes whose CPU time counts as the target's (empty: unknown, CPU is reported as n/a)."""
+
+
+@dataclass
+class Block:
+    """One target's share of one round: `requests` requests at one concurrency."""
+
+    target: str
+    round: int
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    cpu_s: float | None = None
+    upstream_calls: int | None = None
+    self_overheads_ms: list[float] = field(default_factory=list)
+    queued_ms: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+def openai_base(url: str) -> str:
+    """A server's URL as an OpenAI client takes it: `http://host:port` becomes `http://host:port/v1`."""
+    url = url.rstrip("/")
+    return url if urlsplit(url).path else f"{url}/v1"
+
+
+def listening_pids(url: str) -> tuple[int, ...]:
+    """The processes that listen on `url`'s port on this machine, and their children; () if none is
+    found (another host, or a process this user may not inspect)."""
+    import psutil
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+        return ()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return ()
+    found = {c.pid for c in connections if c.pid and c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    return tuple(sorted(found | {child for pid in found for child in _children(pid)}))
+
+
+def _children(pid: int) -> set[int]:
+    import psutil
+
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def cpu_seconds(pids: Sequence[int]) -> float | None:
+    """User plus system CPU time of these processes so far; None when none can be read."""
+    total, seen = 0.0, False
+    for pid in pids:
+        spent = _process_cpu(pid)
+        if spent is not None:
+            total += spent
+            seen = True
+    return total if seen else None
+
+
+def _process_cpu(pid: int) -> float | None:
+    """One process's CPU time: from Linux's CPU clock of the process (nanoseconds, every thread,
+    finished ones too) where it can be read, else from psutil (the kernel's 10 ms ticks, too coarse
+    for a block of a few fast requests)."""
+    import psutil
+
+    if sys.platform == "linux":
+        # The clock id clock_getcpuclockid(3) would give: the pid inverted, shifted, CPUCLOCK_SCHED.
+        with contextlib.suppress(OSError, OverflowError):
+            return time.clock_gettime((~pid << 3) | 2)
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return times.user + times.system
+
+
+# The arithmetic (pure: the unit tests feed it made-up blocks).
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence[Target]) -> dict[str, Any]:
+    """The figures of one concurrency level from its blocks (every target, every round)."""
+    stub_p50 = {
+        b.round: percentile(b.latencies_ms, 50) for b in blocks if b.target == STUB and b.latencies_ms
+    }
+    figures: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        mine = sorted((b for b in blocks if b.target == target.name), key=lambda b: b.round)
+        latencies = [ms for b in mine for ms in b.latencies_ms]
+        answered = len(latencies)
+        overheads = [
+            percentile(b.latencies_ms, 50) - stub_p50[b.round]
+            for b in mine
+            if b.latencies_ms and b.round in stub_p50
+        ]
+        cpu = [b.cpu_s for b in mine]
+        calls = [b.upstream_calls for b in mine]
+        self_overheads = [ms for b in mine for ms in b.self_overheads_ms]
+        queued = [ms for b in mine for ms in b.queued_ms]
+        outcomes: Counter[str] = Counter()
+        for b in mine:
+            outcomes.update(b.outcomes)
+        figures[target.name] = {
+            "kind": target.kind,
+            "requests": answered + sum(len(b.errors) for b in mine),
+            "errors": sum(len(b.errors) for b in mine),
+            "error_samples": [e for b in mine for e in b.errors][:3],
+            "latency_ms": {
+                "p50": round(percentile(latencies, 50), 3),
+                "p95": round(percentile(latencies, 95), 3),
+            },
+            # The stub's overhead over itself is 0 by definition; kept for a uniform table.
+            "overhead_ms": 0.0 if target.kind == "stub" else _median(overheads),
+            "overhead_ms_rounds": [round(o, 3) for o in overheads],
+            "cpu_ms_per_request": (
+                round(1000 * sum(c for c in cpu if c is not None) / answered, 3)
+                if answered and cpu and all(c is not None for c in cpu)
+                else None
+            ),
+            "rps": _median([len(b.latencies_ms) / b.wall_s for b in mine if b.wall_s > 0]),
+            "upstream_calls_per_request": (
+                round(sum(c for c in calls if c is not None) / answered, 3)
+                if answered and calls and all(c is not None for c in calls)
+                else None
+            ),
+            "self_reported_overhead_ms_p50": (
+                round(percentile(self_overheads, 50), 3) if target.kind == "ours" and self_overheads else None
+            ),
+            # Time our requests waited for a run slot (HYBRID_MAX_ACTIVE_RUNS), outside `overhead`.
+            "self_reported_queued_ms_p50": (
+                round(percentile(queued, 50), 3) if target.kind == "ours" and queued else None
+            ),
+            "outcomes": dict(sorted(outcomes.items())),
+        }
+    ratios = []
+    for ours in (t for t in targets if t.kind == "ours"):
+        for other in (t for t in targets if t.kind != "stub" and t.name != ours.name):
+            a, b = figures[ours.name], figures[other.name]
+            ratios.append(
+                {
+                    "target": ours.name,
+                    "against": other.name,
+                    "overhead": _ratio(a["overhead_ms"], b["overhead_ms"]),
+                    "rps": _ratio(a["rps"], b["rps"]),
+                    "cpu_per_request": _ratio(a["cpu_ms_per_request"], b["cpu_ms_per_request"]),
+                }
+            )
+    return {"concurrency": concurrency, "targets": figures, "ratios": ratios}
+
+
+def rotation(targets: Sequence[Target], round_: int) -> list[Target]:
+    """The order of round `round_`: each round starts one target later, so no target always goes
+    first (straight after a pause) or last."""
+    shift = round_ % len(targets)
+    return [*targets[shift:], *targets[:shift]]
+
+
+# Driving the targets.
+
+
+class _Counter:
+    """Hands out distinct question numbers across the whole run, so no two requests repeat."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+async def _block(
+    client: Any, target: Target, concurrency: int, requests: int, numbers: _Counter, *, round_: int
+) -> Block:
+    import httpx
+
+    block = Block(target=target.name, round=round_)
+    headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
+    left = requests
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            body = {
+                "model": target.model,
+                "messages": [{"role": "user", "content": load_question(numbers.take())}],
+            }
+            began = time.perf_counter()
+            try:
+                response = await client.post(
+                    f"{target.base_url}/chat/completions", json=body, headers=headers, timeout=120
+                )
+                elapsed = (time.perf_counter() - began) * 1000
+            except httpx.HTTPError as exc:
+                block.errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            # 202: our server parked the question for a human reviewer; it is still a full run.
+            if response.status_code not in (200, 202):
+                block.errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                continue
+            block.latencies_ms.append(elapsed)
+            if target.kind == "ours":
+                report = response.json().get("hybrid") or {}
+                timings = report.get("timings_ms") or {}
+                block.self_overheads_ms.append(float(timings.get("overhead", 0.0)))
+                block.queued_ms.append(float(timings.get("queued", 0.0)))
+                block.outcomes[f"{report.get('route')}/{report.get('status')}"] += 1
+
+    cpu_before = cpu_seconds(target.pids) if target.pids else None
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    block.wall_s = time.perf_counter() - started
+    cpu_after = cpu_seconds(target.pids) if target.pids else None
+    if cpu_before is not None and cpu_after is not None:
+        block.cpu_s = cpu_after - cpu_before
+    return block
+
+
+async def _stub_calls(client: Any, stub_url: str) -> int:
+    return int((await client.get(f"{stub_url}/health", timeout=10)).json()["completions"])
+
+
+async def _measure(
+    targets: Sequence[Target],
+    stub_url: str,
+    *,
+    concurrency: Sequence[int],
+    rounds: int,
+    requests: int,
+    warmup: int,
+    tick: Callable[[str], None],
+) -> tuple[list[dict[str, Any]], list[str]]:
+    import httpx
+
+    numbers = _Counter()
+    warnings: list[str] = []
+    limits = httpx.Limits(
+        max_connections=max(concurrency) + 2, max_keepalive_connections=max(concurrency) + 2
+    )
+    levels = []
+    async with contextlib.AsyncExitStack() as stack:
+        # One client per target for the whole run: connections are opened once, in the warm-up.
+        clients = {t.name: await stack.enter_async_context(httpx.AsyncClient(limits=limits)) for t in targets}
+        for level in concurrency:
+            for target in targets:
+                tick(f"c={level} warm-up {target.name}")
+                before = await _stub_calls(clients[STUB], stub_url)
+                warm = await _block(clients[target.name], target, level, warmup, numbers, round_=-1)
+                if warm.errors:
+                    raise RuntimeError(f"{target.name} failed in the warm-up: {warm.errors[0]}")
+                if warmup and await _stub_calls(clients[STUB], stub_url) == before:
+                    warning = f"{target.name} ({target.base_url}) answered without calling the stub"
+                    if warning not in warnings:
+                        warnings.append(warning)
+            blocks = []
+            for round_ in range(rounds):
+                for target in rotation(targets, round_):
+                    tick(f"c={level} round {round_ + 1}/{rounds} {target.name}")
+                    before = await _stub_calls(clients[STUB], stub_url)
+                    block = await _block(
+                        clients[target.name], target, level, requests, numbers, round_=round_
+                    )
+                    block.upstream_calls = await _stub_calls(clients[STUB], stub_url) - before
+                    blocks.append(block)
+            levels.append(summarise_level(level, blocks, targets))
+    return levels, warnings
+
+
+# The servers.
+
+
+@contextlib.contextmanager
+def _our_servers(folder: Path, stub_url: str, routers: Sequence[str]) -> Iterator[list[Target]]:
+    """`hybrid serve` per router, each with its own data directory, tiers on the stub, a key."""
+    from hybrid.evals.servers import free_port, running
+
+    targets = []
+    with contextlib.ExitStack() as stack:
+        for router in routers:
+            port, key = free_port(), secrets.token_urlsafe(16)
+            env = dict(os.environ) | {
+                "HYBRID_DATA_DIR": str(folder / f"ours-{router}"),
+                "HYBRID_CACHE": "off",
+                "HYBRID_ROUTER": router,
+                "HYBRID_SMALL_MODEL": "openai:stub-small",
+                "HYBRID_LARGE_MODEL": "openai:stub-large",
+                "HYBRID_OPENAI_BASE_URL": stub_url,
+                "HYBRID_API_KEYS": key,
+            }
+            command = [
+                sys.executable,
+                "-m",
+                "hybrid.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+            log = folder / f"ours-{router}.log"
+            process = stack.enter_context(running(command, f"http://127.0.0.1:{port}/health", log, env=env))
+            name = "ours" if router == "learned" else f"ours-{router}"
+            url = f"http://127.0.0.1:{port}/v1"
+            targets.append(Target(name, "ours", url, "hybrid", key, (process.pid,)))
+        yield targets
+
+
+def evaluate_overhead(
+    *,
+    concurrency: Sequence[int] = (1, 8),
+    rounds: int = 3,
+    requests: int = 200,
+    warmup: int = 20,
+    against: Sequence[str] = (),
+    against_key: str | None = None,
+    against_model: str = "stub",
+    heuristic: bool = False,
+    stub_port: int | None = None,
+    log: Callable[[str], None] = lambda _m: None,
+    tick: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Start the stub and our server(s), measure every target, return the report.
+
+    `against`: base URLs of other proxies in front of the stub (started by the user: they must be
+    pointed at `stub_port`). `tick` is called before each block (a progress bar)."""
+    from hybrid.evals.servers import free_port, running
+
+    with tempfile.TemporaryDirectory(prefix="hybrid-overhead-") as tmp:
+        folder = Path(tmp)
+        port = stub_port or free_port()
+        stub_root = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "hybrid.evals.stub", "--port", str(port)]
+        log(f"starting the stub upstream on {stub_root} ...")
+        with running(command, f"{stub_root}/health", folder / "stub.log") as stub_process:
+            stub = Target(STUB, "stub", f"{stub_root}/v1", "stub", None, (stub_process.pid,))
+            routers = ["learned", "heuristic"] if heuristic else ["learned"]
+            log(f"starting hybrid serve ({', '.join(routers)} router) with both tiers on the stub ...")
+            with _our_servers(folder, stub.base_url, routers) as ours:
+                others = []
+                for n, url in enumerate(against, start=1):
+                    pids = listening_pids(url)
+                    others.append(
+                        Target(f"against-{n}", "other", openai_base(url), against_model, against_key, pids)
+                    )
+                targets = [stub, *ours, *others]
+                log(f"measuring {len(targets)} targets: {rounds} rounds x {requests} requests per level ...")
+                levels, warnings = asyncio.run(
+                    _measure(
+                        targets,
+                        stub_root,
+                        concurrency=concurrency,
+                        rounds=rounds,
+                        requests=requests,
+                        warmup=warmup,
+                        tick=tick,
+                    )
+                )
+    return {
+        "settings": {
+            "concurrency": list(concurrency),
+            "rounds": rounds,
+            "requests": requests,
+            "warmup": warmup,
+        },
+        "targets": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "url": t.base_url,
+                "model": t.model,
+                "router": ("learned" if t.name == "ours" else t.name.removeprefix("ours-"))
+                if t.kind == "ours"
+                else None,
+                "cpu_measured": bool(t.pids),
+            }
+            for t in targets
+        ],
+        "levels": levels,
+        "warnings": warnings,
+        "errors_total": sum(f["errors"] for lvl in levels for f in lvl["targets"].values()),
+    }
+
+
+def _cell(value: float | None, spec: str, width: int) -> str:
+    return f"{'n/a':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The figures for people."""
+    settings = report["settings"]
+    names = {t["name"]: t for t in report["targets"]}
+    lines = [
+        f"{settings['rounds']} interleaved rounds x {settings['requests']} requests per target and level; "
+        "overhead = p50 minus the stub's p50 in the same round (median over rounds)"
+    ]
+    header = (
+        "target",
+        "p50 ms",
+        "p95 ms",
+        "overhead",
+        "self-rep.",
+        "CPU ms/req",
+        "req/s",
+        "upstr/req",
+        "errors",
+    )
+    widths = (16, 9, 9, 10, 11, 12, 9, 11, 8)
+    for level in report["levels"]:
+        lines.append("")
+        lines.append(f"concurrency {level['concurrency']}")
+        lines.append(
+            "".join(
+                f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
+                for i, (h, w) in enumerate(zip(header, widths, strict=True))
+            )
+        )
+        for name, f in level["targets"].items():
+            lines.append(
+                f"{name:<16}{f['latency_ms']['p50']:>9.2f}{f['latency_ms']['p95']:>9.2f}"
+                + _cell(f["overhead_ms"], ".2f", 10)
+                + (
+                    _cell(f["self_reported_overhead_ms_p50"], ".2f", 11)
+                    if f["kind"] == "ours"
+                    else f"{'-':>11}"
+                )
+                + _cell(f["cpu_ms_per_request"], ".2f", 12)
+                + _cell(f["rps"], ".1f", 9)
+                + _cell(f["upstream_calls_per_request"], ".2f", 11)
+                + f"{f['errors']:>8}"
+            )
+        for ratio in level["ratios"]:
+            parts = [
+                f"{label} " + ("n/a" if ratio[key] is None else f"{ratio[key]:.2f}x")
+                for label, key in (("overhead", "overhead"), ("req/s", "rps"), ("CPU/req", "cpu_per_request"))
+            ]
+            lines.append(f"{ratio['target']} / {ratio['against']}: " + ", ".join(parts))
+        for name, f in level["targets"].items():
+            if f["outcomes"]:
+                lines.append(
+                    f"{name} outcomes (route/status): "
+                    + ", ".join(f"{k} {v}" for k, v in f["outcomes"].items())
+                )
+            if f.get("self_reported_queued_ms_p50") is not None:
+                lines.append(f"{name} waited for a run slot: p50 {f['self_reported_queued_ms_p50']:.2f} ms")
+            for sample in f["error_samples"]:
+                lines.append(f"{name} error: {sample}")
+    lines.extend(f"warning: {w}" for w in report.get("warnings", []))
+    others = [t for t in names.values() if t["kind"] == "other"]
+    if others:
+        lines.append("")
+        lines.extend(f"{t['name']}: {t['url']} (model {t['model']})" for t in others)
+    return "\n".join(lines)

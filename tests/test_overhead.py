@@ -1,0 +1,192 @@
+"""`hybrid eval overhead`: its arithmetic on made-up rounds, and the real command against the stub
+(the stub as the only upstream, and a second stub standing in for another proxy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from hybrid.evals.overhead import Block, Target, format_table, openai_base, rotation, summarise_level
+from tests.servers import free_port, serving
+
+REPO = Path(__file__).resolve().parent.parent
+
+TARGETS = [
+    Target("stub", "stub", "http://s/v1", "stub", pids=(1,)),
+    Target("ours", "ours", "http://o/v1", "hybrid", "k", pids=(2,)),
+    Target("against-1", "other", "http://a/v1", "stub"),
+]
+
+
+def _blocks() -> list[Block]:
+    # Two rounds; the stub's p50 is 1 ms then 3 ms; ours sits 10 then 14 ms above it, the other 5 then 7.
+    return [
+        Block("stub", 0, [1.0, 1.0, 2.0], wall_s=0.01, cpu_s=0.003, upstream_calls=3),
+        Block("ours", 0, [11.0, 11.0, 40.0], wall_s=0.1, cpu_s=0.03, upstream_calls=3,
+              self_overheads_ms=[8.0, 9.0, 10.0], queued_ms=[0.0, 0.0, 4.0],
+              outcomes=Counter({"small/answered": 3})),
+        Block("against-1", 0, [6.0, 6.0, 6.0], wall_s=0.05, upstream_calls=3),
+        Block("stub", 1, [3.0, 3.0, 3.0], wall_s=0.02, cpu_s=0.003, upstream_calls=3),
+        Block("ours", 1, [17.0, 17.0, 18.0], wall_s=0.3, cpu_s=0.03, upstream_calls=4,
+              self_overheads_ms=[11.0, 12.0, 13.0],
+              outcomes=Counter({"small/answered": 2, "large/answered": 1})),
+        Block("against-1", 1, [10.0, 10.0], ["HTTP 500: boom"], wall_s=0.05, upstream_calls=2),
+    ]  # fmt: skip
+
+
+@pytest.mark.unit
+def test_overhead_is_the_median_over_rounds_of_p50_minus_the_stubs_p50_in_the_same_round() -> None:
+    level = summarise_level(8, _blocks(), TARGETS)
+
+    ours, other, stub = (level["targets"][name] for name in ("ours", "against-1", "stub"))
+    assert ours["overhead_ms_rounds"] == [10.0, 14.0]
+    assert ours["overhead_ms"] == 12.0
+    assert other["overhead_ms_rounds"] == [5.0, 7.0]
+    assert other["overhead_ms"] == 6.0
+    assert stub["overhead_ms"] == 0.0
+    assert ours["latency_ms"] == {"p50": 17.0, "p95": 34.5}  # over all six answers
+    assert ours["rps"] == 20.0  # median of 30 and 10 per second
+    assert ours["cpu_ms_per_request"] == 10.0  # 60 ms of CPU over 6 answers
+    assert ours["upstream_calls_per_request"] == round(7 / 6, 3)
+    assert ours["self_reported_overhead_ms_p50"] == 10.5
+    assert ours["self_reported_queued_ms_p50"] == 0.0  # two of the three reported waits are 0
+    assert ours["outcomes"] == {"large/answered": 1, "small/answered": 5}
+    assert (other["requests"], other["errors"], other["error_samples"]) == (6, 1, ["HTTP 500: boom"])
+    assert other["cpu_ms_per_request"] is None  # its process was not found
+    assert other["self_reported_overhead_ms_p50"] is None
+    assert level["ratios"] == [
+        {"target": "ours", "against": "against-1", "overhead": 2.0, "rps": 0.4, "cpu_per_request": None}
+    ]
+
+
+@pytest.mark.unit
+def test_every_ours_target_is_compared_with_every_other_proxy_and_a_zero_overhead_gives_no_ratio() -> None:
+    targets = [*TARGETS, Target("ours-heuristic", "ours", "http://h/v1", "hybrid", "k", pids=(3,))]
+    blocks = [
+        *_blocks(),
+        Block("ours-heuristic", 0, [1.0], wall_s=0.01, cpu_s=0.001, upstream_calls=1),
+        Block("ours-heuristic", 1, [3.0], wall_s=0.01, cpu_s=0.001, upstream_calls=1),
+    ]
+
+    ratios = summarise_level(1, blocks, targets)["ratios"]
+
+    pairs = [(r["target"], r["against"]) for r in ratios]
+    assert pairs == [
+        ("ours", "against-1"), ("ours", "ours-heuristic"),
+        ("ours-heuristic", "ours"), ("ours-heuristic", "against-1"),
+    ]  # fmt: skip
+    heuristic_vs_ours = ratios[2]
+    assert heuristic_vs_ours["overhead"] == 0.0  # 0 ms of overhead over 12
+    assert ratios[1]["overhead"] is None  # over 0 ms: no ratio
+    assert heuristic_vs_ours["cpu_per_request"] == 0.1
+
+
+@pytest.mark.unit
+def test_rounds_rotate_the_order_and_urls_get_their_v1() -> None:
+    assert [t.name for t in rotation(TARGETS, 0)] == ["stub", "ours", "against-1"]
+    assert [t.name for t in rotation(TARGETS, 1)] == ["ours", "against-1", "stub"]
+    assert [t.name for t in rotation(TARGETS, 5)] == ["against-1", "stub", "ours"]
+    assert openai_base("http://127.0.0.1:4000") == "http://127.0.0.1:4000/v1"
+    assert openai_base("http://127.0.0.1:4000/") == "http://127.0.0.1:4000/v1"
+    assert openai_base("http://127.0.0.1:4000/proxy/v1/") == "http://127.0.0.1:4000/proxy/v1"
+
+
+@pytest.mark.unit
+def test_the_table_says_n_a_for_what_was_not_measured() -> None:
+    report = {
+        "settings": {"concurrency": [8], "rounds": 2, "requests": 3, "warmup": 0},
+        "targets": [{"name": t.name, "kind": t.kind, "url": t.base_url, "model": t.model} for t in TARGETS],
+        "levels": [summarise_level(8, _blocks(), TARGETS)],
+    }
+
+    table = format_table(report)
+
+    assert "concurrency 8" in table
+    assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/ax" not in table
+    assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/a" in table
+    assert "against-1 error: HTTP 500: boom" in table
+    assert "ours waited for a run slot: p50 0.00 ms" in table
+
+
+@pytest.mark.integration
+def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Path) -> None:
+    # A second stub stands in for another proxy the user started: it must be found by its port.
+    other = free_port()
+    command = [sys.executable, "-m", "hybrid.evals.stub", "--port", str(other)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    with serving(command, f"http://127.0.0.1:{other}/health", tmp_path / "other.log", env=env) as process:
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "hybrid.cli", "eval", "overhead", "--concurrency", "1,2",
+                "--rounds", "1", "--requests", "5", "--warmup", "2", "--json",
+                "--stub-port", str(free_port()), "--against", f"http://127.0.0.1:{other}",
+                "--against-model", "m",
+            ],
+            env=env | {"OVERHEAD_AGAINST_KEY": "sk-test"},
+            capture_output=True, text=True, check=False, cwd=REPO, timeout=280,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout)
+        assert result.stderr == ""  # not a terminal: no progress lines in logs
+        assert process.poll() is None  # the other proxy is the user's: left running
+
+    assert [t["name"] for t in report["targets"]] == ["stub", "ours", "against-1"]
+    assert [t["cpu_measured"] for t in report["targets"]] == [True, True, True]
+    assert report["targets"][2]["url"] == f"http://127.0.0.1:{other}/v1"
+    assert [lvl["concurrency"] for lvl in report["levels"]] == [1, 2]
+    assert report["errors_total"] == 0
+    for level in report["levels"]:
+        assert set(level["targets"]) == {"stub", "ours", "against-1"}
+        for name, figures in level["targets"].items():
+            assert figures["requests"] == 5, name
+            assert figures["errors"] == 0, figures["error_samples"]
+            assert figures["latency_ms"]["p95"] >= figures["latency_ms"]["p50"] > 0
+            assert isinstance(figures["overhead_ms"], float)
+            assert figures["rps"] > 0
+            assert figures["cpu_ms_per_request"] is not None
+        ours = level["targets"]["ours"]
+        assert ours["cpu_ms_per_request"] > 0  # the graph runs in our process
+        assert ours["upstream_calls_per_request"] >= 1  # every request reached the stub through our server
+        assert sum(ours["outcomes"].values()) == 5
+        assert ours["self_reported_overhead_ms_p50"] > 0
+        assert ours["self_reported_queued_ms_p50"] >= 0
+        assert level["targets"]["stub"]["upstream_calls_per_request"] == 1
+        # The stand-in proxy is an instant server of its own, not in front of the stub.
+        assert level["targets"]["against-1"]["upstream_calls_per_request"] == 0
+        assert [(r["target"], r["against"]) for r in level["ratios"]] == [("ours", "against-1")]
+    assert report["warnings"] == [
+        f"against-1 (http://127.0.0.1:{other}/v1) answered without calling the stub"
+    ]
+
+
+@pytest.mark.unit
+def test_cpu_time_of_a_process_grows_with_its_work_and_is_none_for_no_process() -> None:
+    from hybrid.evals.overhead import cpu_seconds
+
+    before = cpu_seconds([os.getpid()])
+    sum(n * n for n in range(300_000))
+    assert before is not None
+    assert cpu_seconds([os.getpid()]) > before
+    assert cpu_seconds([2**22 + 1]) is None  # above Linux's largest pid
+
+
+@pytest.mark.unit
+def test_the_litellm_example_sends_to_the_stub_port_the_benchmarks_page_gives() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "docs" / "examples" / "litellm-overhead.yaml").read_text())
+    (entry,) = config["model_list"]
+    assert entry["model_name"] == "stub"
+    assert entry["litellm_params"]["model"] == "openai/stub"
+    page = (REPO / "docs" / "benchmarks.md").read_text()
+    port = urlsplit(entry["litellm_params"]["api_base"]).port
+    assert f"--stub-port {port}" in page
+    assert "--against-model stub" in page
+    assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
