@@ -334,12 +334,25 @@ def check_request(
     return question
 
 
-def _finished(thread_id: str, settings: Settings, reference: Sequence[str] | None) -> Answer:
-    """The turn's answer; a sampled turn is queued for a shadow run (after the answer is built)."""
-    snapshot = _graph(settings).get_state(_config(thread_id))
-    answer = _build_answer(thread_id, snapshot.values, snapshot.interrupts, settings)
-    if settings.shadow_rate > 0 and not snapshot.interrupts:
-        shadow.schedule(settings, snapshot.values, thread_id=thread_id, reference=reference)
+def _finished(
+    thread_id: str,
+    settings: Settings,
+    reference: Sequence[str] | None,
+    output: Mapping[str, Any] | None = None,
+) -> Answer:
+    """The turn's answer; a sampled turn is queued for a shadow run (after the answer is built).
+
+    `output` is what the run returned (its state, and `__interrupt__` if it paused for review): the
+    same as the checkpoint just saved, without reading it back. Without it, the checkpoint."""
+    if not isinstance(output, Mapping) or "question" not in output:
+        snapshot = _graph(settings).get_state(_config(thread_id))
+        values, interrupts = snapshot.values, tuple(snapshot.interrupts)
+    else:
+        values = {key: value for key, value in output.items() if key != "__interrupt__"}
+        interrupts = tuple(output.get("__interrupt__") or ())
+    answer = _build_answer(thread_id, values, interrupts, settings)
+    if settings.shadow_rate > 0 and not interrupts:
+        shadow.schedule(settings, values, thread_id=thread_id, reference=reference)
     return answer
 
 
@@ -367,7 +380,7 @@ def ask(
     settings, question, thread_id, graph = _start(question, thread_id, key, overrides)
     try:
         with shadow.user_run():
-            graph.invoke(
+            output = graph.invoke(
                 _turn_input(graph, thread_id, question, history),
                 _config(thread_id),
                 context=settings,
@@ -375,7 +388,7 @@ def ask(
             )
     finally:
         release_admission(settings, thread_id)
-    return _refuse_if_unreachable(_finished(thread_id, settings, reference), settings)
+    return _refuse_if_unreachable(_finished(thread_id, settings, reference, output), settings)
 
 
 def _start(
