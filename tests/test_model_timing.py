@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx2
 import pytest
 
+from hybrid import api
 from hybrid.models.timing import server_time, timed_http_client
 from hybrid.server import _model_times
-
-pytestmark = pytest.mark.unit
+from tests.servers import free_port, serving
 
 
 class _Body(httpx2.SyncByteStream):
@@ -26,6 +30,7 @@ def _answering(body: bytes) -> httpx2.MockTransport:
     return httpx2.MockTransport(lambda request: httpx2.Response(200, stream=_Body(body)))
 
 
+@pytest.mark.unit
 def test_each_exchange_inside_the_block_is_timed_once() -> None:
     client = timed_http_client(_answering(b'{"ok": true}'))
     with server_time() as spent:
@@ -35,6 +40,7 @@ def test_each_exchange_inside_the_block_is_timed_once() -> None:
     assert all(ms >= 0 for ms in spent)
 
 
+@pytest.mark.unit
 def test_a_stream_is_timed_when_its_body_ends() -> None:
     client = timed_http_client(_answering(b"data: a\n\ndata: b\n\n"))
     url = "http://model.test/v1/chat/completions"
@@ -44,6 +50,7 @@ def test_a_stream_is_timed_when_its_body_ends() -> None:
     assert len(spent) == 1
 
 
+@pytest.mark.unit
 def test_a_failed_exchange_counts_too() -> None:
     def refuse(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ConnectError("refused", request=request)
@@ -54,6 +61,7 @@ def test_a_failed_exchange_counts_too() -> None:
     assert len(spent) == 1
 
 
+@pytest.mark.unit
 def test_outside_a_block_nothing_is_collected() -> None:
     client = timed_http_client(_answering(b"{}"))
     client.get("http://model.test/v1/models").read()
@@ -67,6 +75,7 @@ class _Answer:
         self.drafts = drafts
 
 
+@pytest.mark.unit
 def test_only_the_servers_part_of_a_timed_call_is_model_time() -> None:
     answer = _Answer(
         [
@@ -78,3 +87,41 @@ def test_only_the_servers_part_of_a_timed_call_is_model_time() -> None:
     model_ms, library_ms = _model_times(answer)  # type: ignore[arg-type]
     assert model_ms == pytest.approx(1.5 + 40.0 + 2.0)
     assert library_ms == pytest.approx(3.5)
+
+
+@pytest.fixture
+def stub_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Both tiers on a real OpenAI-compatible server (the overhead benchmark's instant stub)."""
+    port = free_port()
+    command = [sys.executable, "-m", "hybrid.evals.stub", "--port", str(port)]
+    with serving(command, f"http://127.0.0.1:{port}/health", tmp_path / "stub.log"):
+        monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        monkeypatch.setenv("HYBRID_SMALL_MODEL", "openai:stub-small")
+        monkeypatch.setenv("HYBRID_LARGE_MODEL", "openai:stub-large")
+        monkeypatch.setenv("HYBRID_ROUTER", "heuristic")
+        monkeypatch.setenv("HYBRID_CACHE", "off")
+        yield f"http://127.0.0.1:{port}"
+
+
+def _check_split(drafts: list[dict]) -> None:
+    assert drafts
+    for draft in drafts:
+        ok = [a for a in draft["attempts"] if a["outcome"] == "ok"]
+        assert ok
+        assert all(isinstance(a["server_ms"], float) for a in ok)
+        assert 0 < draft["server_ms"] <= draft["latency_ms"]
+
+
+@pytest.mark.integration
+def test_an_openai_call_through_the_factory_records_the_servers_part(stub_upstream: str) -> None:
+    answer = api.ask("What is the capital of France?")
+    assert answer.status == "answered"
+    _check_split(answer.drafts)
+
+
+@pytest.mark.integration
+def test_a_streamed_openai_call_records_it_too(stub_upstream: str) -> None:
+    events = list(api.stream("What is the capital of Italy?"))
+    assert any(e.kind == "token" for e in events)  # the model was called streaming
+    (final,) = [e for e in events if e.kind == "answer"]
+    _check_split(final.answer.drafts)
