@@ -531,9 +531,25 @@ def eval_fuzz(requests: int, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    """Comma-separated concurrency levels, each a positive integer."""
+    try:
+        levels = [int(level) for level in value.split(",") if level.strip()]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1:
+        raise click.BadParameter(f"{value!r}: give positive levels, like 1,8")
+    return levels
+
+
 @eval_.command("load")
 @click.option(
-    "--concurrency", default="1,4,16", show_default=True, help="Comma-separated concurrency levels."
+    "--concurrency",
+    "levels",
+    default="1,4,16",
+    show_default=True,
+    callback=_levels,
+    help="Comma-separated concurrency levels.",
 )
 @click.option(
     "--requests", "requests_per_level", type=int, help="Requests per level [default: 2 x level, >= 8]."
@@ -546,12 +562,11 @@ def eval_fuzz(requests: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_handle_errors
 def eval_load(
-    concurrency: str, requests_per_level: int | None, shadow_rate: float | None, as_json: bool
+    levels: list[int], requests_per_level: int | None, shadow_rate: float | None, as_json: bool
 ) -> None:
     """Drive `hybrid serve` over HTTP on the embedded models: throughput, latency, errors, overhead."""
     from hybrid.evals.load import evaluate_load, format_table
 
-    levels = [int(level) for level in concurrency.split(",") if level.strip()]
     report = evaluate_load(
         levels, requests_per_level, log=lambda message: click.echo(message, err=True), shadow_rate=shadow_rate
     )
@@ -559,7 +574,14 @@ def eval_load(
 
 
 @eval_.command("overhead")
-@click.option("--concurrency", default="1,8", show_default=True, help="Comma-separated concurrency levels.")
+@click.option(
+    "--concurrency",
+    "levels",
+    default="1,8",
+    show_default=True,
+    callback=_levels,
+    help="Comma-separated concurrency levels.",
+)
 @click.option(
     "--rounds", default=3, show_default=True, type=click.IntRange(1), help="Interleaved rounds per level."
 )
@@ -601,7 +623,7 @@ def eval_load(
 @_handle_errors
 def eval_overhead(
     *,
-    concurrency: str,
+    levels: list[int],
     rounds: int,
     requests: int,
     warmup: int,
@@ -619,9 +641,6 @@ def eval_overhead(
     the stub in the same round, CPU per request, requests per second, and ratios."""
     from hybrid.evals.overhead import evaluate_overhead, format_table
 
-    levels = [int(level) for level in concurrency.split(",") if level.strip()]
-    if not levels or min(levels) < 1:
-        raise click.BadParameter("give positive levels, like 1,8", param_hint="--concurrency")
     if against and stub_port is None:
         raise click.UsageError("--against needs --stub-port: the port the other proxy sends its requests to")
     bar = None

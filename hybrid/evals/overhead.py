@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import secrets
 import statistics
@@ -82,8 +83,10 @@ def listening_pids(url: str) -> tuple[int, ...]:
     found (another host, or a process this user may not inspect)."""
     import psutil
 
+    from hybrid.settings import is_loopback_url
+
     parts = urlsplit(url)
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+    if not (is_loopback_url(url) or parts.hostname == "0.0.0.0"):
         return ()
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -140,6 +143,13 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
+def _per_answer(totals: Sequence[float | None], answered: int, scale: float = 1.0) -> float | None:
+    """Block totals (CPU seconds, upstream calls) per answered request; None if any is unknown."""
+    if not answered or not totals or any(t is None for t in totals):
+        return None
+    return round(scale * sum(t or 0.0 for t in totals) / answered, 3)
+
+
 def _median(values: Sequence[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
@@ -159,8 +169,6 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             for b in mine
             if b.latencies_ms and b.round in stub_p50
         ]
-        cpu = [b.cpu_s for b in mine]
-        calls = [b.upstream_calls for b in mine]
         self_overheads = [ms for b in mine for ms in b.self_overheads_ms]
         queued = [ms for b in mine for ms in b.queued_ms]
         outcomes: Counter[str] = Counter()
@@ -178,17 +186,9 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             # The stub's overhead over itself is 0 by definition; kept for a uniform table.
             "overhead_ms": 0.0 if target.kind == "stub" else _median(overheads),
             "overhead_ms_rounds": [round(o, 3) for o in overheads],
-            "cpu_ms_per_request": (
-                round(1000 * sum(c for c in cpu if c is not None) / answered, 3)
-                if answered and cpu and all(c is not None for c in cpu)
-                else None
-            ),
+            "cpu_ms_per_request": _per_answer([b.cpu_s for b in mine], answered, scale=1000),
             "rps": _median([len(b.latencies_ms) / b.wall_s for b in mine if b.wall_s > 0]),
-            "upstream_calls_per_request": (
-                round(sum(c for c in calls if c is not None) / answered, 3)
-                if answered and calls and all(c is not None for c in calls)
-                else None
-            ),
+            "upstream_calls_per_request": _per_answer([b.upstream_calls for b in mine], answered),
             "self_reported_overhead_ms_p50": (
                 round(percentile(self_overheads, 50), 3) if target.kind == "ours" and self_overheads else None
             ),
@@ -224,19 +224,8 @@ def rotation(targets: Sequence[Target], round_: int) -> list[Target]:
 # Driving the targets.
 
 
-class _Counter:
-    """Hands out distinct question numbers across the whole run, so no two requests repeat."""
-
-    def __init__(self) -> None:
-        self.next = 0
-
-    def take(self) -> int:
-        self.next += 1
-        return self.next - 1
-
-
 async def _block(
-    client: Any, target: Target, concurrency: int, requests: int, numbers: _Counter, *, round_: int
+    client: Any, target: Target, concurrency: int, requests: int, numbers: Iterator[int], *, round_: int
 ) -> Block:
     import httpx
 
@@ -250,7 +239,7 @@ async def _block(
             left -= 1
             body = {
                 "model": target.model,
-                "messages": [{"role": "user", "content": load_question(numbers.take())}],
+                "messages": [{"role": "user", "content": load_question(next(numbers))}],
             }
             began = time.perf_counter()
             try:
@@ -299,7 +288,7 @@ async def _measure(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     import httpx
 
-    numbers = _Counter()
+    numbers = itertools.count()  # distinct questions across the whole run: no two requests repeat
     warnings: list[str] = []
     limits = httpx.Limits(
         max_connections=max(concurrency) + 2, max_keepalive_connections=max(concurrency) + 2
