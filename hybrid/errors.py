@@ -122,3 +122,8 @@ class RateLimited(TooManyRequests):
 
 class ClusterError(HybridError):
     """A local cluster (`hybrid cluster`) cannot start, or is not in the state asked for."""
+
+
+class NotEnoughToLearn(HybridError, ValueError):
+    """The labelled pairs cannot train a version (too few groups, or a tier whose drafts were all
+    right or all wrong); nothing was written. More traffic or another question set fixes it."""

@@ -18,7 +18,13 @@ from hybrid.routing.model import (
     decide_with_model,
     gain_auc,
 )
-from hybrid.routing.training import fit_forest, fit_linear, fit_router_model
+from hybrid.routing.training import (
+    cross_validated_need_large,
+    fit_forest,
+    fit_linear,
+    fit_router_model,
+    prior_need_large,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -188,3 +194,33 @@ def test_a_linear_level_fitted_on_one_outcome_predicts_that_outcome() -> None:
     x = np.random.default_rng(0).normal(size=(12, 3))
     linear = fit_linear(x, np.full(12, 3), np.ones(12), 1.0)
     assert np.allclose(linear.proba(x)[:, 3], 1.0)
+
+
+def test_a_fold_that_trains_on_one_outcome_scores_its_held_out_examples_by_the_prior() -> None:
+    examples, vectors = synthetic(n_per_topic=12)
+    # Fold 0 holds math back; the other two topics are all both_right, one outcome, nothing to learn.
+    folds = np.array([0 if e.group == "math" else 1 for e in examples])
+    config = TrainConfig(ks=(5,), holdout="group")
+
+    score = cross_validated_need_large(examples, vectors, config, folds)
+
+    # Held-out math, scored from the two topics the small model always gets right: no lean.
+    assert np.allclose(score[folds == 0], 0.0)
+    # Held-out capitals and authors, scored from math alone: the large model always won there.
+    assert np.allclose(score[folds == 1], (12 + 1 - 1) / (12 + 4))
+
+
+def test_folds_with_both_outcomes_still_learn() -> None:
+    examples, vectors = synthetic(n_per_topic=12)
+    folds = np.arange(len(examples)) % 3
+    score = cross_validated_need_large(examples, vectors, TrainConfig(ks=(5,)), folds)
+    maths = np.array([e.group == "math" for e in examples])
+    assert score[maths].min() > score[~maths].max()
+
+
+def test_the_prior_leans_large_as_the_large_model_wins_more() -> None:
+    wins = [Example("q", small_correct=False, large_correct=True)] * 6
+    ties = [Example("q", small_correct=True, large_correct=True)] * 6
+    assert prior_need_large(wins) == pytest.approx((6 + 1 - 1) / (6 + 4))
+    assert prior_need_large(ties) == pytest.approx(0.0)
+    assert prior_need_large(wins) > prior_need_large(wins[:3] + ties[:3]) > prior_need_large(ties)

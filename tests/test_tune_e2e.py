@@ -26,9 +26,11 @@ PRICES = {
     "llamacpp:smollm2-135m-instruct": {"input_per_million": 0.05, "output_per_million": 0.1},
     "llamacpp:gemma-3-270m": {"input_per_million": 2.5, "output_per_million": 10},
 }
-# Facts stated plainly in one short passage each: both tiny models usually copy them right. Every
-# other question's reference is a string no model writes, so every tier has right and wrong
-# answers to learn from, whatever the models say.
+# Facts stated plainly in one short passage each: both tiny models usually copy them right, and a
+# part of the name counts (references are "|"-separated gold answers, as SQuAD gives several). Every
+# other question's reference is a string no model writes, so every tier has wrong answers to learn
+# from, whatever the models say. The models' answers can differ from machine to machine (llama.cpp's
+# sums depend on the CPU), so the tuning must also cope with folds whose pairs all ended alike.
 ARTICLES = {
     "Lighthouses": [
         ("The Vardo lighthouse is painted red and stands on a rock called Fugleberg.", [
@@ -36,17 +38,17 @@ ARTICLES = {
             ("On which rock does the Vardo lighthouse stand?", "zq-never-said"),
         ]),
         ("The keeper of the lighthouse in 1902 was a man named Olaf Berg, who kept goats.", [
-            ("Who was the keeper of the lighthouse in 1902?", "Olaf Berg"),
+            ("Who was the keeper of the lighthouse in 1902?", "Olaf Berg|Olaf|Berg"),
             ("What animals did the keeper keep?", "zq-never-said"),
         ]),
     ],
     "Orchards": [
         ("The Hallet orchard grows pears, and its harvest festival is held in October.", [
-            ("What fruit does the Hallet orchard grow?", "pears"),
+            ("What fruit does the Hallet orchard grow?", "pears|pear"),
             ("When is the Hallet harvest festival held?", "zq-never-said"),
         ]),
         ("The orchard's oldest tree was planted in 1871 by Marta Hallet.", [
-            ("Who planted the orchard's oldest tree?", "Marta Hallet"),
+            ("Who planted the orchard's oldest tree?", "Marta Hallet|Marta|Hallet"),
             ("In what year was the oldest tree planted?", "zq-never-said"),
         ]),
     ],
@@ -62,7 +64,11 @@ def squad_file(folder: Path) -> tuple[Path, list[tuple[str, str]]]:
                 {
                     "context": context,
                     "qas": [
-                        {"id": f"{title}-{i}", "question": q, "answers": [{"text": a, "answer_start": 0}]}
+                        {
+                            "id": f"{title}-{i}",
+                            "question": q,
+                            "answers": [{"text": g, "answer_start": 0} for g in a.split("|")],
+                        }
                         for i, (q, a) in enumerate(qas)
                     ],
                 }
@@ -103,7 +109,7 @@ def ask(url: str, question: str, *, thread: str | None = None, reference: str | 
     if thread:
         body["hybrid"]["thread_id"] = thread
     if reference:
-        body["hybrid"]["reference"] = [reference]
+        body["hybrid"]["reference"] = reference.split("|")
     response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=600)
     assert response.status_code in (200, 202), response.text
     return response.json()["hybrid"]

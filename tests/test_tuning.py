@@ -15,6 +15,7 @@ from hybrid.qa import QAFormatError, load_qa, score
 from hybrid.settings import resolve_settings
 from hybrid.tuning import calibrate, judge
 from hybrid.tuning.labels import human_labels, labelled_pairs
+from hybrid.tuning.pairs import Pair, TierDraft
 from tests.fakes import FakeModels
 
 # -- question sets -----------------------------------------------------------------------------------
@@ -438,3 +439,65 @@ def test_an_escalated_turn_is_a_pair_without_running_anything(
         row = connection.execute(sa.select(shadow_pairs)).one()
     assert (row.shadow_tier, row.shadow_outcome, row.shadow_cost) == (None, "observed", 0.0)
     assert len(fakes.calls("large")) == 1
+
+
+# -- tuning on little traffic ------------------------------------------------------------------------
+
+
+def _pair(i: int, group: str, small_good: bool, large_good: bool) -> Pair:
+    def draft(model: str, good: bool, cost: float) -> TierDraft:
+        return TierDraft(model=model, text="red" if good else "I do not know", cost=cost)
+
+    return Pair(
+        id=f"{group}-{i}",
+        group=group,
+        question=f"Question {i} about {group}: what colour is thing {i}?",
+        passages=(f"Thing {i} of {group} is red.",),
+        small=draft("small", small_good, 0.001),
+        large=draft("large", large_good, 0.01),
+        small_quality=float(small_good),
+        large_quality=float(large_good),
+        small_good=small_good,
+        large_good=large_good,
+        source="reference",
+    )
+
+
+TWO_ARTICLES = [_pair(i, "Orchards", False, False) for i in range(4)] + [
+    _pair(i, "Lighthouses", i % 2 == 0, i < 3) for i in range(4)
+]
+# Traffic: every conversation its own group, one of eight answered right by both tiers.
+EIGHT_CONVERSATIONS = [_pair(0, "thread-0", True, True)] + [
+    _pair(i, f"thread-{i}", False, False) for i in range(1, 8)
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("pairs", [TWO_ARTICLES, EIGHT_CONVERSATIONS], ids=["two-articles", "eight-threads"])
+def test_folds_whose_pairs_all_ended_alike_still_tune(tmp_path: Path, pairs: list[Pair]) -> None:
+    """Little traffic: a router fold trained on pairs that all ended alike, or on one group, has
+    nothing to learn a route from; tuning goes on with the prior and writes a version."""
+    from hybrid.tuning.tune import tune
+
+    report = tune(pairs, tmp_path / "v1", models={"small": "s:a", "large": "l:b"}, description="t", folds=3)
+
+    assert report.pairs == 8
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    assert manifest["trained_on"]["small_good"] == sum(p.small_good for p in pairs)
+    assert manifest["trained_on"]["large_good"] == sum(p.large_good for p in pairs)
+    assert {"router", "verifier-small", "verifier-large"} <= {p.name for p in (tmp_path / "v1").iterdir()}
+
+
+@pytest.mark.unit
+def test_pairs_that_cannot_train_a_version_say_why_and_write_nothing(tmp_path: Path) -> None:
+    from hybrid.errors import NotEnoughToLearn
+    from hybrid.tuning.tune import tune
+
+    models = {"small": "s:a", "large": "l:b"}
+    all_wrong = [_pair(i, f"thread-{i}", False, i % 2 == 0) for i in range(6)]
+    with pytest.raises(NotEnoughToLearn, match="every small-tier draft of the 6 pairs was wrong"):
+        tune(all_wrong, tmp_path / "v1", models=models, description="t")
+    one_group = [_pair(i, "thread-0", i % 2 == 0, True) for i in range(6)]
+    with pytest.raises(NotEnoughToLearn, match="at least two groups"):
+        tune(one_group, tmp_path / "v1", models=models, description="t")
+    assert not (tmp_path / "v1").exists()

@@ -165,6 +165,10 @@ def fit_router(
     w = np.array([e.weight for e in examples], dtype=np.float64)
     texts = [e.text for e in examples]
     ids = holdout_ids(examples, config.holdout)
+    if len(np.unique(ids)) < 2:
+        # One group (a fold of a two-article tuning set): nothing to hold out between groups, so
+        # the level-1 columns are held out question by question instead.
+        ids = holdout_ids(examples, "text")
     inner = grouped_folds(ids, min(config.inner_folds, len(np.unique(ids))), config.seed + 11)
     arrays: dict[str, np.ndarray] = {}
     parts = []
@@ -222,10 +226,18 @@ def cross_validated_need_large(
     config: TrainConfig,
     folds: np.ndarray,
 ) -> np.ndarray:
-    """need_large of every example from the fold model that never saw it."""
+    """need_large of every example from the fold model that never saw it.
+
+    A fold whose training examples all share one outcome (a small tuning set, one article's
+    questions all answered alike) has no route to learn: its held-out examples get that outcome's
+    smoothed prior instead, the score a model that learned nothing would give."""
     score = np.zeros(len(examples))
     for f in np.unique(folds):
         train, test = np.where(folds != f)[0], np.where(folds == f)[0]
+        outcomes = {examples[i].outcome for i in train}
+        if len(outcomes) < 2:
+            score[test] = prior_need_large([examples[i] for i in train])
+            continue
         model = fit_router_model(
             [examples[i] for i in train],
             None if embeddings is None else embeddings[train],
@@ -236,6 +248,15 @@ def cross_validated_need_large(
             [examples[i].text for i in test], test_embeddings, [dict(examples[i].extra) for i in test]
         )
     return score
+
+
+def prior_need_large(examples: Sequence[Example]) -> float:
+    """need_large from the outcome frequencies alone (add-one smoothed, weighted)."""
+    counts = np.ones(len(CLASSES))
+    for example in examples:
+        counts[example.outcome] += example.weight
+    prior = counts / counts.sum()
+    return float(prior[STRONG_WINS] - prior[WEAK_WINS])
 
 
 def fit_router_model(

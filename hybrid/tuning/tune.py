@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.errors import NotEnoughToLearn
 from hybrid.tuning import DEFAULT_CONFIDENCE
 from hybrid.tuning.calibrate import Choice, Plan, Scores, choose
 from hybrid.tuning.pairs import Pair
@@ -221,11 +222,17 @@ def tune(
     """Train, calibrate and write one artefact set from labelled pairs."""
     began = time.perf_counter()
     if len({p.group for p in pairs}) < 2:
-        raise ValueError("tuning needs pairs from at least two groups (articles, or days of traffic)")
+        raise NotEnoughToLearn(
+            "tuning needs pairs from at least two groups (articles, or conversations of traffic)"
+        )
     for tier in TIERS:
         labels = {p.small_good if tier == "small" else p.large_good for p in pairs}
         if len(labels) < 2:
-            raise ValueError(f"every {tier}-tier draft has the same label: nothing to learn from")
+            raise NotEnoughToLearn(
+                f"every {tier}-tier draft of the {len(pairs)} pairs was "
+                f"{'right' if labels == {True} else 'wrong'}: nothing to learn a verifier from; "
+                "tune on more traffic or a question set the models sometimes miss"
+            )
     folds = min(folds, len({p.group for p in pairs}))
     p, need_large, verifier_metrics = out_of_fold_scores(pairs, folds=folds, cache_dir=cache_dir, log=log)
     scores = scores_of(pairs, p, need_large)
