@@ -29,8 +29,9 @@ PRICES = {
 # Facts stated plainly in one short passage each: both tiny models usually copy them right, and a
 # part of the name counts (references are "|"-separated gold answers, as SQuAD gives several). Every
 # other question's reference is a string no model writes, so every tier has wrong answers to learn
-# from, whatever the models say. The models' answers can differ from machine to machine (llama.cpp's
-# sums depend on the CPU), so the tuning must also cope with folds whose pairs all ended alike.
+# from, whatever the models say. Each conversation is a group, and conversation ids are random, so
+# which pairs share a fold changes from run to run: when the few right answers all land in one fold,
+# the router's other folds train on pairs that all ended alike, and tuning must cope with that.
 ARTICLES = {
     "Lighthouses": [
         ("The Vardo lighthouse is painted red and stands on a rock called Fugleberg.", [
