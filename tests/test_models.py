@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -124,3 +126,59 @@ def test_openai_compatible_servers_get_the_answer_cap_as_max_tokens(monkeypatch:
     assert (served.get("max_tokens"), "max_completion_tokens" in served) == (32, False)
     official = get_chat_model("openai:gpt-4o", settings)._get_request_payload([HumanMessage("Hi")])
     assert (official.get("max_completion_tokens"), "max_tokens" in official) == (32, False)
+
+
+def _bodies_sent(model: object, messages: list, **kwargs: object) -> list[bytes]:
+    """The request bodies a chat model sends, plain and streamed, caught at its HTTP transport."""
+    import httpx2
+    import openai
+
+    bodies: list[bytes] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        bodies.append(request.content)
+        head = {"id": "c", "created": 0, "model": "m"}
+        if json.loads(request.content).get("stream"):
+            choice = {"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}
+            chunk = json.dumps({**head, "object": "chat.completion.chunk", "choices": [choice]})
+            events = f"data: {chunk}\n\ndata: [DONE]\n\n"
+            return httpx2.Response(200, text=events, headers={"content-type": "text/event-stream"})
+        choice = {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        return httpx2.Response(200, json={**head, "object": "chat.completion", "choices": [choice]})
+
+    client = openai.DefaultHttpxClient(transport=httpx2.MockTransport(answer))
+    bound = model.model_copy(update={"http_client": client, "client": None, "root_client": None})  # type: ignore[attr-defined]
+    bound.validate_environment()  # type: ignore[attr-defined] # rebuilds the SDK client on the mock
+    assert bound.invoke(messages, **kwargs).content == "ok"
+    assert "".join(chunk.text for chunk in bound.stream(messages, **kwargs)) == "ok"
+    return bodies
+
+
+@pytest.mark.parametrize("base_url", [None, "http://127.0.0.1:8101/v1"], ids=["official", "compatible"])
+def test_messages_handed_past_the_sdks_request_walk_go_out_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch, base_url: str | None
+) -> None:
+    """The factory's ChatOpenAI puts its messages in `extra_body`, past the SDK's (no-op, costly)
+    walk of the parameters: the bytes on the wire are those of ChatOpenAI as it comes."""
+    from langchain_openai import ChatOpenAI
+
+    monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")
+    if base_url:
+        monkeypatch.setenv("HYBRID_OPENAI_ENDPOINTS", json.dumps({"m": base_url}))
+    ours = get_chat_model("openai:m", resolve_settings(max_answer_tokens=32))
+    same = ("model_name", "openai_api_base", "temperature", "max_tokens", "stream_usage")
+    plain = ChatOpenAI(**{name: getattr(ours, name) for name in same}, api_key="sk-not-used")
+    messages = [
+        SystemMessage("Answer from the sources.\n[1] The Danube flows through Budapest."),
+        HumanMessage('Which river flows through Budapest? Ünïcode, "quotes" and \\ too.'),
+        AIMessage("The Danube."),
+        HumanMessage(content=[{"type": "text", "text": "And the longest river in Europe?"}]),
+    ]
+
+    sent = _bodies_sent(ours, messages, stop=["\n\n"])
+    expected = _bodies_sent(plain, messages, stop=["\n\n"])
+
+    if base_url:  # the compatible server's cap is renamed, as before; nothing else differs
+        expected = [body.replace(b'"max_completion_tokens"', b'"max_tokens"') for body in expected]
+    assert sent == expected
+    assert b"Danube flows through Budapest" in sent[0]

@@ -79,27 +79,40 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
     )
 
 
-@lru_cache(maxsize=1)
-def _compatible_chat_openai() -> type[BaseChatModel]:
-    """ChatOpenAI that sends the answer-length cap as `max_tokens`, for OpenAI-compatible servers.
+@lru_cache(maxsize=2)
+def _chat_openai(compatible: bool) -> type[BaseChatModel]:
+    """ChatOpenAI that hands its messages to the OpenAI SDK ready to send; for an OpenAI-compatible
+    server, it also sends the answer-length cap as `max_tokens`.
+
+    The SDK walks every request's parameters against its typed schema before sending them
+    (`maybe_transform`): for the plain JSON messages LangChain builds, a walk that changes nothing
+    yet costs a good part of each call's client time, more as a conversation grows
+    (docs/benchmarks.md). Parameters in `extra_body` are merged into the body after that walk, so
+    the messages go there and the request goes out byte for byte as before
+    (tests/test_models.py compares the two).
 
     langchain-openai sends `max_completion_tokens`, OpenAI's newer name; llama.cpp's server (and
     other OpenAI-compatible ones) read only `max_tokens`, so the cap was ignored: answers ran on
     to the context window (1,600 tokens and 160 s for a 32-token request, measured in the soak)."""
     from langchain_openai import ChatOpenAI
 
-    class CompatibleChatOpenAI(ChatOpenAI):
+    class HybridChatOpenAI(ChatOpenAI):
         def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
             payload = super()._get_request_payload(*args, **kwargs)
-            if "max_completion_tokens" in payload:
+            if compatible and "max_completion_tokens" in payload:
                 payload["max_tokens"] = payload.pop("max_completion_tokens")
+            # Chat Completions only (the Responses API payload has `input`), and not the parse
+            # path of structured output, which reads the messages itself.
+            if "messages" in payload and "response_format" not in payload:
+                payload["extra_body"] = {**(payload.get("extra_body") or {}), "messages": payload["messages"]}
+                payload["messages"] = []  # still a required argument; replaced in the body
             return payload
 
-    return CompatibleChatOpenAI
+    HybridChatOpenAI.__name__ = "CompatibleChatOpenAI" if compatible else "HybridChatOpenAI"
+    return HybridChatOpenAI
 
 
 def _build_openai(name: str, settings: Settings) -> BaseChatModel:
-    from langchain_openai import ChatOpenAI
 
     from hybrid.models.timing import timed_http_client
 
@@ -107,7 +120,7 @@ def _build_openai(name: str, settings: Settings) -> BaseChatModel:
     base_url = settings.openai_url_for(name)
     # OpenAI itself when no base URL (or its own) is given; any other server is "compatible".
     official = base_url is None or (urlparse(base_url).hostname or "").endswith("api.openai.com")
-    chat_class = ChatOpenAI if official else _compatible_chat_openai()
+    chat_class = _chat_openai(compatible=not official)
     return chat_class(
         model=name,
         base_url=base_url,

@@ -1,0 +1,89 @@
+"""Client time of one `openai:` model call: LangChain's ChatOpenAI as it comes against the
+factory's (messages handed past the OpenAI SDK's parameter walk), in turns, against the instant stub.
+
+    .venv/bin/python scripts/openai_client_overhead.py [--calls 400] [--port 9130]
+
+Prints the median time of a call for a two-message question and a fourteen-message conversation
+with sources, and the stub's own time seen by a bare HTTP client. The figures in
+docs/benchmarks.md ("Where our time goes") come from this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+
+def _timed(call: object, messages: list[BaseMessage]) -> float:
+    began = time.perf_counter()
+    call.invoke(messages)  # type: ignore[attr-defined]
+    return (time.perf_counter() - began) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--port", type=int, default=9130)
+    args = parser.parse_args()
+    url = f"http://127.0.0.1:{args.port}/v1"
+    stub = subprocess.Popen([sys.executable, "-m", "hybrid.evals.stub", "--port", str(args.port)])
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"http://127.0.0.1:{args.port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        os.environ["HYBRID_OPENAI_BASE_URL"] = url
+        from langchain_openai import ChatOpenAI
+
+        from hybrid.models import get_chat_model
+        from hybrid.settings import resolve_settings
+
+        ours = get_chat_model("openai:stub", resolve_settings())
+        same = ("model_name", "openai_api_base", "temperature", "max_tokens", "stream_usage")
+        plain = ChatOpenAI(**{name: getattr(ours, name) for name in same}, api_key="unused")
+        sources = "Answer from the sources.\n" + "[1] The Danube flows through Budapest and Vienna. " * 40
+        conversation: list[BaseMessage] = [SystemMessage(sources)]
+        for i in range(6):
+            conversation += [HumanMessage(f"Question {i} about the rivers?"), AIMessage(f"Answer {i}.")]
+        conversation.append(HumanMessage("And the longest?"))
+        shapes = {
+            "question (2 messages)": [SystemMessage("Answer briefly."), HumanMessage("Capital of France?")],
+            "conversation (14 messages, sources)": conversation,
+        }
+        bare = httpx.Client()
+        body = {"model": "stub", "messages": [{"role": "user", "content": "Capital of France?"}]}
+        stub_ms = []
+        for _ in range(args.calls):
+            began = time.perf_counter()
+            bare.post(f"{url}/chat/completions", json=body)
+            stub_ms.append((time.perf_counter() - began) * 1000)
+        print(f"stub, bare httpx: {statistics.median(stub_ms):.2f} ms")
+        for shape, messages in shapes.items():
+            for _ in range(30):  # warm-up
+                _timed(plain, messages)
+                _timed(ours, messages)
+            times: dict[str, list[float]] = {"ChatOpenAI": [], "factory": []}
+            for _ in range(args.calls):
+                times["ChatOpenAI"].append(_timed(plain, messages))
+                times["factory"].append(_timed(ours, messages))
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            print(
+                f"{shape}: ChatOpenAI {medians['ChatOpenAI']:.2f} ms, factory {medians['factory']:.2f} ms "
+                f"({medians['factory'] / medians['ChatOpenAI']:.2f}x)"
+            )
+    finally:
+        stub.terminate()
+        stub.wait(10)
+
+
+if __name__ == "__main__":
+    main()
