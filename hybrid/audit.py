@@ -57,7 +57,7 @@ def record(
         insert_ignore(engine, audit, values, "event_key")
     else:
         with engine.begin() as connection:
-            connection.execute(sa.insert(audit).values(**values))
+            connection.execute(sa.insert(audit), values)
 
 
 def events(

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -288,15 +289,21 @@ def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], ke
     """Insert a row unless one with the same `key` (column or unique columns) exists; True if inserted.
 
     Atomic on both engines."""
-    keys = [key] if isinstance(key, str) else key
-    if engine.dialect.name == "postgresql":
+    statement = _insert_ignore(engine.dialect.name, table, (key,) if isinstance(key, str) else tuple(key))
+    with engine.begin() as connection:
+        return connection.execute(statement, values).first() is not None
+
+
+@lru_cache(maxsize=64)
+def _insert_ignore(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
+    # One statement per table, the values bound per call: a statement built with its values is
+    # built and keyed for SQLAlchemy's compiled cache again on every insert, twice the insert's time.
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    with engine.begin() as connection:
-        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
-        return connection.execute(statement.returning(table.c[keys[0]])).first() is not None
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
+    return insert(table).on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
 
 
 _databases: dict[str, Database] = {}
