@@ -550,12 +550,12 @@ async def _stream(
     *,
     admission: _Admission,
     auth: _Auth,
+    started: float,
 ) -> AsyncIterator[str]:
     """Server-sent events. `hold`: only the final, verified text. `correct`: drafts as they are
     written, a `hybrid.event = "correction"` chunk whenever a streamed draft fails verification
     (discard what was streamed), then what replaces it."""
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-    started = time.perf_counter()
     yield _chunk(completion_id, request.model, {"role": "assistant", "content": ""})
     async with admission.slot(priority=auth.priority) as queued:
         events = api.stream(
@@ -608,8 +608,11 @@ async def _streaming_response(
     *,
     admission: _Admission,
     auth: _Auth,
+    started: float,
 ) -> StreamingResponse:
-    events = _stream(request, question, history, overrides, policy, admission=admission, auth=auth)
+    events = _stream(
+        request, question, history, overrides, policy, admission=admission, auth=auth, started=started
+    )
     if policy == "hold":
         # Nothing but the verified answer is streamed anyway: run first, then send. A replica
         # that dies mid-run has then sent nothing, and a load balancer can retry the request on
@@ -766,7 +769,14 @@ def create_app() -> FastAPI:
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
             return await _streaming_response(
-                request, question, history, overrides, policy, admission=admission, auth=auth
+                request,
+                question,
+                history,
+                overrides,
+                policy,
+                admission=admission,
+                auth=auth,
+                started=_received_at(raw),
             )
         started = _received_at(raw)
         async with admission.slot(raw, auth.priority) as queued:
