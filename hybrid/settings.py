@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     large_model: str | None = Field(None, description="Large-tier spec(s), like small_model.")
     ollama_base_url: str = Field("http://127.0.0.1:11434", description="Ollama server for `ollama:` specs.")
     ollama_keep_alive: str = Field("30m", description="How long Ollama keeps a model loaded after a call.")
+    ollama_logprobs: bool = Field(
+        True,
+        description="Ask Ollama for each answer's token log-probabilities, the verifier's confidence "
+        "signals (Ollama 0.12.11 and later; earlier versions ignore the request).",
+    )
     ollama_cold_start_s: float = Field(20.0, ge=0, description="Expected load time of a cold Ollama model.")
     embedded_cold_start_s: float = Field(1.0, ge=0, description="Expected load time of an embedded model.")
     cold_start_tolerance_s: float = Field(

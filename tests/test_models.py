@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -182,3 +183,68 @@ def test_messages_handed_past_the_sdks_request_walk_go_out_byte_for_byte(
         expected = [body.replace(b'"max_completion_tokens"', b'"max_tokens"') for body in expected]
     assert sent == expected
     assert b"Danube flows through Budapest" in sent[0]
+
+
+def test_ollama_is_asked_for_token_logprobs_and_the_verifier_gets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ollama's HTTP API mocked at the transport: the request asks for log-probabilities, and
+    ChatOllama's streamed chunks, aggregated, become the verifier's confidence signals."""
+    import httpx
+    import ollama
+
+    from hybrid.answering import reply_signals
+
+    asked: list[dict] = []
+    pieces = [("Par", -0.1), ("is", -0.3), (".", -2.0)]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(json.loads(request.content))
+        lines = [
+            {"model": "qwen", "created_at": "2026-12-06T00:00:00Z", "done": False,
+             "message": {"role": "assistant", "content": text},
+             "logprobs": [{"token": text, "logprob": logprob, "bytes": list(text.encode())}]}
+            for text, logprob in pieces
+        ] + [{"model": "qwen", "created_at": "2026-12-06T00:00:00Z", "done": True, "done_reason": "stop",
+              "message": {"role": "assistant", "content": ""}}]  # fmt: skip
+        return httpx.Response(200, text="\n".join(json.dumps(line) for line in lines))
+
+    model = get_chat_model("ollama:qwen", resolve_settings())
+    model._client = ollama.Client(transport=httpx.MockTransport(answer))  # type: ignore[attr-defined]
+
+    text, finish, meta = reply_signals(model.invoke([HumanMessage("Capital of France?")]))
+
+    assert asked[0]["logprobs"] is True
+    assert (text, finish) == ("Paris.", "stop")
+    assert meta["mean_token_logprob"] == pytest.approx(-0.8)
+    assert meta["min_token_prob"] == pytest.approx(math.exp(-2.0))
+
+    monkeypatch.setenv("HYBRID_OLLAMA_LOGPROBS", "false")
+    model = get_chat_model("ollama:qwen", resolve_settings())
+    model._client = ollama.Client(transport=httpx.MockTransport(answer))  # type: ignore[attr-defined]
+    model.invoke([HumanMessage("Capital of France?")])
+    assert not asked[-1].get("logprobs")
+
+
+def test_openai_shaped_logprobs_count_too_and_a_models_own_win() -> None:
+    from hybrid.answering import reply_signals
+
+    openai_shaped = AIMessage(
+        "Paris.",
+        response_metadata={"finish_reason": "stop", "logprobs": {"content": [
+            {"token": "Paris", "logprob": -0.5, "top_logprobs": []},
+            {"token": ".", "logprob": -1.5, "top_logprobs": []},
+        ]}},
+    )  # fmt: skip
+    _, _, meta = reply_signals(openai_shaped)
+    assert (meta["mean_token_logprob"], meta["min_token_prob"]) == (-1.0, pytest.approx(math.exp(-1.5)))
+
+    embedded = AIMessage(
+        "Paris.",
+        response_metadata={"mean_token_logprob": -0.2, "min_token_prob": 0.5, "logprobs": {"content": []}},
+    )
+    assert reply_signals(embedded)[2]["mean_token_logprob"] == -0.2
+    assert (
+        "mean_token_logprob"
+        not in reply_signals(AIMessage("Paris.", response_metadata={"logprobs": None}))[2]
+    )

@@ -75,6 +75,7 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
         num_predict=settings.max_answer_tokens,
         num_ctx=settings.n_ctx,  # never Ollama's silent default: prompts are checked against it
         keep_alive=settings.ollama_keep_alive,
+        logprobs=settings.ollama_logprobs,
         client_kwargs={"timeout": settings.model_timeout_s},
     )
 
@@ -156,6 +157,7 @@ _BUILD_FIELDS = {
     "max_answer_tokens",
     "temperature",
     "ollama_keep_alive",
+    "ollama_logprobs",
     "test_min_token_interval_s",
 }
 
