@@ -109,12 +109,10 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
                 payload["messages"] = []  # still a required argument; replaced in the body
             return payload
 
-    HybridChatOpenAI.__name__ = "CompatibleChatOpenAI" if compatible else "HybridChatOpenAI"
     return HybridChatOpenAI
 
 
 def _build_openai(name: str, settings: Settings) -> BaseChatModel:
-
     from hybrid.models.timing import timed_http_client
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
