@@ -3,15 +3,14 @@ reply says about itself, and what the draft cost."""
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage
 
 from hybrid import costs, effects
 from hybrid.decisions import Draft, Tier
+from hybrid.models import logprobs
 from hybrid.models.resilience import Attempt, TierDown, call_tier
 from hybrid.policy import guard_call
 from hybrid.settings import Settings
@@ -24,27 +23,9 @@ def reply_signals(reply: BaseMessage) -> tuple[str, str | None, dict[str, float 
     metadata = reply.response_metadata
     finish = metadata.get("finish_reason") or metadata.get("done_reason")
     meta = {k: v for k, v in metadata.items() if isinstance(v, float | str) and k in _REPLY_SIGNALS}
-    if "mean_token_logprob" not in meta:
-        logprobs = token_logprobs(metadata.get("logprobs"))
-        if logprobs:
-            meta["mean_token_logprob"] = sum(logprobs) / len(logprobs)
-            meta["min_token_prob"] = math.exp(min(logprobs))
+    if "mean_token_logprob" not in meta:  # the embedded models report their own
+        meta.update(logprobs.confidence(logprobs.reported(metadata.get("logprobs"))))
     return reply.text.strip(), finish, meta
-
-
-def token_logprobs(reported: Any) -> list[float]:
-    """The answer's token log-probabilities as a provider reports them: Ollama's list of tokens, or
-    OpenAI's `{"content": [...]}` (each token a mapping or an object with `logprob`)."""
-    if isinstance(reported, Mapping):
-        reported = reported.get("content")
-    if not isinstance(reported, Sequence) or isinstance(reported, str):
-        return []
-    found = []
-    for token in reported:
-        value = token.get("logprob") if isinstance(token, Mapping) else getattr(token, "logprob", None)
-        if isinstance(value, int | float) and math.isfinite(value):
-            found.append(float(value))
-    return found
 
 
 def _failure_kind(exc: TierDown) -> str:

@@ -1,7 +1,7 @@
 """Client time of one `openai:` model call: LangChain's ChatOpenAI as it comes against the
 factory's (messages handed past the OpenAI SDK's parameter walk), in turns, against the instant stub.
 
-    .venv/bin/python scripts/openai_client_overhead.py [--calls 400] [--port 9130]
+    .venv/bin/python scripts/openai_client_overhead.py [--calls 400] [--port N]
 
 Prints the median time of a call for a two-message question and a fourteen-message conversation
 with sources, and the stub's own time seen by a bare HTTP client. The figures in
@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from hybrid.evals.servers import free_port, running
 
 
 def _timed(call: object, messages: list[BaseMessage]) -> float:
@@ -30,17 +33,13 @@ def _timed(call: object, messages: list[BaseMessage]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=400)
-    parser.add_argument("--port", type=int, default=9130)
+    parser.add_argument("--port", type=int, help="The stub's port [default: a free one].")
     args = parser.parse_args()
-    url = f"http://127.0.0.1:{args.port}/v1"
-    stub = subprocess.Popen([sys.executable, "-m", "hybrid.evals.stub", "--port", str(args.port)])
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(f"http://127.0.0.1:{args.port}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    port = args.port or free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    command = [sys.executable, "-m", "hybrid.evals.stub", "--port", str(port)]
+    log = Path(tempfile.gettempdir()) / "openai-client-overhead-stub.log"
+    with running(command, f"http://127.0.0.1:{port}/health", log):
         os.environ["HYBRID_OPENAI_BASE_URL"] = url
         from langchain_openai import ChatOpenAI
 
@@ -80,9 +79,6 @@ def main() -> None:
                 f"{shape}: ChatOpenAI {medians['ChatOpenAI']:.2f} ms, factory {medians['factory']:.2f} ms "
                 f"({medians['factory'] / medians['ChatOpenAI']:.2f}x)"
             )
-    finally:
-        stub.terminate()
-        stub.wait(10)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from hybrid.errors import ContextWindowExceeded, GenerationPreempted, UnknownModel
+from hybrid.models.logprobs import confidence
 
 PromptFormat = Literal["auto", "chat", "completion"]
 
@@ -368,9 +369,7 @@ class EmbeddedChatModel(BaseChatModel):
             "finish_reason": finish,
             "usage": {"input_tokens": len(tokens), "output_tokens": len(generated)},
         }
-        if logprobs:
-            meta["mean_token_logprob"] = sum(logprobs) / len(logprobs)
-            meta["min_token_prob"] = math.exp(min(logprobs))
+        meta.update(confidence(logprobs))
         yield "", meta
 
     def _stream(
