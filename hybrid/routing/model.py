@@ -199,14 +199,16 @@ def knn_rates(
         order = np.argsort(-top_sims, axis=1, kind="stable")
         top = np.take_along_axis(top, order, 1)
         top_sims = np.take_along_axis(top_sims, order, 1)
-        columns = []
         valid = np.isfinite(top_sims)  # fewer rows than k left after exclusion: count only real ones
+        # Running sums over the neighbours, nearest first, read at each k: one pass for every k.
+        mass = np.cumsum(weights[top] * valid, axis=1)
+        rates = np.cumsum(weighted_onehot[top] * valid[:, :, None], axis=1)
+        similarity = np.cumsum(np.where(valid, top_sims, 0.0), axis=1)
+        columns = []
         for wanted in ks:
             k = min(wanted, k_max)
-            mass = (weights[top[:, :k]] * valid[:, :k]).sum(1, keepdims=True)
-            rates = (weighted_onehot[top[:, :k]] * valid[:, :k, None]).sum(1)
-            columns.append(rates / np.maximum(mass, 1e-12))
-            columns.append(np.where(valid[:, :k], top_sims[:, :k], 0.0).mean(1, keepdims=True))
+            columns.append(rates[:, k - 1] / np.maximum(mass[:, k - 1, None], 1e-12))
+            columns.append(similarity[:, k - 1, None] / k)
         out.append(np.hstack(columns))
     return np.vstack(out) if out else np.zeros((0, 5 * len(ks)))
 
