@@ -25,15 +25,17 @@ def embed_cached(
 ) -> np.ndarray:
     """Unit-length MiniLM embeddings after `layer` (`retrieval.embeddings.embed`), one row per text,
     cached (one set of files per layer)."""
-    from retrieval.embeddings import EMBEDDING_DIMENSIONS, FINAL_LAYER, embed
+    from retrieval.embeddings import EMBEDDING_DIMENSIONS, FINAL_LAYER, embed, encoder
 
-    name = "minilm" if layer == FINAL_LAYER else f"minilm-layer{layer}"
     if cache_dir is None:
         return embed(list(texts), batch_size=64, threads=threads, layer=layer)
+    # Named after the vectors the encoder gives, so files of another precision are never reused.
+    vectors = f"minilm-{encoder().vectors}"
+    name = vectors if layer == FINAL_LAYER else f"{vectors}-layer{layer}"
     keys = [_key(t) for t in texts]
     wanted = set(keys)
     found: dict[bytes, np.ndarray] = {}
-    # Exactly this layer's files: "minilm-*" would also match "minilm-layer3-*", and hand out
+    # Exactly this layer's files: "minilm-q8-*" would also match "minilm-q8-layer3-*", and hand out
     # layer-3 vectors as final-layer ones (training signals unlike the ones served).
     own = re.compile(rf"{re.escape(name)}-[0-9a-f]{{12}}\.npz")
     for path in sorted(p for p in Path(cache_dir).glob(f"{name}-*.npz") if own.fullmatch(p.name)):
