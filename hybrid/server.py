@@ -766,6 +766,7 @@ def create_app() -> FastAPI:
         if request.stream:  # a dead configuration too: a stream's status code cannot change later
             await run_in_threadpool(lambda: api.check_reachable(**overrides))
         admission.refuse_if_full(auth.priority)
+        started = _received_at(raw)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy
             return await _streaming_response(
@@ -776,9 +777,8 @@ def create_app() -> FastAPI:
                 policy,
                 admission=admission,
                 auth=auth,
-                started=_received_at(raw),
+                started=started,
             )
-        started = _received_at(raw)
         async with admission.slot(raw, auth.priority) as queued:
             answer = await run_in_threadpool(
                 lambda: api.ask(

@@ -255,7 +255,6 @@ class OnnxMiniLM:
         config = json.loads((model_dir / "sentence_bert_config.json").read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(int(config["max_seq_length"]))
-        self.tokenizer.enable_padding()
         self.graphs = graphs
         self.vectors = VECTORS
         self._sessions: dict[tuple[str, int], Any] = {}
@@ -280,10 +279,10 @@ class OnnxMiniLM:
                 )
             return self._sessions[half, threads]
 
-    def _feed(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def _feed(self, text: str) -> dict[str, np.ndarray]:
+        encoding = self.tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
+        mask = np.array([encoding.attention_mask], dtype=np.int64)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
     def _early(self, feed: dict[str, np.ndarray], threads: int) -> np.ndarray:
@@ -301,15 +300,14 @@ class OnnxMiniLM:
         early = np.zeros((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
         last = np.zeros_like(early) if final else None
         for row, text in enumerate(texts):
-            feed = self._feed([text])
-            hidden = self._early(feed, threads)
-            early[row] = _pool(hidden, feed["attention_mask"])[0]
+            partial = self.begin(text, threads)
+            early[row] = partial.early
             if last is not None:
-                last[row] = self._late(feed, hidden, threads)[0]
+                last[row] = partial.finish(threads)
         return Layers(early, last)
 
     def begin(self, text: str, threads: int) -> Partial:
-        feed = self._feed([text])
+        feed = self._feed(text)
         hidden = self._early(feed, threads)
         return Partial(_pool(hidden, feed["attention_mask"])[0], lambda t: self._late(feed, hidden, t)[0])
 

@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=256)
     args = parser.parse_args()
 
-    from retrieval.embeddings import embed, encoder
+    from retrieval.embeddings import embed
 
     passages = []
     with args.corpus.open() as lines:
@@ -28,7 +28,6 @@ def main() -> None:
             passages.append(f"{row.get('title', '')} {row['text']}")
             if len(passages) >= args.passages:
                 break
-    encoder()
     embed(passages[:8], batch_size=64, threads=1)  # sessions made, weights read
     began = time.perf_counter()
     embed(passages, batch_size=64, threads=1)
