@@ -255,6 +255,9 @@ class OnnxMiniLM:
         config = json.loads((model_dir / "sentence_bert_config.json").read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(int(config["max_seq_length"]))
+        # The packaged tokenizer.json pads every text to 128 tokens; each text runs alone, so padding
+        # only multiplies the work (a short question's pass cost four times as much).
+        self.tokenizer.no_padding()
         self.graphs = graphs
         self.vectors = VECTORS
         self._sessions: dict[tuple[str, int], Any] = {}

@@ -92,6 +92,18 @@ def test_a_texts_vector_does_not_depend_on_the_texts_embedded_beside_it() -> Non
 
 
 @pytest.mark.integration
+def test_each_text_runs_at_its_own_length_without_padding() -> None:
+    # The packaged tokenizer pads to 128 tokens: a short question would pay for 128.
+    runner = embeddings.encoder()
+    assert isinstance(runner, embeddings.OnnxMiniLM)
+    for text in TEXTS:
+        feed = runner._feed(text)
+        assert feed["attention_mask"].all()
+        assert 2 <= feed["input_ids"].shape[1] <= 256
+    assert runner._feed("What is the capital of France?")["input_ids"].shape[1] < 16
+
+
+@pytest.mark.integration
 def test_a_question_embedded_for_the_router_finishes_its_pass_to_the_same_last_vector() -> None:
     question = "Which planet has the most moons, and when was the last one found?"
     early = embeddings.embed_query(question, layer=embeddings.EARLY_LAYER)
