@@ -377,7 +377,7 @@ def ask(
     gets one. With a tenant's `key`, the conversation is that tenant's: its tier's policy applies,
     and another tenant's conversation is `Forbidden`.
     """
-    settings, question, thread_id, graph = _start(question, thread_id, key, overrides)
+    settings, question, thread_id, graph = _start(question, thread_id, key, overrides, history)
     try:
         with shadow.user_run():
             output = graph.invoke(
@@ -392,15 +392,22 @@ def ask(
 
 
 def _start(
-    question: str, thread_id: str | None, key: str | None, overrides: Mapping[str, Any]
+    question: str,
+    thread_id: str | None,
+    key: str | None,
+    overrides: Mapping[str, Any],
+    history: list[Mapping[str, str]] | None = None,
 ) -> tuple[Settings, str, str, CompiledStateGraph]:
     """Everything checked before a turn runs: the key, the per-run settings it may send, the
-    question, the conversation's owner, a pending review, the policy's refusals."""
+    question, the conversation's owner, a pending review, the policy's refusals. The learned
+    router's embedding of a new conversation's question runs meanwhile (`begin_routing`)."""
     who = policies.authenticate(resolve_settings(), key)
     settings = _run_settings(overrides, who)
     question = check_question(question, settings)
     new = not thread_id
     thread_id = thread_id or uuid.uuid4().hex
+    if new and not history:
+        _begin_routing(question, settings, thread_id)
     graph = _graph(settings)
     _claim(settings, who, graph, thread_id, new=new)
     if not new:  # a conversation just begun has no review pending
@@ -408,6 +415,30 @@ def _start(
     _screen(question, thread_id, settings, who)
     _admit(question, thread_id, settings, graph)
     return settings, question, thread_id, graph
+
+
+def begin_routing(
+    question: str,
+    *,
+    thread_id: str | None = None,
+    history: list[Mapping[str, str]] | None = None,
+    **overrides: Any,
+) -> None:
+    """Begin what the learned router will read of a checked question (its MiniLM pass) on a
+    background thread, so it overlaps the work before the turn runs (the server calls this once a
+    request is admitted). Only a new conversation's question (a later one may be routed with the
+    question before it), and only while no other turn runs in this process: then a core is spare,
+    while under load the pass only moves between busy cores and costs more per request (measured:
+    docs/benchmarks.md). Changes nothing a caller can see; `ask` and `stream` do it too."""
+    if not thread_id and not history:
+        _begin_routing(question, _run_settings(overrides), None)
+
+
+def _begin_routing(question: str, settings: Settings, thread_id: str | None) -> None:
+    from hybrid.turns import prefetch_learned_score
+
+    if shadow.user_runs() == 0:
+        prefetch_learned_score(question, settings, thread_id)
 
 
 def _admit(question: str, thread_id: str, settings: Settings, graph: CompiledStateGraph) -> None:
@@ -443,7 +474,7 @@ def stream(
 ) -> Iterator[Event]:
     """Like `ask`, yielding draft tokens and finished nodes as they happen, then the `Answer`
     (or raising `ModelsUnreachable` instead, as `ask` does)."""
-    settings, question, thread_id, graph = _start(question, thread_id, key, overrides)
+    settings, question, thread_id, graph = _start(question, thread_id, key, overrides, history)
     try:
         with shadow.user_run():
             yield from _stream_events(graph, thread_id, question, history, settings)

@@ -755,17 +755,19 @@ def create_app() -> FastAPI:
         # Refuse what can be refused before anything runs (and before a stream starts, so the
         # refusal gets its status code): bad input, another tenant's conversation, a policy
         # refusal, a spent budget, the key's rate limit, a full queue.
-        def check() -> None:
-            api.check_request(question, key=auth.key, thread_id=thread_id, **overrides)
+        def check() -> str:
+            checked = api.check_request(question, key=auth.key, thread_id=thread_id, **overrides)
             auth.take_rate()
+            return checked
 
         if auth.policy:  # the checks read the database (and maybe embed the question)
-            await run_in_threadpool(check)
+            checked = await run_in_threadpool(check)
         else:  # only the question and the settings: no need to leave the event loop
-            check()
+            checked = check()
         if request.stream:  # a dead configuration too: a stream's status code cannot change later
             await run_in_threadpool(lambda: api.check_reachable(**overrides))
         admission.refuse_if_full(auth.priority)
+        api.begin_routing(checked, thread_id=thread_id, history=history, **overrides)
         started = _received_at(raw)
         if request.stream:
             policy = request.hybrid.stream_policy or resolve_settings().stream_policy

@@ -134,6 +134,11 @@ def user_run() -> Iterator[None]:
             _runner.lock.notify_all()
 
 
+def user_runs() -> int:
+    """How many user requests are running in this process now."""
+    return _runner.user_runs
+
+
 def drain(timeout: float) -> bool:
     """Wait until no shadow run is queued or running (True), or `timeout` seconds (False)."""
     ends = time.monotonic() + timeout

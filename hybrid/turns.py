@@ -38,7 +38,13 @@ from hybrid.models.reachability import describe_unreachable, unreachable_models
 from hybrid.models.state import estimated_tokens, model_state
 from hybrid.registry import ArtifactSet
 from hybrid.reviews import case_id_for
-from hybrid.routing.decision import LearnedScore, decide_route, routing_text, score_query
+from hybrid.routing.decision import (
+    LearnedScore,
+    decide_route,
+    prefetch_query_embedding,
+    routing_text,
+    score_query,
+)
 from hybrid.settings import Settings
 from hybrid.validation import check_question
 from hybrid.verification.judge import HEURISTIC_THRESHOLD, LARGE_HEURISTIC_THRESHOLD, judge_draft
@@ -94,6 +100,21 @@ def learned_score(
     except Exception as exc:  # a broken artifact degrades to the heuristic, visibly
         observability.logger.warning("learned router unavailable: %s: %s", type(exc).__name__, exc)
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def prefetch_learned_score(question: str, settings: Settings, thread_id: str | None) -> None:
+    """Begin the learned router's embedding of a conversation's first question while the turn is
+    checked and recorded (a later question's routing text may include the one before it). The
+    conversation id picks the artefact version, as `route_question` does; without one, the stable
+    version's (a canary reading another layer would embed again: correct, only slower)."""
+    if settings.router != "learned" or settings.force_route:
+        return
+    try:
+        router = registry.resolve(settings, thread_id).path("router")
+        if router is not None:
+            prefetch_query_embedding(routing_text(question, ()), router)
+    except Exception:  # `learned_score` reports a broken artefact when it scores
+        pass
 
 
 def retrieves(kb_score: float, kb_available: bool, settings: Settings) -> bool:

@@ -39,6 +39,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -408,6 +409,8 @@ class _Remembered:
 
 _remembered: OrderedDict[str, _Remembered] = OrderedDict()
 _partials: OrderedDict[str, Partial] = OrderedDict()
+_PREFETCHED_MAX = 16
+_prefetched: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
 _remembered_lock = threading.Lock()
 
 
@@ -460,14 +463,52 @@ def embed_remembered(texts: list[str]) -> np.ndarray:
 
 def embed_query(text: str, layer: int = FINAL_LAYER) -> np.ndarray:
     """One question's embedding after MiniLM's `layer`, remembered (see `embed_remembered`). The
-    router's early vector keeps its pass open, so the last layer costs only the late layers."""
+    router's early vector keeps its pass open, so the last layer costs only the late layers. An
+    embedding `prefetch_query` began is waited for; one still queued is embedded here instead."""
     _check_layer(layer)
+    with _remembered_lock:
+        future = _prefetched.pop((text, layer), None)
+    if future is not None and not future.cancel():
+        try:
+            return future.result()
+        except Exception:  # embedded again below, where a lasting fault raises
+            pass
+    return _embed_query(text, layer, query_threads())
+
+
+def prefetch_query(text: str, layer: int = FINAL_LAYER) -> None:
+    """Begin `embed_query(text, layer)` on a background thread, for a caller that asks for it after
+    other work: ONNX Runtime releases the GIL, so the pass runs on the other core meanwhile.
+
+    Only when no other prefetch is under way: a spare core is what makes it pay. Under load every
+    core is busy anyway, and passes queued behind each other cost more CPU per request than each
+    caller embedding its own (measured: docs/benchmarks.md)."""
+    _check_layer(layer)
+    if _recalled(text, layer) is not None:
+        return
+    with _remembered_lock:
+        if (text, layer) in _prefetched or any(not f.done() for f in _prefetched.values()):
+            return
+        # One thread: the caller's own work holds the other core meanwhile.
+        _prefetched[text, layer] = _prefetcher().submit(_embed_query, text, layer, 1)
+        while len(_prefetched) > _PREFETCHED_MAX:
+            _prefetched.popitem(last=False)[1].cancel()
+
+
+@lru_cache(maxsize=1)
+def _prefetcher() -> ThreadPoolExecutor:
+    # One thread, one pass at a time; a caller whose prefetch has not begun by the time it needs it
+    # embeds the text itself (`embed_query`), so a prefetch never delays anyone.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="minilm-prefetch")
+
+
+def _embed_query(text: str, layer: int, threads: int) -> np.ndarray:
     if layer == FINAL_LAYER:
         return embed_remembered([text])[0]
     recalled = _recalled(text, EARLY_LAYER)
     if recalled is not None:
         return recalled
-    partial = encoder().begin(text, query_threads())
+    partial = encoder().begin(text, threads)
     _remember(text, partial.early, None)
     with _remembered_lock:
         _partials[text] = partial

@@ -5,6 +5,11 @@ embedded beside it; and the embedder falls back to torch, saying why, when no gr
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +176,89 @@ def test_without_an_onnx_graph_the_embedder_runs_torch_and_says_why(
 def test_nothing_to_embed_needs_no_model(monkeypatch: pytest.MonkeyPatch, fresh_encoder: None) -> None:
     monkeypatch.setattr(embeddings, "onnx_path", lambda: pytest.fail("no model for no texts"))
     assert embeddings.embed([]).shape == (0, embeddings.EMBEDDING_DIMENSIONS)
+
+
+class _CountingEncoder:
+    """Vectors from a text's length, recording who began each pass; the prefetch thread's passes
+    wait for `gate`."""
+
+    def __init__(self) -> None:
+        self.begun: list[tuple[str, str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def begin(self, text: str, threads: int) -> embeddings.Partial:
+        worker = threading.current_thread().name.startswith("minilm-prefetch")
+        if worker:
+            self.gate.wait(10)
+        self.begun.append((text, "prefetch" if worker else "caller"))
+        if self.fail:
+            raise RuntimeError("onnx fault")
+        early = np.full(embeddings.EMBEDDING_DIMENSIONS, float(len(text)), dtype=np.float32)
+        return embeddings.Partial(early, lambda _t: early * 2)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[_CountingEncoder]:
+    encoder = _CountingEncoder()
+    monkeypatch.setattr(embeddings, "encoder", lambda: encoder)
+    for name in ("_remembered", "_partials", "_prefetched"):
+        monkeypatch.setattr(embeddings, name, OrderedDict())
+    yield encoder
+    encoder.gate.set()
+
+
+def _prefetched(text: str) -> Future[np.ndarray]:
+    return embeddings._prefetched[text, embeddings.EARLY_LAYER]
+
+
+@pytest.mark.unit
+def test_a_prefetched_embedding_is_the_one_its_caller_gets(counting: _CountingEncoder) -> None:
+    embeddings.prefetch_query("capital of France?", embeddings.EARLY_LAYER)
+    embeddings.prefetch_query("capital of France?", embeddings.EARLY_LAYER)  # already under way
+    _prefetched("capital of France?").result(10)
+
+    vector = embeddings.embed_query("capital of France?", layer=embeddings.EARLY_LAYER)
+
+    assert vector[0] == len("capital of France?")
+    assert counting.begun == [("capital of France?", "prefetch")]  # one pass, not two
+    assert not embeddings._prefetched
+    embeddings.prefetch_query("capital of France?", embeddings.EARLY_LAYER)  # remembered: nothing to do
+    assert not embeddings._prefetched
+
+
+@pytest.mark.unit
+def test_while_one_prefetch_runs_another_is_not_queued_and_its_caller_embeds_at_once(
+    counting: _CountingEncoder,
+) -> None:
+    counting.gate.clear()
+    embeddings.prefetch_query("held", embeddings.EARLY_LAYER)  # the one worker waits at the gate
+    ends = time.monotonic() + 10
+    while not _prefetched("held").running() and time.monotonic() < ends:
+        time.sleep(0.001)
+    embeddings.prefetch_query("queued", embeddings.EARLY_LAYER)
+    assert ("queued", embeddings.EARLY_LAYER) not in embeddings._prefetched  # under load: no queue
+
+    vector = embeddings.embed_query("queued", layer=embeddings.EARLY_LAYER)  # the gate is still shut
+
+    assert vector[0] == len("queued")
+    assert counting.begun == [("queued", "caller")]
+    counting.gate.set()
+    _prefetched("held").result(10)
+    assert embeddings.embed_query("held", layer=embeddings.EARLY_LAYER)[0] == len("held")
+    assert counting.begun == [("queued", "caller"), ("held", "prefetch")]
+
+
+@pytest.mark.unit
+def test_a_failed_prefetch_is_embedded_again_and_a_lasting_fault_raises(counting: _CountingEncoder) -> None:
+    counting.fail = True
+    embeddings.prefetch_query("faulty", embeddings.EARLY_LAYER)
+    assert isinstance(_prefetched("faulty").exception(10), RuntimeError)
+
+    with pytest.raises(RuntimeError, match="onnx fault"):
+        embeddings.embed_query("faulty", layer=embeddings.EARLY_LAYER)
+    assert counting.begun == [("faulty", "prefetch"), ("faulty", "caller")]
+
+    counting.fail = False
+    assert embeddings.embed_query("faulty", layer=embeddings.EARLY_LAYER)[0] == len("faulty")

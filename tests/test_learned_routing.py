@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from graphs.state import RouteDecision
-from hybrid import api
+from hybrid import api, shadow
 from hybrid.routing.decision import LearnedScore, rescore_with_retrieval
 from hybrid.routing.model import RouterScore
 from tests.fakes import FakeModels
@@ -50,6 +50,80 @@ def test_an_easy_question_stays_on_the_small_model(fakes: FakeModels) -> None:
     assert answer.route["route"] == "small"
     assert answer.route["difficulty"] < answer.route["threshold"]
     assert answer.answered_by == "fake:small"
+
+
+def _recording_prefetches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    from retrieval import embeddings
+
+    asked: list[tuple[str, int]] = []
+    prefetch = embeddings.prefetch_query
+
+    def recorded(text: str, layer: int = embeddings.FINAL_LAYER) -> None:
+        asked.append((text, layer))
+        prefetch(text, layer)
+
+    monkeypatch.setattr(embeddings, "prefetch_query", recorded)
+    return asked
+
+
+@pytest.mark.integration
+def test_a_new_conversations_question_is_embedded_once_begun_before_the_turn_runs(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval import embeddings
+
+    fakes.set("small", "Paris.")
+    asked = _recording_prefetches(monkeypatch)
+    passes: list[str] = []
+    begin = embeddings.OnnxMiniLM.begin
+
+    def counted(self: embeddings.OnnxMiniLM, text: str, threads: int) -> embeddings.Partial:
+        passes.append(text)
+        return begin(self, text, threads)
+
+    monkeypatch.setattr(embeddings.OnnxMiniLM, "begin", counted)
+    question = "Which river flows through the capital of Hungary?"
+
+    first = api.ask(question)
+    later = "Which river flows through the capital of Austria?"
+    api.ask(later, thread_id=first.thread_id)  # its routing text may include the first question
+
+    assert asked == [(question, embeddings.EARLY_LAYER)]  # the later question is not begun early
+    assert passes == [question, later]  # one pass each: a prefetched pass is never run again
+    assert first.route["router"].startswith("learned")
+
+    busy = "Which river flows through the capital of Slovakia?"
+    with shadow.user_run():  # another turn is running: no core is spare, nothing is begun early
+        api.ask(busy)
+    assert asked == [(question, embeddings.EARLY_LAYER)]
+    assert passes[-1] == busy
+
+
+@pytest.mark.integration
+def test_the_server_begins_a_new_conversations_routing_when_it_admits_the_request(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from hybrid.server import create_app
+    from retrieval import embeddings
+
+    fakes.set("small", "Paris.")
+    asked = _recording_prefetches(monkeypatch)
+    http = TestClient(create_app())
+
+    def chat(*messages: str) -> None:
+        roles = ("user", "assistant")
+        turns = [{"role": roles[i % 2], "content": m} for i, m in enumerate(messages)]
+        reply = http.post("/v1/chat/completions", json={"model": "hybrid", "messages": turns})
+        assert reply.status_code == 200
+
+    chat("  What is the capital of Portugal?  ")
+    assert asked[0] == ("What is the capital of Portugal?", embeddings.EARLY_LAYER)  # checked: stripped
+    assert set(asked) == {asked[0]}  # the server's and the turn's requests are one pass
+    asked.clear()
+    chat("What is the capital of Portugal?", "Lisbon.", "And of Spain?")
+    assert asked == []  # a follow-up is routed with the question before it
 
 
 @pytest.mark.integration

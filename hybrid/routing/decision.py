@@ -79,6 +79,16 @@ def score_query(
     return LearnedScore(score, model.threshold, f"{label or router.name} {trained}".strip())
 
 
+def prefetch_query_embedding(text: str, router: Path) -> None:
+    """Begin the embedding `score_query(text, router)` will read, on a background thread."""
+    from hybrid.routing.model import RouterModel
+    from retrieval.embeddings import prefetch_query
+
+    model = RouterModel.load(router)
+    if model.use_embedding:
+        prefetch_query(text, model.embedding_layer)
+
+
 @dataclass(frozen=True)
 class Score:
     """What the scorer said: who scored, the score against its threshold, and the route it implies."""
