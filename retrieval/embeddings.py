@@ -246,6 +246,15 @@ class _Encoder(Protocol):
     def begin(self, text: str, threads: int) -> Partial: ...
 
 
+_ONE_THREAD_TOKENS = 64
+"""Up to this many tokens a text runs on one thread whatever it is given: a second thread only
+pays on longer texts (measured: docs/benchmarks.md), and costs CPU that others need under load."""
+
+
+def _threads_for(feed: dict[str, np.ndarray], threads: int) -> int:
+    return 1 if feed["input_ids"].shape[1] <= _ONE_THREAD_TOKENS else threads
+
+
 class OnnxMiniLM:
     """MiniLM in ONNX Runtime: the packaged tokenizer, mean pooling and unit length, as the
     sentence-transformers pipeline of the package (modules.json) does."""
@@ -290,10 +299,11 @@ class OnnxMiniLM:
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
     def _early(self, feed: dict[str, np.ndarray], threads: int) -> np.ndarray:
-        return self._session("early", threads).run(None, feed)[0]
+        return self._session("early", _threads_for(feed, threads)).run(None, feed)[0]
 
     def _late(self, feed: dict[str, np.ndarray], early: np.ndarray, threads: int) -> np.ndarray:
-        hidden = self._session("late", threads).run(None, {**feed, _EARLY_OUTPUT: early})[0]
+        session = self._session("late", _threads_for(feed, threads))
+        hidden = session.run(None, {**feed, _EARLY_OUTPUT: early})[0]
         return _pool(hidden, feed["attention_mask"])
 
     def encode(self, texts: list[str], batch_size: int, threads: int, final: bool = True) -> Layers:
@@ -369,11 +379,12 @@ def encoder() -> _Encoder:
 
 
 def query_threads() -> int:
-    """Threads for one question's embedding: two where there are two cores.
+    """Threads for one question's embedding: two where there are two cores (for a text of more
+    than `_ONE_THREAD_TOKENS` tokens; shorter ones run on one).
 
-    On 2 cores two threads embed a question faster than one, alone and with llama.cpp generating
-    on both cores (the threads sleep rather than spin, see `OnnxMiniLM`; figures in
-    docs/benchmarks.md). More cores are untried for one question.
+    On 2 cores two threads embed a long question faster than one, alone (the threads sleep rather
+    than spin, see `OnnxMiniLM`; figures in docs/benchmarks.md). More cores are untried for one
+    question.
     """
     return min(2, os.cpu_count() or 1)
 

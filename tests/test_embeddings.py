@@ -109,6 +109,19 @@ def test_each_text_runs_at_its_own_length_without_padding() -> None:
 
 
 @pytest.mark.integration
+def test_a_short_text_runs_on_one_thread_and_a_long_one_on_those_it_is_given(
+    fresh_encoder: None,
+) -> None:
+    # A second thread pays only on long texts; on short ones it costs CPU for nothing.
+    runner = embeddings.encoder()
+    assert isinstance(runner, embeddings.OnnxMiniLM)
+    runner.encode(["What is the capital of France?"], batch_size=1, threads=2)
+    assert set(runner._sessions) == {("early", 1), ("late", 1)}
+    runner.encode(["word " * 100], batch_size=1, threads=2)
+    assert set(runner._sessions) == {("early", 1), ("late", 1), ("early", 2), ("late", 2)}
+
+
+@pytest.mark.integration
 def test_a_question_embedded_for_the_router_finishes_its_pass_to_the_same_last_vector() -> None:
     question = "Which planet has the most moons, and when was the last one found?"
     early = embeddings.embed_query(question, layer=embeddings.EARLY_LAYER)
