@@ -405,9 +405,12 @@ def _start(
     settings = _run_settings(overrides, who)
     question = check_question(question, settings)
     new = not thread_id
+    begin = _may_begin_routing(thread_id, history)
     thread_id = thread_id or uuid.uuid4().hex
-    if new and not history:
-        _begin_routing(question, settings, thread_id)
+    if begin:
+        from hybrid.turns import prefetch_learned_score
+
+        prefetch_learned_score(question, settings, thread_id)
     graph = _graph(settings)
     _claim(settings, who, graph, thread_id, new=new)
     if not new:  # a conversation just begun has no review pending
@@ -430,15 +433,15 @@ def begin_routing(
     question before it), and only while no other turn runs in this process: then a core is spare,
     while under load the pass only moves between busy cores and costs more per request (measured:
     docs/benchmarks.md). Changes nothing a caller can see; `ask` and `stream` do it too."""
-    if not thread_id and not history:
-        _begin_routing(question, _run_settings(overrides), None)
+    if _may_begin_routing(thread_id, history):
+        from hybrid.turns import prefetch_learned_score
+
+        prefetch_learned_score(question, _run_settings(overrides), None)
 
 
-def _begin_routing(question: str, settings: Settings, thread_id: str | None) -> None:
-    from hybrid.turns import prefetch_learned_score
-
-    if shadow.user_runs() == 0:
-        prefetch_learned_score(question, settings, thread_id)
+def _may_begin_routing(thread_id: str | None, history: list[Mapping[str, str]] | None) -> bool:
+    # Checked before anything is resolved: under load it is false for every request.
+    return not thread_id and not history and shadow.user_runs() == 0
 
 
 def _admit(question: str, thread_id: str, settings: Settings, graph: CompiledStateGraph) -> None:

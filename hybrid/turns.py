@@ -112,7 +112,7 @@ def prefetch_learned_score(question: str, settings: Settings, thread_id: str | N
     try:
         router = registry.resolve(settings, thread_id).path("router")
         if router is not None:
-            prefetch_query_embedding(routing_text(question, ()), router)
+            prefetch_query_embedding(question, router)  # a first question is routed as it is
     except Exception:  # `learned_score` reports a broken artefact when it scores
         pass
 
