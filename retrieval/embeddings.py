@@ -13,11 +13,12 @@ the last layer, which retrieval, the answer cache and the verifier read. The pas
 two graphs at that layer, so the router's decision waits for half the model only, and a question
 the router has embedded continues from there (`embed_query`) instead of starting again.
 
-The early graph's feed-forward products run in 8-bit integers (ONNX Runtime's dynamic
-quantisation, one scale per output channel), the rest in 32-bit floats: the router's half then
-takes about two thirds of the time, and vectors stay within cosine 0.99 of full precision (what
-routing, answers and retrieval measured with them: docs/benchmarks.md). Each text runs alone,
-so its vector never depends on what is embedded beside it. Vectors kept on disk carry `VECTORS`
+Each layer runs as a few fused operators (attention as one, normalisation with the residual
+addition as one: `_fuse`). The early graph's feed-forward products run in 8-bit integers (ONNX
+Runtime's dynamic quantisation, one scale per output channel), the rest in 32-bit floats: the
+router's half then takes about two thirds of the time, and vectors stay within cosine 0.99 of full
+precision (what routing, answers and retrieval measured with them: docs/benchmarks.md). Each text
+runs alone, so its vector never depends on what is embedded beside it. Vectors kept on disk carry `VECTORS`
 in their file names, so ones made before are not mixed in.
 
 The Chroma embedding function is registered under its own name so a collection reopened in any
@@ -62,10 +63,12 @@ the compute (`hybrid eval routing`; figures in docs/benchmarks.md). The last lay
 vector of retrieval, the answer cache and the verifier; a pass that needs both runs the layers
 once."""
 LAYERS = (EARLY_LAYER, FINAL_LAYER)
-_ONNX_FORMAT = 3  # bump when the exported graphs change, so old files are not reused
-VECTORS = "q8"
-"""Names the vectors the ONNX graphs give (8-bit early half), for caches kept on disk: the torch
-fallback's full-precision ones are "f32" (`encoder().vectors`)."""
+_ONNX_FORMAT = 4  # bump when the exported graphs change, so old files are not reused
+VECTORS = "q8f"
+"""Names the vectors the ONNX graphs give (8-bit early half, fused operators), for caches kept on
+disk: the torch fallback's full-precision ones are "f32" (`encoder().vectors`). The graphs before
+fusion gave "q8", within cosine 0.999 of these: the 8-bit half rounds a few activations the other
+way once the float sums run in another order, and training vectors must be the ones served."""
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _EARLY_OUTPUT = "early_hidden_state"
 _encode_lock = threading.Lock()
@@ -95,10 +98,11 @@ def onnx_path() -> Path:
     return Path(sys.prefix) / "share" / "hybrid" / f"{EMBEDDING_MODEL}-{version}-onnx{_ONNX_FORMAT}"
 
 
-def prepare_onnx(target: Path | None = None, *, quantize_early: bool = True) -> Path:
+def prepare_onnx(target: Path | None = None, *, quantize_early: bool = True, fuse: bool = True) -> Path:
     """Export MiniLM's transformer from the packaged weights to ONNX (seconds, plus torch's import:
-    once per environment), as two graphs split after layer `EARLY_LAYER` (`onnx.utils.extract_model`),
-    the early one quantised to 8 bits (`quantize_early`; off only to check the export itself).
+    once per environment), with each layer's operators fused (`fuse`, see `_fuse`), as two graphs
+    split after layer `EARLY_LAYER` (`onnx.utils.extract_model`), the early one quantised to 8 bits
+    (`quantize_early`; `quantize_early` and `fuse` off only to check the export itself).
 
     Written to a temporary directory and renamed, so a concurrent reader never sees half a graph.
     """
@@ -110,6 +114,7 @@ def prepare_onnx(target: Path | None = None, *, quantize_early: bool = True) -> 
 
     log.info("exporting %s to ONNX at %s (once per environment)", EMBEDDING_MODEL, target)
     transformer = load_sentence_model()[0].auto_model.eval()
+    attention = transformer.config._attn_implementation
 
     class EarlyAndLastHiddenStates(torch.nn.Module):
         def __init__(self) -> None:
@@ -132,18 +137,26 @@ def prepare_onnx(target: Path | None = None, *, quantize_early: bool = True) -> 
     temporary = Path(tempfile.mkdtemp(dir=target.parent, suffix=".onnx.partial"))
     try:
         whole = temporary / "whole.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings about transformers' Python branches
-            torch.onnx.export(
-                EarlyAndLastHiddenStates(),
-                example,
-                whole,
-                input_names=list(_ONNX_INPUTS),
-                output_names=list(outputs),
-                dynamic_axes=dynamic,
-                opset_version=17,
-                dynamo=False,  # the TorchScript exporter needs no onnxscript and handles BERT fully
-            )
+        # The fusions below recognise attention written out as products and a softmax (eager), not
+        # torch's fused kernel (sdpa); the two compute the same vectors.
+        transformer.set_attn_implementation("eager")
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # tracer warnings about transformers' Python branches
+                torch.onnx.export(
+                    EarlyAndLastHiddenStates(),
+                    example,
+                    whole,
+                    input_names=list(_ONNX_INPUTS),
+                    output_names=list(outputs),
+                    dynamic_axes=dynamic,
+                    opset_version=17,
+                    dynamo=False,  # the TorchScript exporter needs no onnxscript and handles BERT fully
+                )
+        finally:
+            transformer.set_attn_implementation(attention)
+        if fuse:
+            _fuse(whole, transformer.config)
         # ONNX Runtime runs a whole graph whatever outputs are asked for: the router's half is its
         # own graph. The late half still reads the token inputs, for their shapes and the mask.
         extract_model(str(whole), str(temporary / "early.onnx"), list(_ONNX_INPUTS), [_EARLY_OUTPUT])
@@ -164,6 +177,32 @@ def prepare_onnx(target: Path | None = None, *, quantize_early: bool = True) -> 
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return target
+
+
+def _fuse(graph: Path, config: Any) -> None:
+    """Fuse each layer's operators, in place: embeddings and their normalisation, attention, the
+    residual additions with their normalisation, bias with GELU (ONNX Runtime's BERT fusions, from
+    about 800 operators to about 50). Same vectors, and the router's half of a question's pass takes
+    a seventh less time inside a request (docs/benchmarks.md). Where the fusions cannot run, the
+    graph stays as exported: slower, not wrong."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = logging.getLogger("onnxruntime.transformers")  # logs each fusion it tries
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        fused = optimize_model(
+            str(graph),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=0,  # the fusions only: ONNX Runtime optimises the rest each time it loads a graph
+        )
+        fused.save_model_to_file(str(graph))
+    except Exception as exc:
+        log.warning("MiniLM's ONNX graph left unfused (%s: %s)", type(exc).__name__, exc)
+    finally:
+        quiet.setLevel(level)
 
 
 def _quantize(graph: Path) -> None:
@@ -193,6 +232,8 @@ def _quantize(graph: Path) -> None:
             nodes_to_quantize=feed_forward,
             per_channel=True,
             weight_type=QuantType.QInt8,
+            # Shape inference cannot type the outputs of the fused operators (ONNX Runtime's own).
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         logging.getLogger().removeFilter(quiet)

@@ -84,6 +84,24 @@ def test_the_served_vectors_with_an_8_bit_early_half_stay_close_to_full_precisio
 
 
 @pytest.mark.integration
+def test_each_layer_runs_as_a_few_fused_operators(full_precision: embeddings.OnnxMiniLM) -> None:
+    # The fused graphs give torch's vectors (the full-precision test above); here, that they are fused.
+    for graphs in (embeddings.encoder().graphs, full_precision.graphs):  # served, and full precision
+        for half, layers in (
+            ("early", embeddings.EARLY_LAYER),
+            ("late", embeddings.FINAL_LAYER - embeddings.EARLY_LAYER),
+        ):
+            ops = [
+                node.op_type
+                for node in onnx.load(str(graphs / f"{half}.onnx"), load_external_data=False).graph.node
+            ]
+            assert ops.count("Attention") == layers
+            assert ops.count("SkipLayerNormalization") == 2 * layers
+            assert "Softmax" not in ops
+            assert len(ops) < 20 * layers
+
+
+@pytest.mark.integration
 def test_a_texts_vector_does_not_depend_on_the_texts_embedded_beside_it() -> None:
     # 8-bit activations are scaled per run: in a batch, a text's vector moved with its neighbours,
     # and the router's references (embedded in bulk) differed from a served question (alone).
@@ -154,8 +172,8 @@ def test_a_disk_cache_holding_both_layers_gives_each_layer_its_own_vectors(tmp_p
     assert np.abs(again - final).max() < 1e-6
     assert sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.iterdir()) == [
         "minilm-layer3",
-        "minilm-q8",
-        "minilm-q8-layer3",
+        f"minilm-{embeddings.VECTORS}",
+        f"minilm-{embeddings.VECTORS}-layer3",
     ]
 
 
