@@ -45,6 +45,7 @@ from hybrid.routing.decision import (
     routing_text,
     score_query,
 )
+from hybrid.sensitivity import find_sensitive
 from hybrid.settings import Settings
 from hybrid.validation import check_question
 from hybrid.verification.judge import HEURISTIC_THRESHOLD, LARGE_HEURISTIC_THRESHOLD, judge_draft
@@ -181,6 +182,8 @@ def route_question(
     previous = questions_asked(history)
     turns = conversation_turns(history, settings.history_turns)
     kb_score, kb_available, kb_error, kb_version = knowledge_coverage(question, settings)
+    # Before the router, which may wait for an embedding begun at arrival: this work needs none.
+    findings = find_sensitive(question)
     learned, learned_error = learned_score(question, previous, settings, artifacts)
     room = settings.passages * settings.chunk_size // 4 if retrieves(kb_score, kb_available, settings) else 0
     route = decide_route(
@@ -197,6 +200,7 @@ def route_question(
         learned=learned,
         learned_error=learned_error,
         policy=policy,
+        findings=findings,
     )
     if kb_error:
         route["reasons"].append(f"knowledge base unavailable: {kb_error}")

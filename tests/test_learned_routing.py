@@ -100,6 +100,40 @@ def test_a_new_conversations_question_is_embedded_once_begun_before_the_turn_run
 
 
 @pytest.mark.integration
+def test_a_turn_does_the_work_that_needs_no_embedding_before_it_waits_for_one(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The embedding begun at arrival may still be running when the turn is routed: the question's
+    # scan for sensitive data and the router's text features go first, each done once.
+    from hybrid import sensitivity
+    from hybrid.routing import model
+    from retrieval import embeddings
+
+    fakes.set("small", "Paris.")
+    done: list[str] = []
+
+    def recording(module: object, name: str, label: str) -> None:
+        original = getattr(module, name)
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            done.append(label)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recorded)
+
+    recording(sensitivity, "_find_sensitive", "scan")
+    recording(model, "query_feature_vector", "text")
+    recording(embeddings, "embed_query", "embedding")
+    question = "Which river flows through the capital of Romania, number 7?"
+
+    routed = api.ask(question).route
+
+    assert routed["router"].startswith("learned")
+    assert done[:3] == ["scan", "text", "embedding"]
+    assert done.count("text") == 1
+
+
+@pytest.mark.integration
 def test_the_server_begins_a_new_conversations_routing_when_it_admits_the_request(
     fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:

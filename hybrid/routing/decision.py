@@ -73,8 +73,10 @@ def score_query(
     from retrieval.embeddings import embed_query
 
     model = RouterModel.load(router)
+    # What the text alone gives first: the embedding may still be on its way (`prefetch_query_embedding`).
+    columns = model.text_columns([text])
     embedding = embed_query(text, layer=model.embedding_layer) if model.use_embedding else None
-    score = model.score(text, embedding, dict(extra_features or {}))
+    score = model.score(text, embedding, dict(extra_features or {}), columns)
     trained = str(model.meta.get("trained") or model.meta.get("created") or "")[:10]
     return LearnedScore(score, model.threshold, f"{label or router.name} {trained}".strip())
 
@@ -507,15 +509,17 @@ def decide_route(
     learned_error: str | None = None,
     policy: TurnPolicy | None = None,
     rules: Sequence[Rule] = RULES,
+    findings: Sequence[Finding] | None = None,
 ) -> RouteDecision:
     """Route a query: starting tier, knowledge-base use, allowed tiers, and the reasons.
 
     `learned` is the learned router's score of `routing_text(question, previous_questions)`;
     without it (router off, or `learned_error` says why it failed) the heuristic decides.
     `policy` is what the policy file says about this query (its rules apply first).
+    `findings`: the question's `find_sensitive`, when already found.
     """
     text = routing_text(question, previous_questions)
-    findings = find_sensitive(question)
+    findings = find_sensitive(question) if findings is None else list(findings)
     scored = score(text, settings, learned, learned_error)
     inputs = RouteInputs(
         question=question,

@@ -365,13 +365,20 @@ class RouterModel:
         """The calibrated need_large threshold; uncalibrated, `UNCALIBRATED_THRESHOLD`."""
         return float((self.meta.get("threshold") or {}).get("value", UNCALIBRATED_THRESHOLD))
 
+    @staticmethod
+    def text_columns(texts: Sequence[str]) -> np.ndarray:
+        """The level-2 columns read from the texts alone (`query_feature_vector`), one row each."""
+        return np.stack([query_feature_vector(t) for t in texts]).astype(np.float64)
+
     def level1(
         self,
         texts: Sequence[str],
         embeddings: np.ndarray | None,
         extras: Sequence[Mapping[str, float] | None] | None = None,
+        text_columns: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The level-2 input matrix of new queries (never part of the training data)."""
+        """The level-2 input matrix of new queries (never part of the training data).
+        `text_columns`: the texts' `text_columns`, when already computed."""
         parts = []
         if self.use_embedding:
             if embeddings is None:
@@ -379,7 +386,7 @@ class RouterModel:
             e = np.asarray(embeddings, dtype=np.float32).reshape(len(texts), -1)
             parts.append(knn_rates(e, self.reference, self.reference_onehot, self.reference_weight, self.ks))
             parts.append(self.embedding_lr.proba(e))
-        parts.append(np.stack([query_feature_vector(t) for t in texts]).astype(np.float64))
+        parts.append(self.text_columns(texts) if text_columns is None else text_columns)
         parts.append(_extra_matrix(extras, self.extra_features, len(texts)))
         return np.hstack(parts).astype(np.float64)
 
@@ -416,13 +423,15 @@ class RouterModel:
         query_text: str,
         embedding: np.ndarray | None = None,
         extra_features: Mapping[str, float] | None = None,
+        text_columns: np.ndarray | None = None,
     ) -> RouterScore:
-        """Judge one query. `embedding`: its MiniLM vector (computed here when None and needed)."""
+        """Judge one query. `embedding`: its MiniLM vector (computed here when None and needed);
+        `text_columns`: its `text_columns([query_text])`, when already computed."""
         if self.use_embedding and embedding is None:
             from retrieval.embeddings import embed
 
             embedding = embed([query_text], layer=self.embedding_layer)[0]
-        x = self.level1([query_text], embedding, [extra_features])
+        x = self.level1([query_text], embedding, [extra_features], text_columns)
         p = self.proba_from_level1(x)[0]
         return RouterScore(
             need_large=float(p[STRONG_WINS] - p[WEAK_WINS]),
