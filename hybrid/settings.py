@@ -577,9 +577,8 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
         )
     # Building Settings parses the environment, and every node of a run asks for it: cache on the
     # inputs, the environment included, so the precedence stays exact.
-    environment = tuple(
-        sorted((k, v) for k, v in os.environ.items() if k.startswith("HYBRID_") or k.startswith("XDG_"))
-    )
+    # Names first, values only of the matching ones: each of the environment's values read is decoded.
+    environment = tuple(sorted((k, os.environ[k]) for k in os.environ if k.startswith(("HYBRID_", "XDG_"))))
     return _settings_for(json.dumps(values, sort_keys=True, default=str), environment, os.environ.get("HOME"))
 
 
