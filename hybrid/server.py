@@ -255,8 +255,19 @@ def _received_at(raw: Request) -> float:
     return getattr(raw.state, "received_at", None) or time.perf_counter()
 
 
-def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
+def _timings(answer: api.Answer, elapsed_ms: float, queued_ms: float) -> dict[str, Any]:
     model_ms, library_ms = _model_times(answer)
+    return {
+        "total": round(elapsed_ms, 2),
+        "queued": round(queued_ms, 2),
+        "models": round(model_ms, 2),
+        "model_client": round(library_ms, 2),
+        "overhead": round(max(0.0, elapsed_ms - queued_ms - model_ms), 2),
+        "nodes": answer.timings_ms,
+    }
+
+
+def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
     return {
         "thread_id": answer.thread_id,
         "trace_id": answer.trace_id,
@@ -276,14 +287,7 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0)
             if key in ("version", "origin", "canary", "stale")
         },
         "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
-        "timings_ms": {
-            "total": round(elapsed_ms, 2),
-            "queued": round(queued_ms, 2),
-            "models": round(model_ms, 2),
-            "model_client": round(library_ms, 2),
-            "overhead": round(max(0.0, elapsed_ms - queued_ms - model_ms), 2),
-            "nodes": answer.timings_ms,
-        },
+        "timings_ms": _timings(answer, elapsed_ms, queued_ms),
     }
 
 
@@ -332,11 +336,17 @@ def _completion(answer: api.Answer, model: str, elapsed_ms: float, queued_ms: fl
 
 
 def _answer_response(
-    answer: api.Answer, model: str, elapsed_ms: float, queued_ms: float = 0.0
+    answer: api.Answer, model: str, started: float | None = None, queued_ms: float = 0.0
 ) -> JSONResponse:
+    """The completion; `started`: when the request arrived (`_received_at`), for its timings."""
     status = 202 if answer.status == "pending_review" else 200
-    body = _completion(answer, model, elapsed_ms, queued_ms)
-    return JSONResponse(body, status_code=status, headers=_headers(answer))
+    headers = _headers(answer)
+    body = _completion(answer, model, 0.0, queued_ms)
+    if started is not None:
+        # The clock stops once the body is built: a client's measure of the hop leaves out only
+        # its rendering and sending.
+        body["hybrid"]["timings_ms"] = _timings(answer, (time.perf_counter() - started) * 1000, queued_ms)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _chunk(
@@ -792,7 +802,7 @@ def create_app() -> FastAPI:
                     **overrides,
                 )
             )
-        return _answer_response(answer, request.model, (time.perf_counter() - started) * 1000, queued)
+        return _answer_response(answer, request.model, started, queued)
 
     _hybrid_routes(app, admission)
     return app
@@ -804,7 +814,7 @@ def _hybrid_routes(app: FastAPI, admission: _Admission) -> None:
     @app.get("/v1/hybrid/threads/{thread_id}")
     async def thread(thread_id: str, auth: Authorized) -> Response:
         answer = await run_in_threadpool(lambda: api.answer_for(thread_id, key=auth.key))
-        return _answer_response(answer, MODEL, 0.0)
+        return _answer_response(answer, MODEL)
 
     @app.get("/v1/hybrid/reviews")
     async def reviews(auth: Authorized) -> dict[str, Any]:
@@ -819,7 +829,7 @@ def _hybrid_routes(app: FastAPI, admission: _Admission) -> None:
         admission.refuse_if_full(auth.priority)
         async with admission.slot(priority=auth.priority):  # resuming may run the large model
             answer = await run_in_threadpool(lambda: api.resume(thread_id, decision, key=auth.key))
-        return _answer_response(answer, MODEL, 0.0)
+        return _answer_response(answer, MODEL)
 
     @app.post("/v1/hybrid/feedback")
     async def feedback(body: FeedbackBody, auth: Authorized) -> dict[str, str]:

@@ -53,6 +53,29 @@ def test_the_openai_client_gets_an_answer_with_the_route(fakes: FakeModels, clie
 
 
 @pytest.mark.integration
+def test_the_reported_time_runs_until_the_response_body_is_built(
+    fakes: FakeModels, http: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client measuring the hop counts building the body too: the clock stops after it.
+    from hybrid import server
+
+    fakes.set("small", "The capital of France is Paris.")
+    request = {"model": "hybrid", "messages": [{"role": "user", "content": QUESTION}]}
+    http.post("/v1/chat/completions", json=request)  # what loads once is loaded
+    usage = server._usage
+
+    def slow_usage(answer: Any) -> Any:
+        time.sleep(0.3)
+        return usage(answer)
+
+    monkeypatch.setattr(server, "_usage", slow_usage)
+    timings = http.post("/v1/chat/completions", json=request).json()["hybrid"]["timings_ms"]
+
+    assert timings["total"] - sum(timings["nodes"].values()) >= 300  # the graph's own time aside
+    assert timings["overhead"] >= 300
+
+
+@pytest.mark.integration
 def test_langchains_chatopenai_works_unchanged(fakes: FakeModels, http: TestClient) -> None:
     from langchain_openai import ChatOpenAI
 
