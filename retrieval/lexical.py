@@ -74,8 +74,10 @@ class LexicalIndex:
 
     def coverage(self, text: str) -> float:
         """IDF-weighted share of the text's terms that occur in the collection, in [0, 1]."""
+        if not self.documents:  # an empty knowledge base: nothing to tokenise the text for
+            return 0.0
         terms = set(_terms(text))
-        if not terms or not self.documents:
+        if not terms:
             return 0.0
         weights = {t: self.idf(t) for t in terms}
         total = sum(weights.values())
