@@ -267,7 +267,8 @@ def _timings(answer: api.Answer, elapsed_ms: float, queued_ms: float) -> dict[st
     }
 
 
-def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
+def _hybrid_field(answer: api.Answer) -> dict[str, Any]:
+    """The `hybrid` field but its `timings_ms` (`_timings`), which the caller adds last."""
     return {
         "thread_id": answer.thread_id,
         "trace_id": answer.trace_id,
@@ -287,7 +288,6 @@ def _hybrid_field(answer: api.Answer, elapsed_ms: float, queued_ms: float = 0.0)
             if key in ("version", "origin", "canary", "stale")
         },
         "cost": {"total": answer.total_cost, "large_only": answer.large_only_cost, "saved": answer.saved},
-        "timings_ms": _timings(answer, elapsed_ms, queued_ms),
     }
 
 
@@ -316,7 +316,7 @@ def _usage(answer: api.Answer) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion(answer: api.Answer, model: str, elapsed_ms: float, queued_ms: float = 0.0) -> dict[str, Any]:
+def _completion(answer: api.Answer, model: str) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{answer.trace_id or uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -331,7 +331,7 @@ def _completion(answer: api.Answer, model: str, elapsed_ms: float, queued_ms: fl
             }
         ],
         "usage": _usage(answer),
-        "hybrid": _hybrid_field(answer, elapsed_ms, queued_ms),
+        "hybrid": _hybrid_field(answer),
     }
 
 
@@ -341,11 +341,11 @@ def _answer_response(
     """The completion; `started`: when the request arrived (`_received_at`), for its timings."""
     status = 202 if answer.status == "pending_review" else 200
     headers = _headers(answer)
-    body = _completion(answer, model, 0.0, queued_ms)
-    if started is not None:
-        # The clock stops once the body is built: a client's measure of the hop leaves out only
-        # its rendering and sending.
-        body["hybrid"]["timings_ms"] = _timings(answer, (time.perf_counter() - started) * 1000, queued_ms)
+    body = _completion(answer, model)
+    # The clock stops once the body is built: a client's measure of the hop leaves out only its
+    # rendering and sending.
+    elapsed_ms = 0.0 if started is None else (time.perf_counter() - started) * 1000
+    body["hybrid"]["timings_ms"] = _timings(answer, elapsed_ms, queued_ms)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -602,7 +602,8 @@ async def _stream(
                     for piece in _pieces(final):
                         yield _chunk(completion_id, request.model, {"content": piece})
                 elapsed = (time.perf_counter() - started) * 1000
-                extra: dict[str, Any] = {"hybrid": _hybrid_field(answer, elapsed, queued)}
+                hybrid = _hybrid_field(answer) | {"timings_ms": _timings(answer, elapsed, queued)}
+                extra: dict[str, Any] = {"hybrid": hybrid}
                 if (request.stream_options or {}).get("include_usage"):
                     extra["usage"] = _usage(answer)
                 yield _chunk(completion_id, request.model, {}, "stop", **extra)

@@ -18,8 +18,8 @@ addition as one: `_fuse`). The early graph's feed-forward products run in 8-bit 
 Runtime's dynamic quantisation, one scale per output channel), the rest in 32-bit floats: the
 router's half then takes about two thirds of the time, and vectors stay within cosine 0.99 of full
 precision (what routing, answers and retrieval measured with them: docs/benchmarks.md). Each text
-runs alone, so its vector never depends on what is embedded beside it. Vectors kept on disk carry `VECTORS`
-in their file names, so ones made before are not mixed in.
+runs alone, so its vector never depends on what is embedded beside it. Vectors kept on disk carry
+`VECTORS` in their file names, so ones made before are not mixed in.
 
 The Chroma embedding function is registered under its own name so a collection reopened in any
 process gets this function back instead of Chroma's default one, which would try to download a
@@ -67,7 +67,7 @@ _ONNX_FORMAT = 4  # bump when the exported graphs change, so old files are not r
 VECTORS = "q8f"
 """Names the vectors the ONNX graphs give (8-bit early half, fused operators), for caches kept on
 disk: the torch fallback's full-precision ones are "f32" (`encoder().vectors`). The graphs before
-fusion gave "q8", within cosine 0.999 of these: the 8-bit half rounds a few activations the other
+fusion gave "q8", close to these but not equal: the 8-bit half rounds a few activations the other
 way once the float sums run in another order, and training vectors must be the ones served."""
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _EARLY_OUTPUT = "early_hidden_state"
@@ -181,10 +181,10 @@ def prepare_onnx(target: Path | None = None, *, quantize_early: bool = True, fus
 
 def _fuse(graph: Path, config: Any) -> None:
     """Fuse each layer's operators, in place: embeddings and their normalisation, attention, the
-    residual additions with their normalisation, bias with GELU (ONNX Runtime's BERT fusions, from
-    about 800 operators to about 50). Same vectors, and the router's half of a question's pass takes
-    a seventh less time inside a request (docs/benchmarks.md). Where the fusions cannot run, the
-    graph stays as exported: slower, not wrong."""
+    residual additions with their normalisation, bias with GELU (ONNX Runtime's BERT fusions). Same
+    vectors, and the router's half of a question's pass takes less time inside a request (figures:
+    docs/benchmarks.md). Where the fusions cannot run, the graph stays as exported: slower, not
+    wrong."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     quiet = logging.getLogger("onnxruntime.transformers")  # logs each fusion it tries
