@@ -287,10 +287,10 @@ class HTTPMetrics:
             return
         import time
 
-        began = time.perf_counter()
-        # The handlers' own clock starts here too (`request.state.received_at`): their reported
-        # overhead then covers parsing and validation, as a client measuring the hop sees it.
-        scope.setdefault("state", {})["received_at"] = began
+        # The handlers' own clock starts when the request arrived (`request.state.received_at`):
+        # their reported overhead then covers parsing and validation, as a client measuring the hop
+        # sees it. `hybrid serve`'s protocol stamps the bytes' arrival; under another server, here.
+        began = scope.setdefault("state", {}).setdefault("received_at", time.perf_counter())
         seen: dict[str, int] = {}
 
         async def record(message: dict[str, Any]) -> None:

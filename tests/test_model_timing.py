@@ -70,6 +70,43 @@ def test_outside_a_block_nothing_is_collected() -> None:
     assert spent == []
 
 
+class _Clock:
+    """`time.perf_counter` for the timing module, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.unit
+def test_only_the_exchange_on_the_wire_is_the_servers_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybrid.models import timing
+
+    clock = _Clock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    seen: list[str] = []
+
+    def exchange(request: httpx2.Request) -> httpx2.Response:
+        trace = request.extensions["trace"]
+        clock.now += 0.004  # the connection pool and the request's bytes: our side
+        trace("http11.send_request_headers.started", {})
+        clock.now += 0.010  # the server answers
+        trace("http11.receive_response_body.complete", {})
+        clock.now += 0.003  # parsing the reply: our side again
+        return httpx2.Response(200, stream=_Body(b"{}"))
+
+    client = timed_http_client(httpx2.MockTransport(exchange))
+    with server_time() as spent:
+        client.get(
+            "http://model.test/v1/models", extensions={"trace": lambda name, _: seen.append(name)}
+        ).read()
+    assert spent == [pytest.approx(10.0)]
+    # a trace hook of the caller's own still sees every event
+    assert seen == ["http11.send_request_headers.started", "http11.receive_response_body.complete"]
+
+
 class _Answer:
     def __init__(self, drafts: list[dict]) -> None:
         self.drafts = drafts
@@ -125,3 +162,71 @@ def test_a_streamed_openai_call_records_it_too(stub_upstream: str) -> None:
     assert any(e.kind == "token" for e in events)  # the model was called streaming
     (final,) = [e for e in events if e.kind == "answer"]
     _check_split(final.answer.drafts)
+
+
+class _Socket:
+    """The transport a protocol writes to: what it wrote, nothing sent."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: object) -> None:
+        pass
+
+
+@pytest.mark.unit
+def test_hybrid_serve_stamps_each_request_when_its_bytes_arrive() -> None:
+    # Before the headers are parsed and the app is called: what a client waits for on our side.
+    import asyncio
+    import time
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from hybrid.server import arrival_stamping_protocol
+
+    stamps: list[float] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        stamps.append(scope["state"]["received_at"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    async def two_requests_on_one_connection() -> list[tuple[float, float]]:
+        protocol_class = arrival_stamping_protocol()
+        config = Config(app=app, http=protocol_class, lifespan="off", log_level="warning")
+        config.load()
+        protocol = protocol_class(config=config, server_state=ServerState(), app_state={})  # type: ignore[call-arg]
+        socket = _Socket()
+        protocol.connection_made(socket)
+        windows = []
+        for _ in range(2):
+            before = time.perf_counter()
+            protocol.data_received(b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n")
+            windows.append((before, time.perf_counter()))
+            while socket.written.count(b"HTTP/1.1 204") < len(windows):
+                await asyncio.sleep(0.01)
+        return windows
+
+    windows = asyncio.run(two_requests_on_one_connection())
+    assert len(stamps) == 2
+    for stamp, (before, after) in zip(stamps, windows, strict=True):
+        assert before <= stamp <= after

@@ -3,9 +3,12 @@
 A call through LangChain and the OpenAI client spends time in Python on our side (building the
 request, parsing the reply into messages) before and after the server's part. Counting all of it as
 "the model's time" under-reports our overhead: a client measures the whole hop. So `openai:` models
-get an HTTP client whose transport times each exchange, from sending the request to the end of the
-response body (a stream included), and `call_tier` collects those times per attempt through a
-context variable (the call runs in a worker thread with a copy of the caller's context).
+get an HTTP client that times each exchange on the wire: from the first byte of the connection (or
+of the request, on a reused one) to the last byte of the response body (a stream included), through
+the connection layer's `trace` hook, so the connection pool's bookkeeping and the building of the
+request stay ours. `call_tier` collects those times per attempt through a context variable (the
+call runs in a worker thread with a copy of the caller's context). A transport that reports no wire
+events (a mock) is timed around its whole exchange instead.
 
 Providers without such a hook (in-process llama.cpp, fakes) report nothing, and their whole call
 counts as model time, as before.
@@ -33,9 +36,41 @@ def server_time() -> Iterator[list[float]]:
         _spent.reset(token)
 
 
-def _record(spent: list[float] | None, started: float) -> None:
+# The connection layer's trace events (httpcore's names, "http11." or "http2." before them) that
+# open and close an exchange on the wire. A new connection's connect and TLS handshake are the
+# server's to pay as much as a direct client's, so they count.
+_WIRE_OPENS = ("connect_tcp.started", "start_tls.started", "send_request_headers.started")
+_WIRE_CLOSES = ("receive_response_body.complete",)
+
+
+class _WireMarks:
+    """A `trace` hook: when the exchange first touched the wire, and when its body was all in.
+    A hook the caller had set still gets every event."""
+
+    def __init__(self, chained: Any = None) -> None:
+        self.chained = chained
+        self.opened: float | None = None
+        self.closed: float | None = None
+
+    def __call__(self, name: str, info: dict[str, Any]) -> None:
+        if self.opened is None and name.endswith(_WIRE_OPENS):
+            self.opened = time.perf_counter()
+        elif name.endswith(_WIRE_CLOSES):
+            self.closed = time.perf_counter()
+        if self.chained is not None:
+            self.chained(name, info)
+
+    def span(self, started: float) -> tuple[float, float | None]:
+        """(start, end) of the exchange on the wire; around the whole call where not traced."""
+        if self.opened is None:
+            return started, None
+        return self.opened, self.closed
+
+
+def _record_span(spent: list[float] | None, marks: _WireMarks, started: float) -> None:
+    opened, closed = marks.span(started)
     if spent is not None:
-        spent.append((time.perf_counter() - started) * 1000)
+        spent.append(((closed or time.perf_counter()) - opened) * 1000)
 
 
 def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
@@ -45,8 +80,8 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
     import openai
 
     class _TimedStream(httpx2.SyncByteStream):
-        def __init__(self, inner: Any, started: float, spent: list[float] | None) -> None:
-            self._inner, self._started, self._spent = inner, started, spent
+        def __init__(self, inner: Any, started: float, spent: list[float] | None, marks: _WireMarks) -> None:
+            self._inner, self._started, self._spent, self._marks = inner, started, spent, marks
             self._closed = False
 
         def __iter__(self) -> Iterator[bytes]:
@@ -58,7 +93,7 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
             finally:
                 if not self._closed:
                     self._closed = True
-                    _record(self._spent, self._started)
+                    _record_span(self._spent, self._marks, self._started)
 
     class _TimedTransport(httpx2.BaseTransport):
         def __init__(self, inner: httpx2.BaseTransport) -> None:
@@ -66,12 +101,16 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
 
         def handle_request(self, request: httpx2.Request) -> httpx2.Response:
             spent, started = _spent.get(), time.perf_counter()
+            if spent is None:  # nobody collects: no hook to run
+                return self._inner.handle_request(request)
+            marks = _WireMarks(request.extensions.get("trace"))
+            request.extensions["trace"] = marks
             try:
                 response = self._inner.handle_request(request)
             except BaseException:
-                _record(spent, started)
+                _record_span(spent, marks, started)
                 raise
-            response.stream = _TimedStream(response.stream, started, spent)
+            response.stream = _TimedStream(response.stream, started, spent, marks)
             return response
 
         def close(self) -> None:
