@@ -312,3 +312,19 @@ def test_approving_after_a_failed_escalation_keeps_the_usable_draft(fakes: FakeM
     assert resolved.answer == "381"
     assert resolved.answered_by == "fake:small"
     assert resolved.explanation.startswith("reviewer ana approved the answer of fake:small")
+
+
+@pytest.mark.unit
+def test_the_drawn_graph_shows_every_way_a_deciding_node_can_go() -> None:
+    # The deciding nodes choose their successor themselves (`Command`); LangGraph Studio and
+    # `get_graph` still draw each choice their edge function can make.
+    from graphs.graph import build_graph
+
+    drawn = build_graph().compile().get_graph()
+    going = {(e.source, e.target) for e in drawn.edges}
+    answers = ("answer_small", "escalate", "human_review")
+    assert {("classify", n) for n in ("accept", "retrieve", *answers)} <= going
+    assert {("retrieve", n) for n in answers} <= going
+    assert {("verify", n) for n in ("accept", "unreachable", *answers)} <= going
+    assert {("human_review", n) for n in ("accept", "escalate", "__end__")} <= going
+    assert {("answer_small", "verify"), ("escalate", "verify"), ("accept", "__end__")} <= going
