@@ -31,6 +31,7 @@ def _blocks() -> list[Block]:
         Block("stub", 0, [1.0, 1.0, 2.0], wall_s=0.01, cpu_s=0.003, upstream_calls=3),
         Block("ours", 0, [11.0, 11.0, 40.0], wall_s=0.1, cpu_s=0.03, upstream_calls=3,
               self_overheads_ms=[8.0, 9.0, 10.0], queued_ms=[0.0, 0.0, 4.0],
+              outside_ms=[1.0, 2.0, 3.0], models_ms=[0.5, 0.5, 0.7],
               outcomes=Counter({"small/answered": 3})),
         Block("against-1", 0, [6.0, 6.0, 6.0], wall_s=0.05, upstream_calls=3),
         Block("stub", 1, [3.0, 3.0, 3.0], wall_s=0.02, cpu_s=0.003, upstream_calls=3),
@@ -57,10 +58,13 @@ def test_overhead_is_the_median_over_rounds_of_p50_minus_the_stubs_p50_in_the_sa
     assert ours["upstream_calls_per_request"] == round(7 / 6, 3)
     assert ours["self_reported_overhead_ms_p50"] == 10.5
     assert ours["self_reported_queued_ms_p50"] == 0.0  # two of the three reported waits are 0
+    assert ours["outside_clock_ms_p50"] == 2.0
+    assert ours["self_reported_models_ms_p50"] == 0.5
     assert ours["outcomes"] == {"large/answered": 1, "small/answered": 5}
     assert (other["requests"], other["errors"], other["error_samples"]) == (6, 1, ["HTTP 500: boom"])
     assert other["cpu_ms_per_request"] is None  # its process was not found
     assert other["self_reported_overhead_ms_p50"] is None
+    assert other["outside_clock_ms_p50"] is None
     assert level["ratios"] == [
         {"target": "ours", "against": "against-1", "overhead": 2.0, "rps": 0.4, "cpu_per_request": None}
     ]
@@ -113,6 +117,7 @@ def test_the_table_says_n_a_for_what_was_not_measured() -> None:
     assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/a" in table
     assert "against-1 error: HTTP 500: boom" in table
     assert "ours waited for a run slot: p50 0.00 ms" in table
+    assert "ours outside its own clock: p50 2.00 ms; model servers 0.50 ms by its account, the stub" in table
 
 
 @pytest.mark.integration
@@ -157,6 +162,9 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
         assert sum(ours["outcomes"].values()) == 5
         assert ours["self_reported_overhead_ms_p50"] > 0
         assert ours["self_reported_queued_ms_p50"] >= 0
+        # what the client waited outside our clock, and the model time we subtracted
+        assert ours["outside_clock_ms_p50"] > 0
+        assert 0 < ours["self_reported_models_ms_p50"] < ours["latency_ms"]["p50"]
         assert level["targets"]["stub"]["upstream_calls_per_request"] == 1
         # The stand-in proxy is an instant server of its own, not in front of the stub.
         assert level["targets"]["against-1"]["upstream_calls_per_request"] == 0

@@ -69,6 +69,10 @@ class Block:
     upstream_calls: int | None = None
     self_overheads_ms: list[float] = field(default_factory=list)
     queued_ms: list[float] = field(default_factory=list)
+    # Ours only, per answer: the client's latency minus the `total` we report (time outside our
+    # clock), and the model servers' time we report (`models`).
+    outside_ms: list[float] = field(default_factory=list)
+    models_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
@@ -171,6 +175,8 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
         ]
         self_overheads = [ms for b in mine for ms in b.self_overheads_ms]
         queued = [ms for b in mine for ms in b.queued_ms]
+        outside = [ms for b in mine for ms in b.outside_ms]
+        models = [ms for b in mine for ms in b.models_ms]
         outcomes: Counter[str] = Counter()
         for b in mine:
             outcomes.update(b.outcomes)
@@ -196,6 +202,11 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             "self_reported_queued_ms_p50": (
                 round(percentile(queued, 50), 3) if target.kind == "ours" and queued else None
             ),
+            # Where a self-reported overhead and the client's part: the time the client waited
+            # outside our clock (reading and writing the HTTP messages, the loopback, waking up),
+            # and the model servers' time we subtract, against the stub's p50 called directly.
+            "outside_clock_ms_p50": round(percentile(outside, 50), 3) if outside else None,
+            "self_reported_models_ms_p50": round(percentile(models, 50), 3) if models else None,
             "outcomes": dict(sorted(outcomes.items())),
         }
     ratios = []
@@ -260,6 +271,9 @@ async def _block(
                 timings = report.get("timings_ms") or {}
                 block.self_overheads_ms.append(float(timings.get("overhead", 0.0)))
                 block.queued_ms.append(float(timings.get("queued", 0.0)))
+                if "total" in timings:
+                    block.outside_ms.append(elapsed - float(timings["total"]))
+                    block.models_ms.append(float(timings.get("models", 0.0)))
                 block.outcomes[f"{report.get('route')}/{report.get('status')}"] += 1
 
     cpu_before = cpu_seconds(target.pids) if target.pids else None
@@ -498,6 +512,13 @@ def format_table(report: dict[str, Any]) -> str:
                 )
             if f.get("self_reported_queued_ms_p50") is not None:
                 lines.append(f"{name} waited for a run slot: p50 {f['self_reported_queued_ms_p50']:.2f} ms")
+            if f.get("outside_clock_ms_p50") is not None:
+                stub = level["targets"].get(STUB, {}).get("latency_ms", {}).get("p50")
+                lines.append(
+                    f"{name} outside its own clock: p50 {f['outside_clock_ms_p50']:.2f} ms; model servers "
+                    f"{f['self_reported_models_ms_p50']:.2f} ms by its account"
+                    + (f", the stub directly {stub:.2f} ms" if stub is not None else "")
+                )
             for sample in f["error_samples"]:
                 lines.append(f"{name} error: {sample}")
     lines.extend(f"warning: {w}" for w in report.get("warnings", []))
