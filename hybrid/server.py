@@ -601,8 +601,8 @@ async def _stream(
                         )
                     for piece in _pieces(final):
                         yield _chunk(completion_id, request.model, {"content": piece})
-                elapsed = (time.perf_counter() - started) * 1000
-                hybrid = _hybrid_field(answer) | {"timings_ms": _timings(answer, elapsed, queued)}
+                hybrid = _hybrid_field(answer)
+                hybrid["timings_ms"] = _timings(answer, (time.perf_counter() - started) * 1000, queued)
                 extra: dict[str, Any] = {"hybrid": hybrid}
                 if (request.stream_options or {}).get("include_usage"):
                     extra["usage"] = _usage(answer)

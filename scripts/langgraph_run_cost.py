@@ -43,51 +43,40 @@ class State(TypedDict):
 
 
 ROUTE = {"route": "small", "reasons": ["a reason"] * 10}
+UPDATES = {  # each node's update, in the graph's order
+    "classify": {"step": 1, "route": ROUTE},
+    "answer": {"answer": "Paris"},
+    "verify": {"step": 2},
+    "accept": {"step": 3},
+}
+BRANCHES = {"classify": "answer", "verify": "accept"}  # the node after each branching one
+
+
+def _node(name: str, kind: str) -> Callable[[State], Any]:
+    update, goto = UPDATES[name], BRANCHES.get(name)
+    if kind == "async":
+
+        async def node(_state: State) -> dict:
+            return update
+
+        return node
+    if kind == "command" and goto:
+        return lambda _state: Command(update=update, goto=goto)
+    return lambda _state: update
 
 
 def _graph(kind: str) -> StateGraph:
     builder = StateGraph(State)
-    if kind == "command":
-        builder.add_node(
-            "classify",
-            lambda s: Command(update={"step": 1, "route": ROUTE}, goto="answer"),
-            destinations=("answer",),
-        )
-        builder.add_node(
-            "verify", lambda s: Command(update={"step": 2}, goto="accept"), destinations=("accept",)
-        )
-    elif kind == "async":
-
-        async def classify(s: State) -> dict:
-            return {"step": 1, "route": ROUTE}
-
-        async def verify(s: State) -> dict:
-            return {"step": 2}
-
-        builder.add_node("classify", classify)
-        builder.add_node("verify", verify)
-    else:
-        builder.add_node("classify", lambda s: {"step": 1, "route": ROUTE})
-        builder.add_node("verify", lambda s: {"step": 2})
-    if kind == "async":
-
-        async def answer(s: State) -> dict:
-            return {"answer": "Paris"}
-
-        async def accept(s: State) -> dict:
-            return {"step": 3}
-
-        builder.add_node("answer", answer)
-        builder.add_node("accept", accept)
-    else:
-        builder.add_node("answer", lambda s: {"answer": "Paris"})
-        builder.add_node("accept", lambda s: {"step": 3})
+    for name in UPDATES:
+        goto = BRANCHES.get(name)
+        destinations = (goto,) if kind == "command" and goto else ()
+        builder.add_node(name, _node(name, kind), destinations=destinations)
     builder.add_edge(START, "classify")
     builder.add_edge("answer", "verify")
     builder.add_edge("accept", END)
     if kind != "command":
-        builder.add_conditional_edges("classify", lambda s: "answer", ["answer"])
-        builder.add_conditional_edges("verify", lambda s: "accept", ["accept"])
+        for name, goto in BRANCHES.items():
+            builder.add_conditional_edges(name, lambda _state, goto=goto: goto, [goto])
     return builder
 
 

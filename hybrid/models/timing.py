@@ -60,17 +60,11 @@ class _WireMarks:
         if self.chained is not None:
             self.chained(name, info)
 
-    def span(self, started: float) -> tuple[float, float | None]:
-        """(start, end) of the exchange on the wire; around the whole call where not traced."""
-        if self.opened is None:
-            return started, None
-        return self.opened, self.closed
-
-
-def _record_span(spent: list[float] | None, marks: _WireMarks, started: float) -> None:
-    opened, closed = marks.span(started)
-    if spent is not None:
-        spent.append(((closed or time.perf_counter()) - opened) * 1000)
+    def milliseconds(self, started: float) -> float:
+        """The exchange's time on the wire; from `started` where nothing was traced, and until now
+        where its body never completed (an error, a stream closed early)."""
+        opened = started if self.opened is None else self.opened
+        return ((self.closed or time.perf_counter()) - opened) * 1000
 
 
 def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
@@ -80,7 +74,7 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
     import openai
 
     class _TimedStream(httpx2.SyncByteStream):
-        def __init__(self, inner: Any, started: float, spent: list[float] | None, marks: _WireMarks) -> None:
+        def __init__(self, inner: Any, started: float, spent: list[float], marks: _WireMarks) -> None:
             self._inner, self._started, self._spent, self._marks = inner, started, spent, marks
             self._closed = False
 
@@ -93,7 +87,7 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
             finally:
                 if not self._closed:
                     self._closed = True
-                    _record_span(self._spent, self._marks, self._started)
+                    self._spent.append(self._marks.milliseconds(self._started))
 
     class _TimedTransport(httpx2.BaseTransport):
         def __init__(self, inner: httpx2.BaseTransport) -> None:
@@ -108,7 +102,7 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
             try:
                 response = self._inner.handle_request(request)
             except BaseException:
-                _record_span(spent, marks, started)
+                spent.append(marks.milliseconds(started))
                 raise
             response.stream = _TimedStream(response.stream, started, spent, marks)
             return response
