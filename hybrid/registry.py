@@ -42,6 +42,7 @@ import sqlalchemy as sa
 
 from hybrid.database import artifact_events, artifact_versions, database_for
 from hybrid.errors import HybridError
+from hybrid.filecache import FileCache
 from hybrid.settings import Settings, shipped
 
 SHIPPED = "shipped"
@@ -106,23 +107,28 @@ def calibrated_for(component: str, folder: Path | None) -> str | None:
     """The model spec(s) a router or verifier folder records having been trained on."""
     if folder is None:
         return None
-    name = "router.json" if component == "router" else "verifier.json"
+    description = folder / ("router.json" if component == "router" else "verifier.json")
+    return _calibration.get(str(description), lambda: _mtime(description), lambda: _calibrated(description))
+
+
+def _mtime(file: Path) -> int:
     try:
-        changed = (folder / name).stat().st_mtime_ns
+        return file.stat().st_mtime_ns
     except OSError:
-        changed = 0
-    return _calibrated_for(component, str(folder), changed)
+        return 0
 
 
-@functools.lru_cache(maxsize=128)
-def _calibrated_for(component: str, folder_name: str, _changed: int) -> str | None:
-    folder = Path(folder_name)
-    if component == "router":
-        models = _meta(folder, "router.json").get("models") or {}
+def _calibrated(description: Path) -> str | None:
+    meta = _meta(description.parent, description.name)
+    if description.name == "router.json":
+        models = meta.get("models") or {}
         if models.get("small") and models.get("large"):
             return f"{models['small']} -> {models['large']}"
         return None
-    return _meta(folder, "verifier.json").get("model")
+    return meta.get("model")
+
+
+_calibration: FileCache[str | None] = FileCache()
 
 
 def staleness(calibration: Mapping[str, str | None], settings: Settings) -> tuple[str, ...]:

@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hybrid import filecache
+from hybrid.filecache import FileCache, mtimes
 from hybrid.routing.features import QUERY_VECTOR_NAMES, query_feature_vector
 
 ARTIFACT_VERSION = 1
@@ -473,24 +475,28 @@ class RouterModel:
         path.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path / "router.npz", **self.arrays)
         (path / "router.json").write_text(json.dumps(self.meta, indent=1) + "\n")
-        _LOADED.pop(str(path.resolve()), None)
+        filecache.forget(path)
         return path
 
     def save_meta(self, path: Path) -> Path:
         """Rewrite only `router.json` in the folder `path` (e.g. after calibration)."""
         target = Path(path) / "router.json"
         target.write_text(json.dumps(self.meta, indent=1) + "\n")
-        _LOADED.pop(str(Path(path).resolve()), None)
+        filecache.forget(Path(path))
         return target
 
     @classmethod
     def load(cls, path: Path) -> RouterModel:
         """The router saved in folder `path`, read once per process (again when its files change)."""
-        folder = Path(path).resolve()
-        stamp = tuple((folder / name).stat().st_mtime_ns for name in ("router.npz", "router.json"))
-        cached = _LOADED.get(str(folder))
-        if cached and cached[0] == stamp:
-            return cached[1]
+        folder = Path(path)
+        return _LOADED.get(
+            str(folder),
+            lambda: mtimes(folder / "router.npz", folder / "router.json"),
+            lambda: cls._read(folder),
+        )
+
+    @classmethod
+    def _read(cls, folder: Path) -> RouterModel:
         meta = json.loads((folder / "router.json").read_text())
         if meta.get("version") != ARTIFACT_VERSION:
             raise ValueError(
@@ -498,16 +504,14 @@ class RouterModel:
             )
         with np.load(folder / "router.npz", allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-        model = cls(arrays, meta)
-        _LOADED[str(folder)] = (stamp, model)
-        return model
+        return cls(arrays, meta)
 
     def with_meta(self, **changes: Any) -> RouterModel:
         """The same model with some `router.json` fields changed (e.g. a calibrated threshold)."""
         return RouterModel(self.arrays, {**self.meta, **changes})
 
 
-_LOADED: dict[str, tuple[tuple[int, ...], RouterModel]] = {}
+_LOADED: FileCache[RouterModel] = FileCache()
 
 
 def _full_proba(p: np.ndarray, classes: np.ndarray) -> np.ndarray:

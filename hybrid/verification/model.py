@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from hybrid import filecache
+from hybrid.filecache import FileCache, mtimes
 from hybrid.verification.features import DESCRIPTIONS, FEATURE_NAMES, Signals
 
 ARTIFACT_VERSION = 1
@@ -135,32 +137,30 @@ class VerifierModel:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / "verifier.json"
         target.write_text(json.dumps(self.meta, indent=1) + "\n")
-        _LOADED.pop(str(folder.resolve()), None)
+        filecache.forget(folder)
         return target
 
     @classmethod
     def load(cls, folder: Path) -> VerifierModel:
         """The verifier saved in `folder`, read once per process (again when the file changes)."""
-        path = Path(folder).resolve() / "verifier.json"
-        stamp = path.stat().st_mtime_ns
-        cached = _LOADED.get(str(path.parent))
-        if cached and cached[0] == stamp:
-            return cached[1]
+        path = Path(folder) / "verifier.json"
+        return _LOADED.get(str(folder), lambda: mtimes(path), lambda: cls._read(path))
+
+    @classmethod
+    def _read(cls, path: Path) -> VerifierModel:
         meta = json.loads(path.read_text())
         if meta.get("version") != ARTIFACT_VERSION:
             raise ValueError(
                 f"{path}: verifier artifact version {meta.get('version')}, expected {ARTIFACT_VERSION}"
             )
-        model = cls(meta)
-        _LOADED[str(path.parent)] = (stamp, model)
-        return model
+        return cls(meta)
 
     def with_meta(self, **changes: Any) -> VerifierModel:
         """The same model with some `verifier.json` fields changed (e.g. a calibrated threshold)."""
         return VerifierModel({**self.meta, **changes})
 
 
-_LOADED: dict[str, tuple[int, VerifierModel]] = {}
+_LOADED: FileCache[VerifierModel] = FileCache()
 
 
 def describe(name: str, contribution: float, above_mean: bool) -> str:
