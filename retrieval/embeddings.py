@@ -419,6 +419,7 @@ def encoder() -> _Encoder:
         return TorchMiniLM()
 
 
+@lru_cache(maxsize=1)  # os.cpu_count reads /sys on each call: three system calls a question
 def query_threads() -> int:
     """Threads for one question's embedding: two where there are two cores (for a text of more
     than `_ONE_THREAD_TOKENS` tokens; shorter ones run on one).
