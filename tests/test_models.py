@@ -120,13 +120,17 @@ def test_openai_compatible_servers_get_the_answer_cap_as_max_tokens(monkeypatch:
     """llama.cpp's server reads `max_tokens` only: sent as `max_completion_tokens` (OpenAI's newer
     name), the cap was ignored and answers ran to the context window."""
     monkeypatch.setenv("HYBRID_OPENAI_ENDPOINTS", '{"smollm2": "http://127.0.0.1:8101/v1"}')
-    monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")  # nothing is sent: payloads only
+    monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")  # sent to a mock transport only
     settings = resolve_settings(max_answer_tokens=32)
 
-    served = get_chat_model("openai:smollm2", settings)._get_request_payload([HumanMessage("Hi")])
-    assert (served.get("max_tokens"), "max_completion_tokens" in served) == (32, False)
-    official = get_chat_model("openai:gpt-4o", settings)._get_request_payload([HumanMessage("Hi")])
-    assert (official.get("max_completion_tokens"), "max_tokens" in official) == (32, False)
+    names = {
+        "openai:smollm2": ("max_tokens", "max_completion_tokens"),
+        "openai:gpt-4o": ("max_completion_tokens", "max_tokens"),
+    }
+    for spec, (cap, other) in names.items():
+        for body in _bodies_sent(get_chat_model(spec, settings), [HumanMessage("Hi")]):  # plain, streamed
+            sent = json.loads(body)
+            assert (sent.get(cap), other in sent) == (32, False), spec
 
 
 def _bodies_sent(model: object, messages: list, **kwargs: object) -> list[bytes]:
@@ -156,11 +160,12 @@ def _bodies_sent(model: object, messages: list, **kwargs: object) -> list[bytes]
 
 
 @pytest.mark.parametrize("base_url", [None, "http://127.0.0.1:8101/v1"], ids=["official", "compatible"])
-def test_messages_handed_past_the_sdks_request_walk_go_out_byte_for_byte(
+def test_parameters_handed_past_the_sdks_request_walk_go_out_as_the_same_json(
     monkeypatch: pytest.MonkeyPatch, base_url: str | None
 ) -> None:
-    """The factory's ChatOpenAI puts its messages in `extra_body`, past the SDK's (no-op, costly)
-    walk of the parameters: the bytes on the wire are those of ChatOpenAI as it comes."""
+    """The factory's ChatOpenAI puts its messages and other body parameters in `extra_body`, past
+    the SDK's (no-op, costly) walk of the parameters: the JSON on the wire is that of ChatOpenAI
+    as it comes, plain and streamed."""
     from langchain_openai import ChatOpenAI
 
     monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")
@@ -181,8 +186,71 @@ def test_messages_handed_past_the_sdks_request_walk_go_out_byte_for_byte(
 
     if base_url:  # the compatible server's cap is renamed, as before; nothing else differs
         expected = [body.replace(b'"max_completion_tokens"', b'"max_tokens"') for body in expected]
-    assert sent == expected
+    assert [json.loads(body) for body in sent] == [json.loads(body) for body in expected]
     assert b"Danube flows through Budapest" in sent[0]
+
+
+def _without_nones(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nones(v) for v in value]
+    return value
+
+
+def test_an_answer_read_from_its_json_is_the_message_the_sdks_typed_answer_gave(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The factory's ChatOpenAI hands LangChain the answer's JSON, not the SDK's typed answer that
+    LangChain turned back into the same dict: the message, its usage, log-probabilities and
+    metadata are the same (fields the server did not send are absent rather than None)."""
+    import httpx2
+    import openai
+    from langchain_openai import ChatOpenAI
+
+    from hybrid.models.factory import _JsonAnswers
+
+    monkeypatch.setenv("HYBRID_OPENAI_API_KEY", "sk-not-used")
+    token = {"token": "Paris", "logprob": -0.25, "bytes": [80, 97, 114, 105, 115], "top_logprobs": []}
+    answer = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m-2026",
+        "system_fingerprint": "fp_1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris."},
+                "logprobs": {"content": [token]},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 12,
+            "completion_tokens": 2,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 4},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, json=answer))
+    ours = get_chat_model("openai:m", resolve_settings(max_answer_tokens=32))
+    same = ("model_name", "openai_api_base", "temperature", "max_tokens", "stream_usage")
+    plain = ChatOpenAI(**{name: getattr(ours, name) for name in same}, api_key="sk-not-used")
+    messages = []
+    for model in (ours, plain):
+        client = openai.DefaultHttpxClient(transport=transport)
+        bound = model.model_copy(update={"http_client": client, "client": None, "root_client": None})
+        bound.validate_environment()  # type: ignore[attr-defined]
+        assert isinstance(bound.client, _JsonAnswers) == (model is ours)
+        messages.append(bound.invoke([HumanMessage("Capital of France?")], logprobs=True))
+    read, typed = messages
+    assert read.content == typed.content == "Paris."
+    assert read.usage_metadata == typed.usage_metadata
+    assert read.response_metadata["logprobs"]["content"] == typed.response_metadata["logprobs"]["content"]
+    assert _without_nones(read.response_metadata) == _without_nones(typed.response_metadata)
+    assert _without_nones(read.additional_kwargs) == _without_nones(typed.additional_kwargs)
 
 
 def test_ollama_is_asked_for_token_logprobs_and_the_verifier_gets_them(

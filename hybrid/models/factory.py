@@ -7,6 +7,7 @@ Tests register fake providers through `register_provider`, the same path real on
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,22 +81,33 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
     )
 
 
+# Arguments the OpenAI SDK itself reads (how to send, how to read the answer); every other one is
+# only copied into the request body.
+_SDK_ARGUMENTS = frozenset(
+    {"model", "messages", "stream", "stream_options", "extra_body", "extra_headers", "extra_query", "timeout"}
+)
+
+
 @lru_cache(maxsize=2)
 def _chat_openai(compatible: bool) -> type[BaseChatModel]:
-    """ChatOpenAI that hands its messages to the OpenAI SDK ready to send; for an OpenAI-compatible
-    server, it also sends the answer-length cap as `max_tokens`.
+    """ChatOpenAI that hands the OpenAI SDK a request ready to send and takes its answer as the
+    plain JSON LangChain reads; for an OpenAI-compatible server, it also sends the answer-length
+    cap as `max_tokens`.
 
     The SDK walks every request's parameters against its typed schema before sending them
-    (`maybe_transform`): for the plain JSON messages LangChain builds, a walk that changes nothing
-    yet costs a good part of each call's client time, more as a conversation grows
-    (docs/benchmarks.md). Parameters in `extra_body` are merged into the body after that walk, so
-    the messages go there and the request goes out byte for byte as before
-    (tests/test_models.py compares the two).
+    (`maybe_transform`): for the plain JSON LangChain builds, a walk that changes nothing yet costs
+    a good part of each call's client time, more as a conversation grows (docs/benchmarks.md).
+    Parameters in `extra_body` are merged into the body after that walk, so the messages and the
+    other body parameters go there and the request carries the same JSON as before
+    (tests/test_models.py compares the two). Answers: the SDK builds its typed `ChatCompletion` from
+    the JSON, and LangChain turns it straight back into a dict (`model_dump`) to read it; the
+    answer's JSON is handed over as that dict instead (`_JsonAnswers`).
 
     langchain-openai sends `max_completion_tokens`, OpenAI's newer name; llama.cpp's server (and
     other OpenAI-compatible ones) read only `max_tokens`, so the cap was ignored: answers ran on
     to the context window (1,600 tokens and 160 s for a 32-token request, measured in the soak)."""
     from langchain_openai import ChatOpenAI
+    from pydantic import model_validator
 
     class HybridChatOpenAI(ChatOpenAI):
         def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
@@ -105,11 +117,56 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
             # Chat Completions only (the Responses API payload has `input`), and not the parse
             # path of structured output, which reads the messages itself.
             if "messages" in payload and "response_format" not in payload:
-                payload["extra_body"] = {**(payload.get("extra_body") or {}), "messages": payload["messages"]}
+                body = {name: payload.pop(name) for name in list(payload) if name not in _SDK_ARGUMENTS}
+                extra = payload.get("extra_body") or {}
+                payload["extra_body"] = {**body, "messages": payload["messages"], **extra}
                 payload["messages"] = []  # still a required argument; replaced in the body
             return payload
 
+        @model_validator(mode="after")
+        def validate_environment(self) -> HybridChatOpenAI:
+            super().validate_environment()
+            if self.client is not None and not isinstance(self.client, _JsonAnswers):
+                self.client = _JsonAnswers(self.client)
+            return self
+
     return HybridChatOpenAI
+
+
+class _JsonAnswers:
+    """The SDK's chat completions, whose raw answers parse to the answer's JSON as a dict.
+
+    Everything else (streams, structured output's `parse`) goes to the SDK unchanged."""
+
+    def __init__(self, completions: Any) -> None:
+        self._completions = completions
+        self.with_raw_response = _RawJsonAnswers(completions.with_raw_response)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._completions, name)
+
+
+class _RawJsonAnswers:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def create(self, **kwargs: Any) -> Any:
+        answer = self._raw.create(**kwargs)
+        return answer if kwargs.get("stream") else _JsonAnswer(answer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class _JsonAnswer:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def parse(self) -> dict:
+        return json.loads(self._raw.http_response.content)
+
+    def __getattr__(self, name: str) -> Any:  # headers, http_response: as the SDK's raw answer
+        return getattr(self._raw, name)
 
 
 def _build_openai(name: str, settings: Settings) -> BaseChatModel:
