@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from hybrid.database import audit, database_for, insert_ignore, threads
+from hybrid.database import audit, database_for, insert_ignore, threads, writer_turn
 from hybrid.settings import Settings
 
 EXPORT_COLUMNS = ("id", "at", "event", "trace_id", "thread_id", "case_id", "actor", "data")
@@ -56,7 +56,7 @@ def record(
     if key:
         insert_ignore(engine, audit, values, "event_key")
     else:
-        with engine.begin() as connection:
+        with writer_turn(engine), engine.begin() as connection:
             connection.execute(sa.insert(audit), values)
 
 

@@ -9,9 +9,11 @@ through SQLAlchemy Core, which speaks both.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -199,6 +201,8 @@ def _sqlite(settings: Settings) -> Database:
     checkpointer = SqliteSaver(connection)
     checkpointer.setup()
     engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    # The checkpointer holds its lock for each of its operations: the hot writers share it.
+    checkpointer.lock = _writer_turns[engine] = threading.RLock()
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -285,12 +289,26 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, sqlalchemy.exc.OperationalError | psycopg.OperationalError | PoolTimeout)
 
 
+# SQLite lets one transaction write at a time, and a writer that finds the file locked sleeps (1 ms,
+# then 2, 5, 10 ... ms) before it tries again, however soon the lock is free: under load, requests
+# slept on it several times each. The writers of every request (a conversation's claim, its audit
+# rows, LangGraph's checkpoints) take turns on one lock of this process instead, the next going as
+# soon as the last commits (docs/benchmarks.md). Reentrant: the checkpointer holds it while a
+# caller iterates `list`. PostgreSQL locks rows, not the whole database: no turns there.
+_writer_turns: weakref.WeakKeyDictionary[sa.Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+def writer_turn(engine: sa.Engine) -> contextlib.AbstractContextManager[Any]:
+    """Hold around a short write transaction on `engine` (nothing to hold on PostgreSQL)."""
+    return _writer_turns.get(engine) or contextlib.nullcontext()
+
+
 def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], key: str | list[str]) -> bool:
     """Insert a row unless one with the same `key` (column or unique columns) exists; True if inserted.
 
     Atomic on both engines."""
     statement = _insert_ignore(engine.dialect.name, table, (key,) if isinstance(key, str) else tuple(key))
-    with engine.begin() as connection:
+    with writer_turn(engine), engine.begin() as connection:
         return connection.execute(statement, values).first() is not None
 
 
