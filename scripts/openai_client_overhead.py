@@ -1,5 +1,6 @@
 """Client time of one `openai:` model call: LangChain's ChatOpenAI as it comes against the
-factory's (messages handed past the OpenAI SDK's parameter walk), in turns, against the instant stub.
+factory's (body parameters handed past the OpenAI SDK's parameter walk, the answer read as its
+JSON), in turns, against the instant stub.
 
     .venv/bin/python scripts/openai_client_overhead.py [--calls 400] [--port N]
 
