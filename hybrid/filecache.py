@@ -11,6 +11,7 @@ is forgotten at once, by every cache (`forget`).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -32,10 +33,10 @@ class _Entry(Generic[T]):
 
 
 class FileCache(Generic[T]):
-    """One value per key (the path of the folder or file it was read from), loaded by `load` and
-    trusted while `stamp` (the files' times) is unchanged.
+    """One value per path it was read from, loaded by `load` and trusted while `stamp` (the files'
+    times) is unchanged.
 
-    `stamp` is called at most once every `recheck_s` per key; an error it raises (a file gone)
+    `stamp` is called at most once every `recheck_s` per path; an error it raises (a file gone)
     reaches the caller, and the value is loaded again once the stamp can be read."""
 
     def __init__(self, recheck_s: float = RECHECK_S, clock: Callable[[], float] = time.monotonic) -> None:
@@ -45,7 +46,10 @@ class FileCache(Generic[T]):
         self._lock = threading.Lock()
         _caches.add(self)
 
-    def get(self, key: str, stamp: Callable[[], Hashable], load: Callable[[], T]) -> T:
+    def get(self, path: Path, stamp: Callable[[], Hashable], load: Callable[[], T]) -> T:
+        """The value read from `path` (a folder or a file), loaded again when `stamp` changes."""
+        # Absolute, not resolved: resolving looks at every folder on the way (system calls again).
+        key = str(path) if path.is_absolute() else os.path.abspath(path)
         now = self._clock()
         entry = self._entries.get(key)
         if entry is not None and now - entry.checked < self._recheck_s:
@@ -53,7 +57,8 @@ class FileCache(Generic[T]):
         try:
             current = stamp()
         except Exception:
-            self._entries.pop(key, None)
+            with self._lock:
+                self._entries.pop(key, None)
             raise
         if entry is not None and entry.stamp == current:
             entry.checked = now

@@ -108,7 +108,7 @@ def calibrated_for(component: str, folder: Path | None) -> str | None:
     if folder is None:
         return None
     description = folder / ("router.json" if component == "router" else "verifier.json")
-    return _calibration.get(str(description), lambda: _mtime(description), lambda: _calibrated(description))
+    return _calibration.get(description, lambda: _mtime(description), lambda: _calibrated(description))
 
 
 def _mtime(file: Path) -> int:

@@ -37,13 +37,13 @@ def test_a_changed_file_is_read_again_once_the_recheck_interval_has_passed(tmp_p
         stamps.append(clock.now)
         return mtimes(file)
 
-    assert cache.get(str(file), stamp, file.read_text) == "one"
+    assert cache.get(file, stamp, file.read_text) == "one"
     _touch(file, "two", 2_000)
     clock.now += 0.5
-    assert cache.get(str(file), stamp, file.read_text) == "one"  # trusted: not looked at yet
+    assert cache.get(file, stamp, file.read_text) == "one"  # trusted: not looked at yet
     assert stamps == [100.0]
     clock.now += 0.6
-    assert cache.get(str(file), stamp, file.read_text) == "two"
+    assert cache.get(file, stamp, file.read_text) == "two"
     assert stamps == [100.0, 101.1]
 
 
@@ -57,7 +57,7 @@ def test_an_unchanged_file_is_not_read_again(tmp_path: Path) -> None:
         return file.read_text()
 
     for _ in range(3):
-        assert cache.get(str(file), lambda: mtimes(file), load) == "one"
+        assert cache.get(file, lambda: mtimes(file), load) == "one"
         clock.now += 5
     assert len(reads) == 1
 
@@ -66,13 +66,13 @@ def test_a_file_gone_raises_and_is_loaded_again_when_it_is_back(tmp_path: Path) 
     file, clock = tmp_path / "a.json", _Clock()
     _touch(file, "one", 1_000)
     cache: FileCache[str] = FileCache(recheck_s=1.0, clock=clock)
-    assert cache.get(str(file), lambda: mtimes(file), file.read_text) == "one"
+    assert cache.get(file, lambda: mtimes(file), file.read_text) == "one"
     file.unlink()
     clock.now += 2
     with pytest.raises(FileNotFoundError):
-        cache.get(str(file), lambda: mtimes(file), file.read_text)
+        cache.get(file, lambda: mtimes(file), file.read_text)
     _touch(file, "one again", 1_000)  # the same time: only the forgotten entry makes it read
-    assert cache.get(str(file), lambda: mtimes(file), file.read_text) == "one again"
+    assert cache.get(file, lambda: mtimes(file), file.read_text) == "one again"
 
 
 def test_what_this_process_saves_is_seen_at_once_by_every_cache(tmp_path: Path) -> None:
@@ -93,7 +93,23 @@ def test_forget_drops_values_read_from_files_inside_the_folder(tmp_path: Path) -
     file, clock = tmp_path / "router.json", _Clock()
     _touch(file, "one", 1_000)
     cache: FileCache[str] = FileCache(recheck_s=60.0, clock=clock)
-    assert cache.get(str(file), lambda: mtimes(file), file.read_text) == "one"
+    assert cache.get(file, lambda: mtimes(file), file.read_text) == "one"
     _touch(file, "two", 1_000)  # same time, as a copy that keeps times would leave it
     filecache.forget(tmp_path)
-    assert cache.get(str(file), lambda: mtimes(file), file.read_text) == "two"
+    assert cache.get(file, lambda: mtimes(file), file.read_text) == "two"
+
+
+def test_a_relative_path_names_the_folder_it_named_when_it_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    cache: FileCache[str] = FileCache(recheck_s=60.0, clock=clock)
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        _touch(tmp_path / name / "a.json", name, 1_000)  # the same time in both
+    read = []
+    for name in ("one", "two"):
+        monkeypatch.chdir(tmp_path / name)
+        file = Path("a.json")
+        read.append(cache.get(file, lambda file=file: mtimes(file), file.read_text))
+    assert read == ["one", "two"]

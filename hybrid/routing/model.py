@@ -490,9 +490,7 @@ class RouterModel:
         """The router saved in folder `path`, read once per process (again when its files change)."""
         folder = Path(path)
         return _LOADED.get(
-            str(folder),
-            lambda: mtimes(folder / "router.npz", folder / "router.json"),
-            lambda: cls._read(folder),
+            folder, lambda: mtimes(folder / "router.npz", folder / "router.json"), lambda: cls._read(folder)
         )
 
     @classmethod

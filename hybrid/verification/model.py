@@ -144,7 +144,7 @@ class VerifierModel:
     def load(cls, folder: Path) -> VerifierModel:
         """The verifier saved in `folder`, read once per process (again when the file changes)."""
         path = Path(folder) / "verifier.json"
-        return _LOADED.get(str(folder), lambda: mtimes(path), lambda: cls._read(path))
+        return _LOADED.get(Path(folder), lambda: mtimes(path), lambda: cls._read(path))
 
     @classmethod
     def _read(cls, path: Path) -> VerifierModel:
