@@ -70,8 +70,9 @@ class FileCache(Generic[T]):
 
     def forget(self, folder: Path) -> None:
         """Drop the values read from `folder` or a file in it, however their key spelt the path."""
+        target = Path(folder).resolve()
         with self._lock:
-            for key in [k for k in self._entries if _within(Path(k), folder)]:
+            for key in [k for k in self._entries if _within(Path(k).resolve(), target)]:
                 del self._entries[key]
 
 
@@ -85,8 +86,7 @@ def forget(folder: Path) -> None:
 
 
 def _within(path: Path, folder: Path) -> bool:
-    resolved, target = path.resolve(), Path(folder).resolve()
-    return resolved == target or target in resolved.parents
+    return path == folder or folder in path.parents
 
 
 def mtimes(*files: Path) -> tuple[int, ...]:

@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from hybrid.database import artifact_events, artifact_versions, database_for
 from hybrid.errors import HybridError
-from hybrid.filecache import FileCache
+from hybrid.filecache import FileCache, mtimes
 from hybrid.settings import Settings, shipped
 
 SHIPPED = "shipped"
@@ -108,19 +108,17 @@ def calibrated_for(component: str, folder: Path | None) -> str | None:
     if folder is None:
         return None
     description = folder / ("router.json" if component == "router" else "verifier.json")
-    return _calibration.get(description, lambda: _mtime(description), lambda: _calibrated(description))
-
-
-def _mtime(file: Path) -> int:
     try:
-        return file.stat().st_mtime_ns
-    except OSError:
-        return 0
+        return _calibration.get(
+            description, lambda: mtimes(description), lambda: _calibrated(component, description)
+        )
+    except OSError:  # no description: trained on nothing we can name
+        return None
 
 
-def _calibrated(description: Path) -> str | None:
+def _calibrated(component: str, description: Path) -> str | None:
     meta = _meta(description.parent, description.name)
-    if description.name == "router.json":
+    if component == "router":
         models = meta.get("models") or {}
         if models.get("small") and models.get("large"):
             return f"{models['small']} -> {models['large']}"
