@@ -20,6 +20,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from graphs import edges, nodes
+from graphs.executor import share_background_pool
 from graphs.state import InputState, State
 from hybrid.settings import RunContext
 
@@ -72,6 +73,7 @@ def build_graph() -> StateGraph:
 
 def compile_graph(checkpointer: BaseCheckpointSaver | None = None) -> CompiledStateGraph:
     """The graph compiled with a checkpointer (None: the caller's platform persists state)."""
+    share_background_pool()  # a run's final checkpoint is saved without starting a thread
     return build_graph().compile(checkpointer=checkpointer, name="hybrid")
 
 
