@@ -38,13 +38,10 @@ def timed(node: Node) -> Node:
         observability.setup_tracing(resolve_settings(runtime.context).otel_endpoint)  # once per process
         token = observability.current_trace_id.set(state.get("trace_id"))
         try:
-            with observability.tracer().start_as_current_span(
-                f"hybrid.{name}", record_exception=False, set_status_on_exception=False
-            ) as span:
+            with observability.span(f"hybrid.{name}") as attributes:
                 update = node(state, runtime)
                 trace_id = update.get("trace_id") or state.get("trace_id")
-                span.set_attribute("hybrid.trace_id", trace_id or "")
-                span.set_attribute("hybrid.node", name)
+                attributes |= {"hybrid.trace_id": trace_id or "", "hybrid.node": name}
         finally:
             observability.current_trace_id.reset(token)
         elapsed = time.perf_counter() - started

@@ -99,6 +99,27 @@ def test_opentelemetry_spans_are_exported_per_node_with_the_trace_id() -> None:
     assert b"hybrid.trace_id" in payload
 
 
+def test_spans_go_to_a_tracer_provider_the_application_set_up_itself() -> None:
+    # No HYBRID_OTEL_ENDPOINT: the spans are skipped only while no provider is set at all.
+    out = run_child(
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "exporter = InMemorySpanExporter(); provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        + ASK_WITH_FAKES.replace(
+            "answer = api.ask",
+            "api.ask('What is the capital of Spain?')\ntrace.set_tracer_provider(provider)\nanswer = api.ask",
+        )
+        + "for s in exporter.get_finished_spans():\n"
+        "    print(s.name, s.attributes['hybrid.node'], s.attributes['hybrid.trace_id'] == answer.trace_id)\n"
+    )
+    assert out.splitlines() == [
+        f"hybrid.{node} {node} True" for node in ("classify", "answer_small", "verify", "accept")
+    ]
+
+
 def test_langsmith_tracing_works_through_its_usual_variables() -> None:
     receiver = CaptureServer()
     try:
