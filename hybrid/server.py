@@ -63,8 +63,8 @@ from hybrid.errors import (
     Unauthenticated,
     UnknownModel,
 )
-from hybrid.policy import Caller
-from hybrid.settings import resolve_settings
+from hybrid.policy import Caller, LoadedPolicy, current_policy
+from hybrid.settings import Settings, resolve_settings
 
 MODEL = "hybrid"
 
@@ -377,10 +377,11 @@ class _Slots:
         """Requests waiting (of this priority or higher)."""
         return sum(1 for p, _, f in self._waiters if not f.done() and (priority is None or -p >= priority))
 
-    async def acquire(self, priority: int) -> None:
+    async def acquire(self, priority: int) -> bool:
+        """Take a slot, waiting for one if none is free; whether it waited."""
         if self.active < self.total and not self.waiting():
             self.active += 1
-            return
+            return False
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (-priority, next(self._order), future))
         try:
@@ -389,6 +390,7 @@ class _Slots:
             if future.done() and not future.cancelled():
                 self.release()  # handed a slot just as it was cancelled: pass it on
             raise
+        return True
 
     def release(self) -> None:
         while self._waiters:
@@ -443,18 +445,19 @@ class _Admission:
 
         A `client` that hung up while waiting gets no run: under overload, clients time out and
         retry, and running what nobody will read would only lengthen the line (nothing of theirs
-        had started, so nothing is lost)."""
+        had started, so nothing is lost). One admitted at once is not asked (the question costs
+        a cancel scope on the event loop, for every request)."""
         slots = self._limits()
         began = time.perf_counter()
         observability.RUNS_WAITING.inc()
         try:
-            await slots.acquire(priority)
+            waited = await slots.acquire(priority)
         finally:
             observability.RUNS_WAITING.dec()
         admitted = time.perf_counter()
         try:
             observability.QUEUE_SECONDS.observe(admitted - began)
-            if client is not None and await client.is_disconnected():
+            if waited and client is not None and await client.is_disconnected():
                 observability.ABANDONED.inc()
                 message = "the client closed the connection while the request waited for a run slot"
                 raise OpenAIError(499, message, "client_closed_request")
@@ -467,36 +470,32 @@ class _Admission:
 
 @dataclass(frozen=True)
 class _Auth:
-    """Who a request acts as, and the key it gave (the façade checks it again)."""
+    """Who a request acts as, and the key it gave (the façade checks it again), with the settings
+    and the policy that were in force when it arrived: read once a request, not once per check."""
 
     caller: Caller
     key: str | None
+    settings: Settings
+    loaded: LoadedPolicy | None
 
     @property
     def policy(self) -> bool:
         """Whether a policy file is in force."""
-        from hybrid.policy import current_policy
-
-        return current_policy(resolve_settings()) is not None
+        return self.loaded is not None
 
     @property
     def priority(self) -> int:
-        from hybrid.policy import current_policy
-
-        loaded = current_policy(resolve_settings())
-        tier = loaded.tier(self.caller.tier) if loaded else None
+        tier = self.loaded.tier(self.caller.tier) if self.loaded else None
         return tier.priority if tier else 0
 
     def take_rate(self) -> None:
         """Count a request that runs the graph against the key's rate limit (429 if over)."""
-        from hybrid.policy import current_policy
         from hybrid.policy.limits import take
 
-        settings = resolve_settings()
-        loaded = current_policy(settings)
-        tier = loaded.tier(self.caller.tier) if loaded else None
+        tier = self.loaded.tier(self.caller.tier) if self.loaded else None
         if tier is None or tier.rate_limit is None or self.caller.admin or self.caller.key_id is None:
             return
+        settings = self.settings
         try:
             take(settings, self.caller.key_id, tier.rate_limit)
         except TooManyRequests:
@@ -513,13 +512,15 @@ async def _authorize(request: Request) -> _Auth:
     """The caller a request's bearer key stands for; without keys configured, everyone is
     the operator (sees everything)."""
     # On the event loop: a stat of the policy file and a hash (a changed file is re-read here).
+    settings = resolve_settings()
+    loaded = current_policy(settings)
     if not api.keys_required():
-        return _Auth(api.caller(), None)
+        return _Auth(api.caller(), None, settings, loaded)
     token = _bearer(request)
     if not token:
         message = "missing API key (Authorization: Bearer <key>)"
         raise OpenAIError(401, message, "authentication_error", "invalid_api_key")
-    return _Auth(api.caller(token), token)
+    return _Auth(api.caller(token), token, settings, loaded)
 
 
 async def _admin(auth: Annotated[_Auth, Depends(_authorize)]) -> _Auth:

@@ -441,19 +441,28 @@ def test_a_request_whose_client_left_while_it_waited_is_not_run(monkeypatch: pyt
         async def is_disconnected(self) -> bool:
             return True
 
-    async def scenario() -> tuple[list[float], OpenAIError, float]:
+    async def scenario() -> tuple[list[str], OpenAIError, float]:
         admission, ran = _Admission(), []
-        with pytest.raises(OpenAIError) as caught:
-            async with admission.slot(HungUp()):  # type: ignore[arg-type]
-                ran.append(-1.0)
+
+        async def wait_then_find_it_gone() -> OpenAIError:
+            with pytest.raises(OpenAIError) as caught:
+                async with admission.slot(HungUp()):  # type: ignore[arg-type]
+                    ran.append("after waiting")
+            return caught.value
+
+        async with admission.slot():  # the only slot is taken: the next request waits
+            waiter = asyncio.create_task(wait_then_find_it_gone())
+            await asyncio.sleep(0)
+        error = await waiter
         slots = admission._limits()
         given_back = slots.total - slots.active
-        async with admission.slot() as waited:  # its slot was given back: the next one runs
-            ran.append(waited)
-        return ran, caught.value, given_back
+        # Admitted at once, a request is not asked whether its client is still there: it runs.
+        async with admission.slot(HungUp()):  # type: ignore[arg-type]
+            ran.append("at once")
+        return ran, error, given_back
 
     ran, error, given_back = asyncio.run(scenario())
-    assert len(ran) == 1
+    assert ran == ["at once"]
     assert given_back == 1
     assert (error.status, error.kind) == (499, "client_closed_request")
 
