@@ -172,3 +172,16 @@ def test_tokens_still_stream_from_models_called_under_a_timeout(tiers: FakeModel
 )
 def test_transient_errors_are_told_apart(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+@pytest.mark.unit
+def test_an_attempt_is_recorded_with_every_field_as_a_plain_copy() -> None:
+    import dataclasses
+
+    from hybrid.models.resilience import Attempt
+
+    attempt = Attempt("openai:small", "error", "ConnectError", 12.5, True, "refused", "http://x", 3.25)
+    recorded = attempt.as_dict()
+    assert recorded == dataclasses.asdict(attempt)
+    recorded["outcome"] = "changed"
+    assert attempt.outcome == "error"  # a copy: the draft's record does not alias the attempt
