@@ -12,6 +12,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from hybrid.database import audit, database_for, insert_ignore, threads, writer_turn
+from hybrid.sensitivity import mask
 from hybrid.settings import Settings
 
 EXPORT_COLUMNS = ("id", "at", "event", "trace_id", "thread_id", "case_id", "actor", "data")
@@ -19,8 +20,6 @@ EXPORT_COLUMNS = ("id", "at", "event", "trace_id", "thread_id", "case_id", "acto
 
 def masked(value: Any) -> Any:
     """A JSON value with sensitive data masked in every string (the audit log never holds it)."""
-    from hybrid.sensitivity import mask
-
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, list):
