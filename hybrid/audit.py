@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -56,7 +57,13 @@ def record(
         insert_ignore(engine, audit, values, "event_key")
     else:
         with writer_turn(engine), engine.begin() as connection:
-            connection.execute(sa.insert(audit), values)
+            connection.execute(_append(), values)
+
+
+@lru_cache(maxsize=1)
+def _append() -> sa.Insert:
+    # Built once: a new statement is built and keyed for SQLAlchemy's compiled cache on every call.
+    return sa.insert(audit)
 
 
 def events(
