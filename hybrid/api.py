@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Command
+from langgraph.types import Command, GraphOutput
 from pydantic import BaseModel, Field, ValidationError
 
 from hybrid import audit, registry, reviews, shadow
@@ -338,18 +338,17 @@ def _finished(
     thread_id: str,
     settings: Settings,
     reference: Sequence[str] | None,
-    output: Mapping[str, Any] | None = None,
+    output: GraphOutput | None = None,
 ) -> Answer:
     """The turn's answer; a sampled turn is queued for a shadow run (after the answer is built).
 
-    `output` is what the run returned (its state, and `__interrupt__` if it paused for review): the
+    `output` is what the run returned (its state, and its interrupts if it paused for review): the
     same as the checkpoint just saved, without reading it back. Without it, the checkpoint."""
-    if not isinstance(output, Mapping) or "question" not in output:
+    if output is None or not isinstance(output.value, Mapping) or "question" not in output.value:
         snapshot = _graph(settings).get_state(_config(thread_id))
         values, interrupts = snapshot.values, tuple(snapshot.interrupts)
     else:
-        values = {key: value for key, value in output.items() if key != "__interrupt__"}
-        interrupts = tuple(output.get("__interrupt__") or ())
+        values, interrupts = dict(output.value), output.interrupts
     answer = _build_answer(thread_id, values, interrupts, settings)
     if settings.shadow_rate > 0 and not interrupts:
         shadow.schedule(settings, values, thread_id=thread_id, reference=reference)
@@ -380,11 +379,14 @@ def ask(
     settings, question, thread_id, graph = _start(question, thread_id, key, overrides, history)
     try:
         with shadow.user_run():
+            # v2: the state after each step, and interrupts as they come; v1 also streams each
+            # node's update, only to look for interrupts in it (a stream put and read per step).
             output = graph.invoke(
                 _turn_input(graph, thread_id, question, history),
                 _config(thread_id),
                 context=settings,
                 durability=settings.checkpoint_durability,
+                version="v2",
             )
     finally:
         release_admission(settings, thread_id)
