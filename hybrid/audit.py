@@ -7,12 +7,11 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from hybrid.database import audit, database_for, insert_ignore, threads, writer_turn
+from hybrid.database import audit, database_for, insert_ignore, insert_row, threads
 from hybrid.sensitivity import mask
 from hybrid.settings import Settings
 
@@ -56,14 +55,7 @@ def record(
     if key:
         insert_ignore(engine, audit, values, "event_key")
     else:
-        with writer_turn(engine), engine.begin() as connection:
-            connection.execute(_append(), values)
-
-
-@lru_cache(maxsize=1)
-def _append() -> sa.Insert:
-    # Built once: a new statement is built and keyed for SQLAlchemy's compiled cache on every call.
-    return sa.insert(audit)
+        insert_row(engine, audit, values)
 
 
 def events(

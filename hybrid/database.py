@@ -308,8 +308,12 @@ def insert_ignore(engine: sa.Engine, table: sa.Table, values: dict[str, Any], ke
 
     Atomic on both engines."""
     statement = _insert_ignore(engine.dialect.name, table, (key,) if isinstance(key, str) else tuple(key))
-    with writer_turn(engine), engine.begin() as connection:
-        return connection.execute(statement, values).first() is not None
+    return _write(engine, statement, values) is not None
+
+
+def insert_row(engine: sa.Engine, table: sa.Table, values: dict[str, Any]) -> None:
+    """Insert a row, in a transaction of its own."""
+    _write(engine, _insert(table), values)
 
 
 @lru_cache(maxsize=64)
@@ -322,6 +326,81 @@ def _insert_ignore(dialect: str, table: sa.Table, keys: tuple[str, ...]) -> Any:
         from sqlalchemy.dialects.sqlite import insert
     # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
     return insert(table).on_conflict_do_nothing(index_elements=list(keys)).returning(table.c[keys[0]])
+
+
+@lru_cache(maxsize=64)
+def _insert(table: sa.Table) -> Any:
+    return sa.insert(table)
+
+
+def _write(engine: sa.Engine, statement: Any, values: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Run a one-statement write transaction; the first row it returns, if any.
+
+    On SQLite the statement is compiled once per set of columns and run on the pool's DB-API
+    connection: SQLAlchemy's per-execution work (compiled-cache lookup, parameter processing,
+    result wrapping) cost as much as SQLite's own insert and commit, for the conversation's claim
+    and the audit row of every request (docs/benchmarks.md). The parameters still go through each
+    column type's own bind processor, so the stored values are the same."""
+    if engine.dialect.name == "sqlite":
+        prepared = _sqlite_prepared(engine.dialect, statement, tuple(values))
+        if prepared is not None:
+            return _sqlite_write(engine, prepared, values)
+    with writer_turn(engine), engine.begin() as connection:
+        return connection.execute(statement, values).first()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sql: str
+    # Per positional parameter: the column, its constant default when `values` leaves it out
+    # (_ABSENT: it must be given), and its type's bind processor.
+    parameters: tuple[tuple[str, Any, Any], ...]
+
+
+_ABSENT = object()
+
+
+@lru_cache(maxsize=256)
+def _sqlite_prepared(dialect: sa.Dialect, statement: Any, columns: tuple[str, ...]) -> _Prepared | None:
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    table = statement.table
+    parameters = []
+    for name in compiled.positiontup or ():
+        default: Any = _ABSENT
+        if name not in columns:
+            column_default = table.c[name].default if name in table.c else None
+            if column_default is None or not column_default.is_scalar:
+                return None  # a default computed per row: SQLAlchemy's own path runs it
+            default = column_default.arg
+        column_type = compiled.binds[name].type.dialect_impl(dialect)  # SQLite's DATETIME, not DateTime
+        parameters.append((name, default, column_type.bind_processor(dialect)))
+    return _Prepared(str(compiled), tuple(parameters))
+
+
+def _sqlite_write(engine: sa.Engine, prepared: _Prepared, values: dict[str, Any]) -> tuple[Any, ...] | None:
+    parameters = []
+    for name, default, process in prepared.parameters:
+        value = values[name] if default is _ABSENT else values.get(name, default)
+        parameters.append(process(value) if process is not None else value)
+    with writer_turn(engine):
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(prepared.sql, parameters)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            connection.commit()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            connection.rollback()
+            # The same exception types as SQLAlchemy's own path (callers tell transient ones apart).
+            raise sa.exc.DBAPIError.instance(
+                prepared.sql, parameters, exc, engine.dialect.loaded_dbapi.Error, dialect=engine.dialect
+            ) from exc
+        finally:
+            connection.close()  # back to the pool
+    return None if row is None else tuple(row)
 
 
 _databases: dict[str, Database] = {}
