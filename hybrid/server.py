@@ -495,9 +495,8 @@ class _Auth:
         tier = self.loaded.tier(self.caller.tier) if self.loaded else None
         if tier is None or tier.rate_limit is None or self.caller.admin or self.caller.key_id is None:
             return
-        settings = self.settings
         try:
-            take(settings, self.caller.key_id, tier.rate_limit)
+            take(self.settings, self.caller.key_id, tier.rate_limit)
         except TooManyRequests:
             observability.LIMITED.labels("rate").inc()
             raise
