@@ -368,7 +368,7 @@ def _sqlite_prepared(dialect: sa.Dialect, statement: Any, columns: tuple[str, ..
     for name in compiled.positiontup or ():
         default: Any = _ABSENT
         if name not in columns:
-            column_default = table.c[name].default if name in table.c else None
+            column_default = table.c[name].default  # an insert's parameters are its columns
             if column_default is None or not column_default.is_scalar:
                 return None  # a default computed per row: SQLAlchemy's own path runs it
             default = column_default.arg

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from hybrid.database import database_for, feedback, insert_ignore
+from hybrid.database import database_for, feedback, insert_ignore, insert_row
 from hybrid.settings import Settings
 
 
@@ -40,8 +40,7 @@ def _store(settings: Settings, values: dict[str, Any], key: str | None) -> None:
     if key:
         insert_ignore(engine, feedback, row, "event_key")
     else:
-        with engine.begin() as connection:
-            connection.execute(sa.insert(feedback).values(**row))
+        insert_row(engine, feedback, row)
 
 
 def record_user_feedback(
