@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from langchain_core.language_models import BaseChatModel
@@ -110,6 +110,10 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
     from pydantic import model_validator
 
     class HybridChatOpenAI(ChatOpenAI):
+        enforces_call_timeout: ClassVar[bool] = True
+        """Takes `timeout=` per call and keeps to it in its HTTP client, which does not retry by
+        itself (`hybrid.models.resilience` calls it on the caller's thread)."""
+
         def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict:
             payload = super()._get_request_payload(*args, **kwargs)
             if compatible and "max_completion_tokens" in payload:
@@ -185,6 +189,8 @@ def _build_openai(name: str, settings: Settings) -> BaseChatModel:
         temperature=settings.temperature,
         max_tokens=settings.max_answer_tokens,
         timeout=settings.model_timeout_s,
+        # One retry policy, ours: every attempt recorded, within the request's deadline.
+        max_retries=0,
         stream_usage=True,
         # Times each exchange at the HTTP boundary: the server's part apart from the client library's.
         http_client=timed_http_client(),

@@ -33,7 +33,8 @@ _TRANSIENT_NAMES = (
     "ServiceUnavailable",
     "Overloaded",
 )
-# Model calls run here so a call that overstays its timeout can be abandoned.
+# Model calls that cannot keep to a timeout themselves run here, so one that overstays it can be
+# abandoned.
 _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="hybrid-model")
 
 
@@ -139,6 +140,15 @@ breaker = CircuitBreaker()
 
 
 def _invoke(model: Any, messages: list[BaseMessage], timeout: float, deadline: float) -> AIMessage:
+    if getattr(model, "enforces_call_timeout", False):
+        # The HTTP client gives up after `timeout`: no thread to hand the call to and take it back
+        # from (that hand-off cost more CPU than the rest of the call's client side).
+        from openai import APITimeoutError
+
+        try:
+            return model.invoke(messages, timeout=timeout)
+        except APITimeoutError:
+            raise TimeoutError(f"no answer within {timeout:.1f}s") from None
     from hybrid.models.llamacpp import EmbeddedChatModel
 
     kwargs = {"deadline": deadline} if isinstance(model, EmbeddedChatModel) else {}
