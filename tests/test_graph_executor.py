@@ -62,3 +62,49 @@ def test_a_forked_child_gets_a_pool_that_runs_its_tasks() -> None:
     child.join(30)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == "ran"
+
+
+@pytest.mark.integration
+def test_a_turn_saves_its_checkpoint_on_its_own_thread(
+    fakes: FakeModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With durability "exit" the save comes as the run ends and is waited for at once: no hand-off."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    fakes.set("small", "The capital of France is Paris.")
+    saved_on: list[int] = []
+    original = SqliteSaver.put
+
+    def put(self, *args, **kwargs):
+        saved_on.append(threading.get_ident())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteSaver, "put", put)
+    answer = api.ask("What is the capital of France?")
+
+    assert saved_on == [threading.get_ident()]
+    assert api.answer_for(answer.thread_id).answer == answer.answer
+
+
+@pytest.mark.unit
+def test_saves_run_inline_and_keep_their_errors_while_other_tasks_go_to_the_pool() -> None:
+    import contextvars
+
+    class Loop:
+        def _checkpointer_put_after_previous(self) -> int:
+            return threading.get_ident()
+
+    class Saver:
+        def put_writes(self) -> None:
+            raise OSError("disk full")
+
+    with executor._executor_for_config({"configurable": {"__pregel_durability": "exit"}}) as pool:
+        save = pool.submit(contextvars.copy_context().run, Loop()._checkpointer_put_after_previous)
+        assert save.done()  # already: it ran on this thread
+        assert save.result() == threading.get_ident()
+        failed = pool.submit(contextvars.copy_context().run, Saver().put_writes)
+        assert isinstance(failed.exception(), OSError)  # LangGraph re-raises it as the run ends
+        other = pool.submit(contextvars.copy_context().run, threading.get_ident)
+        assert other.result(timeout=10) != threading.get_ident()
+    with executor._executor_for_config({"configurable": {"__pregel_durability": "async"}}) as pool:
+        assert pool is executor.shared_pool()  # saves overlap the next step there
