@@ -34,6 +34,26 @@ def test_environment_beats_defaults_and_context_beats_environment(monkeypatch: p
     assert resolve_settings({"route_threshold": None}).route_threshold == 0.7  # None means "not set"
 
 
+def test_every_change_to_the_environment_is_seen_and_nothing_else_resolves_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settings are cached on the `HYBRID_*` and `XDG_*` variables (read as the bytes POSIX keeps)."""
+    monkeypatch.setenv("HYBRID_CACHE", "off")
+    first = resolve_settings()
+    assert first.cache == "off"
+    monkeypatch.setenv("UNRELATED_VARIABLE", "x")
+    assert resolve_settings() is first
+    monkeypatch.setenv("HYBRID_CACHE", "exact")
+    assert resolve_settings().cache == "exact"
+    monkeypatch.setenv("HYBRID_MODEL_RETRIES", "5")
+    assert resolve_settings().model_retries == 5
+    monkeypatch.delenv("HYBRID_MODEL_RETRIES")
+    monkeypatch.setenv("HYBRID_CACHE", "off")
+    assert resolve_settings() is first
+    monkeypatch.setenv("XDG_CACHE_HOME", "/nonexistent/elsewhere")
+    assert resolve_settings() is not first
+
+
 def test_tier_overrides_win_over_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYBRID_LARGE_MODEL", "openai:gpt-4o-mini")
     settings = resolve_settings()
