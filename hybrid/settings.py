@@ -591,7 +591,9 @@ def _environment() -> tuple[tuple[Any, Any], ...]:
     a request on its event loop, and reading the bytes directly halves the scan."""
     raw = getattr(os.environ, "_data", None)
     if os.name == "posix" and isinstance(raw, dict):
-        return tuple(sorted(item for item in raw.items() if item[0].startswith(_PREFIXES_ENCODED)))
+        # A copy first (one step under the GIL), as `os.environ` itself iterates: another thread
+        # setting a variable meanwhile must not break the scan.
+        return tuple(sorted(item for item in list(raw.items()) if item[0].startswith(_PREFIXES_ENCODED)))
     # Names first, values only of the matching ones: each of the environment's values read is decoded.
     return tuple(sorted((k, os.environ[k]) for k in os.environ if k.startswith(_PREFIXES)))
 
