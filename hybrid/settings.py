@@ -577,29 +577,14 @@ def resolve_settings(context: Any = None, **overrides: Any) -> Settings:
         )
     # Building Settings parses the environment, and every node of a run asks for it: cache on the
     # inputs, the environment included, so the precedence stays exact.
-    encoded = json.dumps(values, sort_keys=True, default=str) if values else "{}"
-    return _settings_for(encoded, _environment(), os.environ.get("HOME"))
-
-
-_PREFIXES = ("HYBRID_", "XDG_")
-_PREFIXES_ENCODED = tuple(prefix.encode() for prefix in _PREFIXES)
-
-
-def _environment() -> tuple[tuple[Any, Any], ...]:
-    """The `HYBRID_*` and `XDG_*` variables, as a cache key. On POSIX `os.environ` keeps its
-    variables as bytes and decodes each name it yields: the server resolves settings several times
-    a request on its event loop, and reading the bytes directly halves the scan."""
-    raw = getattr(os.environ, "_data", None)
-    if os.name == "posix" and isinstance(raw, dict):
-        # A copy first (one step under the GIL), as `os.environ` itself iterates: another thread
-        # setting a variable meanwhile must not break the scan.
-        return tuple(sorted(item for item in list(raw.items()) if item[0].startswith(_PREFIXES_ENCODED)))
     # Names first, values only of the matching ones: each of the environment's values read is decoded.
-    return tuple(sorted((k, os.environ[k]) for k in os.environ if k.startswith(_PREFIXES)))
+    environment = tuple(sorted((k, os.environ[k]) for k in os.environ if k.startswith(("HYBRID_", "XDG_"))))
+    encoded = json.dumps(values, sort_keys=True, default=str) if values else "{}"
+    return _settings_for(encoded, environment, os.environ.get("HOME"))
 
 
 @lru_cache(maxsize=256)
-def _settings_for(values: str, environment: tuple[tuple[Any, Any], ...], home: str | None) -> Settings:
+def _settings_for(values: str, environment: tuple[tuple[str, str], ...], home: str | None) -> Settings:
     from pydantic_settings import SettingsError
 
     try:

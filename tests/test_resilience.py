@@ -187,95 +187,54 @@ def test_an_attempt_is_recorded_with_every_field_as_a_plain_copy() -> None:
     assert attempt.outcome == "error"  # a copy: the draft's record does not alias the attempt
 
 
-class _SlowChatServer:
-    """An OpenAI-compatible endpoint that answers each chat request after `delay` seconds."""
-
-    def __init__(self, delay: float) -> None:
-        import json
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.requests = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                server.requests += 1
-                threading.Event().wait(delay)
-                body = json.dumps(
-                    {
-                        "id": "c",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "slow",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": "Paris."},
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-                    }
-                ).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:  # the client gave up first
-                    pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/v1"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.mark.integration
 # A healthy server gets a timeout no machine comes near; a slow one answers after ten times its timeout.
 @pytest.mark.parametrize(("delay", "timeout"), [(0.0, 30.0), (5.0, 0.5)])
 def test_an_http_model_keeps_to_its_timeout_on_the_callers_thread(
-    delay: float, timeout: float, monkeypatch
+    delay: float, timeout: float, monkeypatch, tmp_path
 ) -> None:
     """OpenAI-compatible models are called without a thread hand-off: their HTTP client gives up
     after the timeout, and only our retries try again (one request per recorded attempt)."""
+    import sys
     import time
 
     from langchain_core.messages import HumanMessage
 
+    from hybrid.evals.faults import FaultProxy
+    from hybrid.evals.servers import free_port, running
     from hybrid.models import resilience
     from hybrid.models.factory import clear_model_cache
     from hybrid.settings import Settings
 
-    server = _SlowChatServer(delay)
-    monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", server.url)
-    monkeypatch.setattr(resilience._executor, "submit", lambda *a, **k: pytest.fail("handed to a thread"))
-    clear_model_cache()
-    breaker.reset()
-    settings = Settings(model_timeout_s=timeout, model_retries=1, retry_backoff_s=0.01)
-    messages = [HumanMessage("What is the capital of France?")]
-    deadline = time.monotonic() + 60
-    try:
-        if delay:
-            with pytest.raises(resilience.TierDown) as down:
-                resilience.call_tier(["openai:slow"], messages, settings, deadline)
-            attempts = down.value.attempts
-            assert [a.outcome for a in attempts] == ["timeout", "timeout"]
-            assert all(a.latency_ms >= 450 for a in attempts)  # each was given its time, then left
-            assert "no answer within 0.5s" in attempts[0].error
-        else:
-            reply, spec, attempts = resilience.call_tier(["openai:slow"], messages, settings, deadline)
-            assert (reply.content, spec, [a.outcome for a in attempts]) == ("Paris.", "openai:slow", ["ok"])
-        assert server.requests == len(attempts)  # the client library retried nothing by itself
-    finally:
-        server.close()
+    port = free_port()
+    stub = [sys.executable, "-m", "hybrid.evals.stub", "--port", str(port), "--answer", "Paris."]
+    with running(stub, f"http://127.0.0.1:{port}/health", tmp_path / "stub.log"):
+        proxy = FaultProxy(f"http://127.0.0.1:{port}")
+        proxy.mode, proxy.delay = ("slow", delay) if delay else ("pass", 0.0)
+        monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", f"{proxy.url}/v1")
+        monkeypatch.setattr(resilience._executor, "submit", lambda *a, **k: pytest.fail("handed to a thread"))
         clear_model_cache()
         breaker.reset()
+        settings = Settings(model_timeout_s=timeout, model_retries=1, retry_backoff_s=0.01)
+        messages = [HumanMessage("What is the capital of France?")]
+        deadline = time.monotonic() + 60
+        try:
+            if delay:
+                with pytest.raises(resilience.TierDown) as down:
+                    resilience.call_tier(["openai:slow"], messages, settings, deadline)
+                attempts = down.value.attempts
+                assert [a.outcome for a in attempts] == ["timeout", "timeout"]
+                assert all(a.latency_ms >= 450 for a in attempts)  # each was given its time, then left
+                assert "no answer within 0.5s" in attempts[0].error
+            else:
+                reply, spec, attempts = resilience.call_tier(["openai:slow"], messages, settings, deadline)
+                assert (reply.content, spec, [a.outcome for a in attempts]) == (
+                    "Paris.",
+                    "openai:slow",
+                    ["ok"],
+                )
+            assert proxy.requests == len(attempts)  # the client library retried nothing by itself
+        finally:
+            proxy.close()
+            clear_model_cache()
+            breaker.reset()

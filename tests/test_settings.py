@@ -37,7 +37,7 @@ def test_environment_beats_defaults_and_context_beats_environment(monkeypatch: p
 def test_every_change_to_the_environment_is_seen_and_nothing_else_resolves_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Settings are cached on the `HYBRID_*` and `XDG_*` variables (read as the bytes POSIX keeps)."""
+    """Settings are cached on the `HYBRID_*` and `XDG_*` variables."""
     monkeypatch.setenv("HYBRID_CACHE", "off")
     first = resolve_settings()
     assert first.cache == "off"
