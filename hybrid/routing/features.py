@@ -38,6 +38,13 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?%?")
 _LATEX = re.compile(r"\\(frac|sqrt|sum|int|cdot|times|alpha|beta|theta|pi|le|ge)|\$[^$]+\$")
 _NEGATION = re.compile(r"\b(NOT|EXCEPT|LEAST|FALSE|INCORRECT)\b")
 _FIRST_OPTION = re.compile(r"\n\s*A[\.\)]\s")
+_FORMULA_EQ = re.compile(r"\d\s*[=<>]\s*\d|[a-z]\s*=\s*\d")
+_DECIMAL = re.compile(r"\d\.\d")
+_SENTENCE_BREAK = re.compile(r"[.!?]\s")
+_SENTENCE_END = re.compile(r"[.!?](\s|$)")
+_LOWER_WORD = re.compile(r"[a-z]+")
+_MID_SENTENCE_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")  # names, mid-sentence
+_WRITTEN_NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 _OPTION_SPLIT = re.compile(r"\n\s*[A-J][\.\)]\s")
 
 QUERY_FEATURE_NAMES: tuple[str, ...] = (
@@ -76,27 +83,27 @@ def query_features(prompt: str) -> np.ndarray:
         math.log1p(prompt.count("\n")),
         min(len(found), 30) / 10.0,
         math.log1p(len(found)),
-        sum(c.isdigit() for c in prompt) / n_chars,
-        sum(c in _MATH_CHARS for c in prompt) / n_chars,
+        sum(map(str.isdigit, prompt)) / n_chars,
+        sum(map(_MATH_CHARS.__contains__, prompt)) / n_chars,
         float(bool(_LATEX.search(prompt))),
         min(len(_CODE.findall(prompt)), 20) / 5.0,
         float(len(options)),
         float("Answer:" in prompt),
         math.log1p(float(np.mean([len(o) for o in options]))) if options else 0.0,
         math.log1p(len(stem)),
-        sum(c.isupper() for c in prompt) / n_chars,
+        sum(map(str.isupper, prompt)) / n_chars,
         float(bool(_NEGATION.search(stem))),
         float("Statement 1" in prompt),
         float(first in _WH),
         float("how many" in lowered or "how much" in lowered),
         float("?" in stem),
         float(len(stem) > 600),  # a reading passage before the question
-        float(bool(re.search(r"\d\s*[=<>]\s*\d|[a-z]\s*=\s*\d", prompt))),
+        float(bool(_FORMULA_EQ.search(prompt))),
         math.log10(1 + max(values)) if values else 0.0,
-        float(bool(re.search(r"\d\.\d", prompt))),
+        float(bool(_DECIMAL.search(prompt))),
         float("%" in prompt or "percent" in lowered),
         float("$" in prompt),
-        math.log1p(len(re.split(r"[.!?]\s", stem))),
+        math.log1p(len(_SENTENCE_BREAK.split(stem))),
         float(np.mean([len(w) for w in text_words])) / 10.0 if text_words else 0.0,
     ]
     return np.array(features, dtype=np.float32)
@@ -155,18 +162,18 @@ def math_word_features(question: str) -> np.ndarray:
     lowered = question.lower()
     features = [float(min(len(pattern.findall(lowered)), 5)) for pattern in _WORD_PROBLEM_RES]
     values = _numbers(question)
-    tokens = re.findall(r"[a-z]+", lowered)
+    tokens = _LOWER_WORD.findall(lowered)
     features += [
         float(len(values)),
         float(len(set(values))),
         float(sum(token in _WORD_NUMBERS for token in tokens)),
         float(sum(math.log10(1 + abs(x)) for x in values)),
         max((math.log10(1 + abs(x)) for x in values), default=0.0),
-        float(len(re.findall(r"\d\.\d", question))),
-        float(len(re.findall(r"[.!?](\s|$)", question))),
+        float(len(_DECIMAL.findall(question))),
+        float(len(_SENTENCE_END.findall(question))),
         math.log1p(len(tokens)),
         float(question.count("?")),
-        float(len(set(re.findall(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+", question)))),  # names, mid-sentence
+        float(len(set(_MID_SENTENCE_NAME.findall(question)))),
     ]
     return np.array(features, dtype=np.float32)
 
@@ -208,7 +215,7 @@ def _to_float(token: str) -> tuple[float | None, bool]:
 
 def _numbers(text: str) -> list[float]:
     values = []
-    for found in re.finditer(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?", text):
+    for found in _WRITTEN_NUMBER.finditer(text):
         value, _ = _to_float(found.group(0))
         if value is not None:
             values.append(value)
