@@ -81,10 +81,10 @@ def _build_ollama(name: str, settings: Settings) -> BaseChatModel:
     )
 
 
-# Arguments the OpenAI SDK itself reads (how to send, how to read the answer); every other one is
-# only copied into the request body.
+# Arguments the OpenAI SDK itself reads (how to send, how to read the answer); every other one,
+# `model` included, is only copied into the request body.
 _SDK_ARGUMENTS = frozenset(
-    {"model", "messages", "stream", "stream_options", "extra_body", "extra_headers", "extra_query", "timeout"}
+    {"messages", "stream", "stream_options", "extra_body", "extra_headers", "extra_query", "timeout"}
 )
 
 
@@ -125,6 +125,9 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
                 extra = payload.get("extra_body") or {}
                 payload["extra_body"] = {**body, "messages": payload["messages"], **extra}
                 payload["messages"] = []  # still a required argument; replaced in the body
+                # Required too, and the walk's dearest step (its type lists every OpenAI model
+                # name); left out of the body, which `extra_body` gives it.
+                payload["model"] = _omitted()
             return payload
 
         @model_validator(mode="after")
@@ -135,6 +138,12 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
             return self
 
     return HybridChatOpenAI
+
+
+def _omitted() -> Any:
+    from openai import omit
+
+    return omit
 
 
 class _JsonAnswers:
