@@ -9,6 +9,7 @@ import pytest
 from hybrid import api
 from hybrid.models.resilience import breaker, is_transient
 from tests.fakes import FakeModels
+from tests.servers import free_port, serving
 
 
 class Flaky:
@@ -201,14 +202,13 @@ def test_an_http_model_keeps_to_its_timeout_on_the_callers_thread(
     from langchain_core.messages import HumanMessage
 
     from hybrid.evals.faults import FaultProxy
-    from hybrid.evals.servers import free_port, running
     from hybrid.models import resilience
     from hybrid.models.factory import clear_model_cache
     from hybrid.settings import Settings
 
     port = free_port()
     stub = [sys.executable, "-m", "hybrid.evals.stub", "--port", str(port), "--answer", "Paris."]
-    with running(stub, f"http://127.0.0.1:{port}/health", tmp_path / "stub.log"):
+    with serving(stub, f"http://127.0.0.1:{port}/health", tmp_path / "stub.log"):
         proxy = FaultProxy(f"http://127.0.0.1:{port}")
         proxy.mode, proxy.delay = ("slow", delay) if delay else ("pass", 0.0)
         monkeypatch.setenv("HYBRID_OPENAI_BASE_URL", f"{proxy.url}/v1")

@@ -127,7 +127,9 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
                 payload["messages"] = []  # still a required argument; replaced in the body
                 # Required too, and the walk's dearest step (its type lists every OpenAI model
                 # name); left out of the body, which `extra_body` gives it.
-                payload["model"] = _omitted()
+                from openai import omit
+
+                payload["model"] = omit
             return payload
 
         @model_validator(mode="after")
@@ -138,12 +140,6 @@ def _chat_openai(compatible: bool) -> type[BaseChatModel]:
             return self
 
     return HybridChatOpenAI
-
-
-def _omitted() -> Any:
-    from openai import omit
-
-    return omit
 
 
 class _JsonAnswers:
