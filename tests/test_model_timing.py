@@ -92,6 +92,8 @@ def test_only_the_exchange_on_the_wire_is_the_servers_time(monkeypatch: pytest.M
         trace = request.extensions["trace"]
         clock.now += 0.004  # the connection pool and the request's bytes: our side
         trace("http11.send_request_headers.started", {})
+        clock.now += 0.002  # writing the request out: still ours
+        trace("http11.send_request_body.complete", {})
         clock.now += 0.010  # the server answers
         trace("http11.receive_response_body.complete", {})
         clock.now += 0.003  # parsing the reply: our side again
@@ -104,7 +106,38 @@ def test_only_the_exchange_on_the_wire_is_the_servers_time(monkeypatch: pytest.M
         ).read()
     assert spent == [pytest.approx(10.0)]
     # a trace hook of the caller's own still sees every event
-    assert seen == ["http11.send_request_headers.started", "http11.receive_response_body.complete"]
+    assert seen == [
+        "http11.send_request_headers.started",
+        "http11.send_request_body.complete",
+        "http11.receive_response_body.complete",
+    ]
+
+
+@pytest.mark.unit
+def test_a_new_connections_connect_is_the_servers_time_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A direct client pays the connect as well; only the request's writing after it is ours.
+    from hybrid.models import timing
+
+    clock = _Clock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+
+    def exchange(request: httpx2.Request) -> httpx2.Response:
+        trace = request.extensions["trace"]
+        clock.now += 0.004
+        trace("connection.connect_tcp.started", {})
+        clock.now += 0.001
+        trace("http11.send_request_headers.started", {})
+        clock.now += 0.002
+        trace("http11.send_request_body.complete", {})
+        clock.now += 0.010
+        trace("http11.receive_response_body.complete", {})
+        clock.now += 0.003
+        return httpx2.Response(200, stream=_Body(b"{}"))
+
+    client = timed_http_client(httpx2.MockTransport(exchange))
+    with server_time() as spent:
+        client.get("http://model.test/v1/models").read()
+    assert spent == [pytest.approx(13.0)]
 
 
 class _Answer:

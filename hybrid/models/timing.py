@@ -4,7 +4,7 @@ A call through LangChain and the OpenAI client spends time in Python on our side
 request, parsing the reply into messages) before and after the server's part. Counting all of it as
 "the model's time" under-reports our overhead: a client measures the whole hop. So `openai:` models
 get an HTTP client that times each exchange on the wire: from the first byte of the connection (or
-of the request, on a reused one) to the last byte of the response body (a stream included), through
+the request's last, on a reused one) to the last byte of the response body (a stream included), through
 the connection layer's `trace` hook, so the connection pool's bookkeeping and the building of the
 request stay ours. `call_tier` collects those times per attempt through a context variable (the
 call runs in a worker thread with a copy of the caller's context). A transport that reports no wire
@@ -37,9 +37,11 @@ def server_time() -> Iterator[list[float]]:
 
 
 # The connection layer's trace events (httpcore's names, "http11." or "http2." before them) that
-# open and close an exchange on the wire. A new connection's connect and TLS handshake are the
-# server's to pay as much as a direct client's, so they count.
-_WIRE_OPENS = ("connect_tcp.started", "start_tls.started", "send_request_headers.started")
+# open and close an exchange on the wire. On a reused connection the server's part begins once the
+# whole request is written: serialising and writing it is the client library's work. A new
+# connection's connect and TLS handshake are the server's to pay as much as a direct client's, so
+# there it begins with them.
+_WIRE_OPENS = ("connect_tcp.started", "start_tls.started", "send_request_body.complete")
 _WIRE_CLOSES = ("receive_response_body.complete",)
 
 
