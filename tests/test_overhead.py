@@ -120,6 +120,43 @@ def test_the_table_says_n_a_for_what_was_not_measured() -> None:
     assert "ours outside its own clock: p50 2.00 ms; model servers 0.50 ms by its account, the stub" in table
 
 
+@pytest.mark.unit
+def test_another_proxys_own_account_of_its_overhead_is_read_beside_ours() -> None:
+    # LiteLLM's proxy states its overhead on each response; a value that is not a number is skipped.
+    import asyncio
+    import itertools
+
+    import httpx
+
+    from hybrid.evals.overhead import _block
+
+    stated = iter(["4.5", "not a number", "5.5"])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={"choices": [{"message": {"role": "assistant", "content": "Paris"}}]},
+            headers={"x-litellm-overhead-duration-ms": next(stated)},
+        )
+
+    async def one_block() -> Block:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            return await _block(client, TARGETS[2], 1, 3, itertools.count(), round_=0)
+
+    block = asyncio.run(one_block())
+    assert block.self_overheads_ms == [4.5, 5.5]
+    stub = Block("stub", 0, [1.0, 1.0, 1.0], wall_s=0.01)
+    level = summarise_level(1, [stub, block], [TARGETS[0], TARGETS[2]])
+    assert level["targets"]["against-1"]["self_reported_overhead_ms_p50"] == 5.0
+    report = {
+        "settings": {"concurrency": [1], "rounds": 1, "requests": 3, "warmup": 0},
+        "targets": [{"name": t.name, "kind": t.kind, "url": t.base_url, "model": t.model} for t in TARGETS],
+        "levels": [level],
+    }
+    (row,) = [line for line in format_table(report).splitlines() if line.startswith("against-1 ")]
+    assert "5.00" in row
+
+
 @pytest.mark.integration
 def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Path) -> None:
     # A second stub stands in for another proxy the user started: it must be found by its port.

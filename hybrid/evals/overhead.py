@@ -40,6 +40,21 @@ from hybrid.evals.stats import percentile
 
 Kind = Literal["stub", "ours", "other"]
 STUB = "stub"
+# Where another proxy states its own overhead on each response (LiteLLM's proxy does, in
+# milliseconds): read beside ours, so both accounts can be checked against the client's.
+PEER_OVERHEAD_HEADERS = ("x-litellm-overhead-duration-ms",)
+
+
+def peer_reported_overhead(headers: Any) -> float | None:
+    """The overhead another proxy reports for one response, in milliseconds, if it reports one."""
+    for name in PEER_OVERHEAD_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -195,8 +210,9 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             "cpu_ms_per_request": _per_answer([b.cpu_s for b in mine], answered, scale=1000),
             "rps": _median([len(b.latencies_ms) / b.wall_s for b in mine if b.wall_s > 0]),
             "upstream_calls_per_request": _per_answer([b.upstream_calls for b in mine], answered),
+            # Ours from `timings_ms`; another proxy's from its own header, where it sends one.
             "self_reported_overhead_ms_p50": (
-                round(percentile(self_overheads, 50), 3) if target.kind == "ours" and self_overheads else None
+                round(percentile(self_overheads, 50), 3) if self_overheads else None
             ),
             # Time our requests waited for a run slot (HYBRID_MAX_ACTIVE_RUNS), outside `overhead`.
             "self_reported_queued_ms_p50": (
@@ -275,6 +291,8 @@ async def _block(
                     block.outside_ms.append(elapsed - float(timings["total"]))
                     block.models_ms.append(float(timings.get("models", 0.0)))
                 block.outcomes[f"{report.get('route')}/{report.get('status')}"] += 1
+            elif (reported := peer_reported_overhead(response.headers)) is not None:
+                block.self_overheads_ms.append(reported)
 
     cpu_before = cpu_seconds(target.pids) if target.pids else None
     started = time.perf_counter()
@@ -490,7 +508,7 @@ def format_table(report: dict[str, Any]) -> str:
                 + _cell(f["overhead_ms"], ".2f", 10)
                 + (
                     _cell(f["self_reported_overhead_ms_p50"], ".2f", 11)
-                    if f["kind"] == "ours"
+                    if f["kind"] != "stub"
                     else f"{'-':>11}"
                 )
                 + _cell(f["cpu_ms_per_request"], ".2f", 12)
