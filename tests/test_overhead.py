@@ -66,7 +66,16 @@ def test_overhead_is_the_median_over_rounds_of_p50_minus_the_stubs_p50_in_the_sa
     assert other["self_reported_overhead_ms_p50"] is None
     assert other["outside_clock_ms_p50"] is None
     assert level["ratios"] == [
-        {"target": "ours", "against": "against-1", "overhead": 2.0, "rps": 0.4, "cpu_per_request": None}
+        {
+            "target": "ours",
+            "against": "against-1",
+            "overhead": 2.0,
+            "rps": 0.4,
+            "cpu_per_request": None,
+            # round by round: 10 / 5 and 14 / 7 ms; 30 / 60 and 10 / 40 requests a second
+            "overhead_rounds": [2.0, 2.0],
+            "rps_rounds": [0.5, 0.25],
+        }
     ]
 
 
@@ -113,8 +122,12 @@ def test_the_table_says_n_a_for_what_was_not_measured() -> None:
     table = format_table(report)
 
     assert "concurrency 8" in table
-    assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/ax" not in table
-    assert "ours / against-1: overhead 2.00x, req/s 0.40x, CPU/req n/a" in table
+    assert "CPU/req n/ax" not in table
+    # each ratio with its spread over the rounds, where there are two or more
+    assert (
+        "ours / against-1: overhead 2.00x (2.00-2.00x over 2 rounds), "
+        "req/s 0.40x (0.25-0.50x over 2 rounds), CPU/req n/a" in table
+    )
     assert "against-1 error: HTTP 500: boom" in table
     assert "ours waited for a run slot: p50 0.00 ms" in table
     assert "ours outside its own clock: p50 2.00 ms; model servers 0.50 ms by its account, the stub" in table

@@ -162,6 +162,18 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
+def _paired(mine: dict[int, float], theirs: dict[int, float]) -> list[float | None]:
+    return [_ratio(mine[r], theirs[r]) for r in sorted(mine.keys() & theirs.keys())]
+
+
+def _spread(ratios: Sequence[float | None]) -> str:
+    """The range of the per-round ratios, as ` (0.91-1.08x over 3 rounds)`; nothing for fewer than two."""
+    known = [r for r in ratios if r is not None]
+    if len(known) < 2:
+        return ""
+    return f" ({min(known):.2f}-{max(known):.2f}x over {len(known)} rounds)"
+
+
 def _per_answer(totals: Sequence[float | None], answered: int, scale: float = 1.0) -> float | None:
     """Block totals (CPU seconds, upstream calls) per answered request; None if any is unknown."""
     if not answered or not totals or any(t is None for t in totals):
@@ -179,15 +191,20 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
         b.round: percentile(b.latencies_ms, 50) for b in blocks if b.target == STUB and b.latencies_ms
     }
     figures: dict[str, dict[str, Any]] = {}
+    # Per target, its overhead and requests a second in each round: the ratios pair them by round.
+    overhead_by_round: dict[str, dict[int, float]] = {}
+    rps_by_round: dict[str, dict[int, float]] = {}
     for target in targets:
         mine = sorted((b for b in blocks if b.target == target.name), key=lambda b: b.round)
         latencies = [ms for b in mine for ms in b.latencies_ms]
         answered = len(latencies)
-        overheads = [
-            percentile(b.latencies_ms, 50) - stub_p50[b.round]
+        overhead_by_round[target.name] = {
+            b.round: percentile(b.latencies_ms, 50) - stub_p50[b.round]
             for b in mine
             if b.latencies_ms and b.round in stub_p50
-        ]
+        }
+        rps_by_round[target.name] = {b.round: len(b.latencies_ms) / b.wall_s for b in mine if b.wall_s > 0}
+        overheads = list(overhead_by_round[target.name].values())
         self_overheads = [ms for b in mine for ms in b.self_overheads_ms]
         queued = [ms for b in mine for ms in b.queued_ms]
         outside = [ms for b in mine for ms in b.outside_ms]
@@ -208,7 +225,7 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             "overhead_ms": 0.0 if target.kind == "stub" else _median(overheads),
             "overhead_ms_rounds": [round(o, 3) for o in overheads],
             "cpu_ms_per_request": _per_answer([b.cpu_s for b in mine], answered, scale=1000),
-            "rps": _median([len(b.latencies_ms) / b.wall_s for b in mine if b.wall_s > 0]),
+            "rps": _median(list(rps_by_round[target.name].values())),
             "upstream_calls_per_request": _per_answer([b.upstream_calls for b in mine], answered),
             # Ours from `timings_ms`; another proxy's from its own header, where it sends one.
             "self_reported_overhead_ms_p50": (
@@ -236,6 +253,10 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
                     "overhead": _ratio(a["overhead_ms"], b["overhead_ms"]),
                     "rps": _ratio(a["rps"], b["rps"]),
                     "cpu_per_request": _ratio(a["cpu_ms_per_request"], b["cpu_ms_per_request"]),
+                    # The same ratios round by round (both measured in the same round): their
+                    # spread says whether the ratio above stands out from this machine's noise.
+                    "overhead_rounds": _paired(overhead_by_round[ours.name], overhead_by_round[other.name]),
+                    "rps_rounds": _paired(rps_by_round[ours.name], rps_by_round[other.name]),
                 }
             )
     return {"concurrency": concurrency, "targets": figures, "ratios": ratios}
@@ -518,7 +539,9 @@ def format_table(report: dict[str, Any]) -> str:
             )
         for ratio in level["ratios"]:
             parts = [
-                f"{label} " + ("n/a" if ratio[key] is None else f"{ratio[key]:.2f}x")
+                f"{label} "
+                + ("n/a" if ratio[key] is None else f"{ratio[key]:.2f}x")
+                + _spread(ratio.get(f"{key}_rounds", ()))
                 for label, key in (("overhead", "overhead"), ("req/s", "rps"), ("CPU/req", "cpu_per_request"))
             ]
             lines.append(f"{ratio['target']} / {ratio['against']}: " + ", ".join(parts))
