@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -104,11 +105,25 @@ def test_every_ours_target_is_compared_with_every_other_proxy_and_a_zero_overhea
 @pytest.mark.unit
 def test_rounds_rotate_the_order_and_urls_get_their_v1() -> None:
     assert [t.name for t in rotation(TARGETS, 0)] == ["stub", "ours", "against-1"]
-    assert [t.name for t in rotation(TARGETS, 1)] == ["ours", "against-1", "stub"]
-    assert [t.name for t in rotation(TARGETS, 5)] == ["against-1", "stub", "ours"]
+    assert [t.name for t in rotation(TARGETS, 1)] == ["against-1", "ours", "stub"]  # the mirror
+    assert [t.name for t in rotation(TARGETS, 6)] == ["stub", "ours", "against-1"]  # six rows for three
     assert openai_base("http://127.0.0.1:4000") == "http://127.0.0.1:4000/v1"
     assert openai_base("http://127.0.0.1:4000/") == "http://127.0.0.1:4000/v1"
     assert openai_base("http://127.0.0.1:4000/proxy/v1/") == "http://127.0.0.1:4000/proxy/v1"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 6])
+def test_over_a_full_cycle_each_target_follows_every_other_equally_often(count: int) -> None:
+    # A block runs in what the one before it leaves: no target may always follow the same other.
+    targets = [Target(f"t{i}", "other", f"http://{i}/v1", "m") for i in range(count)]
+    rows = count if count % 2 == 0 else 2 * count
+    orders = [[t.name for t in rotation(targets, r)] for r in range(rows)]
+    assert all(sorted(order) == sorted(t.name for t in targets) for order in orders)
+    follows = Counter((a, b) for order in orders for a, b in itertools.pairwise(order))
+    assert len(follows) == count * (count - 1)
+    assert len(set(follows.values())) == 1
+    assert len(set(Counter(order[0] for order in orders).values())) == 1
 
 
 @pytest.mark.unit

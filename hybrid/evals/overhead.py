@@ -263,10 +263,25 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
 
 
 def rotation(targets: Sequence[Target], round_: int) -> list[Target]:
-    """The order of round `round_`: each round starts one target later, so no target always goes
-    first (straight after a pause) or last."""
-    shift = round_ % len(targets)
-    return [*targets[shift:], *targets[:shift]]
+    """The order of round `round_`, from a Williams design: over its rows (one round each; as many
+    as targets, twice that for an odd number) each target comes first equally often and straight
+    after every other target equally often. A block runs in what the one before it leaves (a busy
+    or an idle machine): with a plain rotation one proxy always followed the same other, and two
+    copies of one server measured about 4 % apart by that alone (docs/benchmarks.md). Rounds
+    alternate a row with its mirror, so short runs are nearly balanced too."""
+    n = len(targets)
+    first = [0]  # 0, 1, n-1, 2, n-2, ...
+    for step in range(1, n):
+        first.append((step + 1) // 2 if step % 2 else n - step // 2)
+    rows = []
+    for shift in range(n):
+        row = [(i + shift) % n for i in first]
+        rows.append(row)
+        if n % 2:
+            rows.append(row[::-1])
+    if n % 2 == 0:  # one square already balances; still alternate direction for short runs
+        rows = [rows[i // 2] if i % 2 == 0 else rows[n - 1 - i // 2] for i in range(n)]
+    return [targets[i] for i in rows[round_ % len(rows)]]
 
 
 # Driving the targets.
