@@ -583,7 +583,10 @@ def eval_load(
     help="Comma-separated concurrency levels.",
 )
 @click.option(
-    "--rounds", default=3, show_default=True, type=click.IntRange(1), help="Interleaved rounds per level."
+    "--rounds",
+    type=click.IntRange(1),
+    help="Interleaved rounds per level [default: a full cycle of the balanced order, at least 3: "
+    "3 for the stub and ours, 6 with one --against proxy].",
 )
 @click.option(
     "--requests", default=200, show_default=True, type=click.IntRange(1), help="Per target, round and level."
@@ -624,7 +627,7 @@ def eval_load(
 def eval_overhead(
     *,
     levels: list[int],
-    rounds: int,
+    rounds: int | None,
     requests: int,
     warmup: int,
     against: tuple[str, ...],
@@ -647,7 +650,10 @@ def eval_overhead(
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        blocks = len(levels) * (1 + rounds) * (2 + heuristic + len(against))
+        from hybrid.evals.overhead import balanced_rounds
+
+        targets = 2 + heuristic + len(against)
+        blocks = len(levels) * (1 + (rounds or balanced_rounds(targets))) * targets
         bar = tqdm(total=blocks, unit="block", file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def tick(label: str) -> None:

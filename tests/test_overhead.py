@@ -127,6 +127,13 @@ def test_over_a_full_cycle_each_target_follows_every_other_equally_often(count: 
 
 
 @pytest.mark.unit
+def test_by_default_the_rounds_make_a_full_cycle_of_the_design() -> None:
+    from hybrid.evals.overhead import balanced_rounds
+
+    assert [balanced_rounds(n) for n in (2, 3, 4, 5)] == [3, 6, 4, 10]
+
+
+@pytest.mark.unit
 def test_the_table_says_n_a_for_what_was_not_measured() -> None:
     report = {
         "settings": {"concurrency": [8], "rounds": 2, "requests": 3, "warmup": 0},

@@ -9,11 +9,12 @@ graph, the shipped learned router and verifiers, a key check) has both tiers poi
 - our server (and, with `heuristic=True`, a second one with the heuristic router);
 - every other OpenAI-compatible proxy the user started in front of the same stub (`against`).
 
-At each concurrency level the targets take turns within a round, in an order that rotates from
-round to round, so each sees the same machine. Per target: p50 and p95 latency, overhead (the
-target's p50 minus the stub's p50 in the same round, the median over rounds), CPU time of the
-target's processes per request, requests per second, and upstream calls per request. Ours also
-reports the overhead it measures itself (`hybrid.timings_ms.overhead`). Ratios compare our
+At each concurrency level the targets take turns within a round, in a balanced order that changes
+from round to round (`rotation`), so each sees the same machine. Per target: p50 and p95 latency,
+overhead (the target's p50 minus the stub's p50 in the same round, the median over rounds), CPU
+time of the target's processes per request, requests per second, and upstream calls per request. Ours also
+reports the overhead it measures itself (`hybrid.timings_ms.overhead`), as LiteLLM's proxy does in
+a header. Ratios compare our
 servers with every other proxy.
 """
 
@@ -262,6 +263,12 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
     return {"concurrency": concurrency, "targets": figures, "ratios": ratios}
 
 
+def balanced_rounds(targets: int) -> int:
+    """The default number of rounds: a full cycle of `rotation`'s design (as many rounds as
+    targets, twice that for an odd number), and at least 3."""
+    return max(3, targets if targets % 2 == 0 else 2 * targets)
+
+
 def rotation(targets: Sequence[Target], round_: int) -> list[Target]:
     """The order of round `round_`, from a Williams design: over its rows (one round each; as many
     as targets, twice that for an odd number) each target comes first equally often and straight
@@ -432,7 +439,7 @@ def _our_servers(folder: Path, stub_url: str, routers: Sequence[str]) -> Iterato
 def evaluate_overhead(
     *,
     concurrency: Sequence[int] = (1, 8),
-    rounds: int = 3,
+    rounds: int | None = None,
     requests: int = 200,
     warmup: int = 20,
     against: Sequence[str] = (),
@@ -446,7 +453,8 @@ def evaluate_overhead(
     """Start the stub and our server(s), measure every target, return the report.
 
     `against`: base URLs of other proxies in front of the stub (started by the user: they must be
-    pointed at `stub_port`). `tick` is called before each block (a progress bar)."""
+    pointed at `stub_port`). `rounds`: default `balanced_rounds` of the targets. `tick` is called
+    before each block (a progress bar)."""
     from hybrid.evals.servers import free_port, running
 
     with tempfile.TemporaryDirectory(prefix="hybrid-overhead-") as tmp:
@@ -467,6 +475,7 @@ def evaluate_overhead(
                         Target(f"against-{n}", "other", openai_base(url), against_model, against_key, pids)
                     )
                 targets = [stub, *ours, *others]
+                rounds = rounds or balanced_rounds(len(targets))
                 log(f"measuring {len(targets)} targets: {rounds} rounds x {requests} requests per level ...")
                 levels, warnings = asyncio.run(
                     _measure(
