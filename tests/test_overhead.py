@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from hybrid.evals.overhead import Block, Target, format_table, openai_base, rotation, summarise_level
+from hybrid.evals.overhead import Block, Target, format_table, openai_base, round_order, summarise_level
 from tests.servers import free_port, serving
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,10 +103,10 @@ def test_every_ours_target_is_compared_with_every_other_proxy_and_a_zero_overhea
 
 
 @pytest.mark.unit
-def test_rounds_rotate_the_order_and_urls_get_their_v1() -> None:
-    assert [t.name for t in rotation(TARGETS, 0)] == ["stub", "ours", "against-1"]
-    assert [t.name for t in rotation(TARGETS, 1)] == ["against-1", "ours", "stub"]  # the mirror
-    assert [t.name for t in rotation(TARGETS, 6)] == ["stub", "ours", "against-1"]  # six rows for three
+def test_rounds_change_the_order_and_urls_get_their_v1() -> None:
+    assert [t.name for t in round_order(TARGETS, 0)] == ["stub", "ours", "against-1"]
+    assert [t.name for t in round_order(TARGETS, 1)] == ["against-1", "ours", "stub"]  # the mirror
+    assert [t.name for t in round_order(TARGETS, 6)] == ["stub", "ours", "against-1"]  # six rows for three
     assert openai_base("http://127.0.0.1:4000") == "http://127.0.0.1:4000/v1"
     assert openai_base("http://127.0.0.1:4000/") == "http://127.0.0.1:4000/v1"
     assert openai_base("http://127.0.0.1:4000/proxy/v1/") == "http://127.0.0.1:4000/proxy/v1"
@@ -118,7 +118,7 @@ def test_over_a_full_cycle_each_target_follows_every_other_equally_often(count: 
     # A block runs in what the one before it leaves: no target may always follow the same other.
     targets = [Target(f"t{i}", "other", f"http://{i}/v1", "m") for i in range(count)]
     rows = count if count % 2 == 0 else 2 * count
-    orders = [[t.name for t in rotation(targets, r)] for r in range(rows)]
+    orders = [[t.name for t in round_order(targets, r)] for r in range(rows)]
     assert all(sorted(order) == sorted(t.name for t in targets) for order in orders)
     follows = Counter((a, b) for order in orders for a, b in itertools.pairwise(order))
     assert len(follows) == count * (count - 1)

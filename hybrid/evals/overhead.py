@@ -10,12 +10,12 @@ graph, the shipped learned router and verifiers, a key check) has both tiers poi
 - every other OpenAI-compatible proxy the user started in front of the same stub (`against`).
 
 At each concurrency level the targets take turns within a round, in a balanced order that changes
-from round to round (`rotation`), so each sees the same machine. Per target: p50 and p95 latency,
-overhead (the target's p50 minus the stub's p50 in the same round, the median over rounds), CPU
-time of the target's processes per request, requests per second, and upstream calls per request. Ours also
-reports the overhead it measures itself (`hybrid.timings_ms.overhead`), as LiteLLM's proxy does in
-a header. Ratios compare our
-servers with every other proxy.
+from round to round (`round_order`), so each sees the same machine. Per target: p50 and p95
+latency, overhead (the target's p50 minus the stub's p50 in the same round, the median over
+rounds), CPU time of the target's processes per request, requests per second, and upstream calls
+per request. Ours also reports the overhead it measures itself (`hybrid.timings_ms.overhead`), as
+LiteLLM's proxy does in a header. Ratios compare our servers with every other proxy, with their
+range over the rounds.
 """
 
 from __future__ import annotations
@@ -264,12 +264,12 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
 
 
 def balanced_rounds(targets: int) -> int:
-    """The default number of rounds: a full cycle of `rotation`'s design (as many rounds as
+    """The default number of rounds: a full cycle of `round_order`'s design (as many rounds as
     targets, twice that for an odd number), and at least 3."""
     return max(3, targets if targets % 2 == 0 else 2 * targets)
 
 
-def rotation(targets: Sequence[Target], round_: int) -> list[Target]:
+def round_order(targets: Sequence[Target], round_: int) -> list[Target]:
     """The order of round `round_`, from a Williams design: over its rows (one round each; as many
     as targets, twice that for an odd number) each target comes first equally often and straight
     after every other target equally often. A block runs in what the one before it leaves (a busy
@@ -385,7 +385,7 @@ async def _measure(
                         warnings.append(warning)
             blocks = []
             for round_ in range(rounds):
-                for target in rotation(targets, round_):
+                for target in round_order(targets, round_):
                     tick(f"c={level} round {round_ + 1}/{rounds} {target.name}")
                     before = await _stub_calls(clients[STUB], stub_url)
                     block = await _block(
