@@ -159,7 +159,6 @@ def test_the_table_says_n_a_for_what_was_not_measured() -> None:
 def test_another_proxys_own_account_of_its_overhead_is_read_beside_ours() -> None:
     # LiteLLM's proxy states its overhead on each response; a value that is not a number is skipped.
     import asyncio
-    import itertools
 
     import httpx
 

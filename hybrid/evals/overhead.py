@@ -263,20 +263,9 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
     return {"concurrency": concurrency, "targets": figures, "ratios": ratios}
 
 
-def balanced_rounds(targets: int) -> int:
-    """The default number of rounds: a full cycle of `round_order`'s design (as many rounds as
-    targets, twice that for an odd number), and at least 3."""
-    return max(3, targets if targets % 2 == 0 else 2 * targets)
-
-
-def round_order(targets: Sequence[Target], round_: int) -> list[Target]:
-    """The order of round `round_`, from a Williams design: over its rows (one round each; as many
-    as targets, twice that for an odd number) each target comes first equally often and straight
-    after every other target equally often. A block runs in what the one before it leaves (a busy
-    or an idle machine): with a plain rotation one proxy always followed the same other, and two
-    copies of one server measured about 4 % apart by that alone (docs/benchmarks.md). Rounds
-    alternate a row with its mirror, so short runs are nearly balanced too."""
-    n = len(targets)
+def _williams_rows(n: int) -> list[list[int]]:
+    """A Williams design for `n` targets: each row a round's order (indexes). As many rows as
+    targets, and for an odd number each row followed by its mirror (twice as many)."""
     first = [0]  # 0, 1, n-1, 2, n-2, ...
     for step in range(1, n):
         first.append((step + 1) // 2 if step % 2 else n - step // 2)
@@ -286,8 +275,21 @@ def round_order(targets: Sequence[Target], round_: int) -> list[Target]:
         rows.append(row)
         if n % 2:
             rows.append(row[::-1])
-    if n % 2 == 0:  # one square already balances; still alternate direction for short runs
-        rows = [rows[i // 2] if i % 2 == 0 else rows[n - 1 - i // 2] for i in range(n)]
+    return rows
+
+
+def balanced_rounds(targets: int) -> int:
+    """The default number of rounds: a full cycle of `round_order`'s design, and at least 3."""
+    return max(3, len(_williams_rows(targets)))
+
+
+def round_order(targets: Sequence[Target], round_: int) -> list[Target]:
+    """The order of round `round_`, from a Williams design: over a full cycle of its rows (one
+    round each) each target comes first equally often and straight after every other target
+    equally often. A block runs in what the one before it leaves (a busy or an idle machine): with
+    a plain rotation one proxy always followed the same other, and two copies of one server
+    measured about 4 % apart by that alone (docs/benchmarks.md)."""
+    rows = _williams_rows(len(targets))
     return [targets[i] for i in rows[round_ % len(rows)]]
 
 
