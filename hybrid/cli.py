@@ -622,6 +622,12 @@ def eval_load(
     "[default: any free].",
 )
 @click.option("--heuristic", is_flag=True, help="Also measure our server with the heuristic router.")
+@click.option(
+    "--passthrough",
+    is_flag=True,
+    help="Also measure a proxy that only forwards to the stub: the hop's own cost on this machine, "
+    "and how much of it a proxy's own clock misses.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_handle_errors
 def eval_overhead(
@@ -635,6 +641,7 @@ def eval_overhead(
     against_model: str,
     stub_port: int | None,
     heuristic: bool,
+    passthrough: bool,
     as_json: bool,
 ) -> None:
     """What a hop through `hybrid serve` costs per request, beside other proxies, on an instant stub.
@@ -652,7 +659,7 @@ def eval_overhead(
 
         from hybrid.evals.overhead import balanced_rounds
 
-        targets = 2 + heuristic + len(against)
+        targets = 2 + heuristic + passthrough + len(against)
         blocks = len(levels) * (1 + (rounds or balanced_rounds(targets))) * targets
         bar = tqdm(total=blocks, unit="block", file=sys.stderr, dynamic_ncols=True, leave=False)
 
@@ -671,6 +678,7 @@ def eval_overhead(
             against_key=against_key,
             against_model=against_model,
             heuristic=heuristic,
+            passthrough=passthrough,
             stub_port=stub_port,
             log=(lambda message: click.echo(message, err=True)) if bar is not None else (lambda _m: None),
             tick=tick,

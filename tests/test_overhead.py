@@ -191,6 +191,36 @@ def test_another_proxys_own_account_of_its_overhead_is_read_beside_ours() -> Non
     assert "5.00" in row
 
 
+@pytest.mark.unit
+def test_each_own_account_is_set_against_the_clients_and_the_passthrough_is_no_rival() -> None:
+    hop = Target("passthrough", "passthrough", "http://p/v1", "stub", pids=(4,))
+    blocks = [
+        *_blocks(),
+        Block("passthrough", 0, [2.0, 2.0, 2.0], wall_s=0.01, self_overheads_ms=[0.5, 0.5, 0.6]),
+        Block("passthrough", 1, [4.5, 4.5, 4.5], wall_s=0.01, self_overheads_ms=[0.6, 0.7, 0.7]),
+    ]  # fmt: skip
+
+    level = summarise_level(1, blocks, [*TARGETS, hop])
+
+    figures = level["targets"]
+    assert figures["passthrough"]["overhead_ms"] == 1.25  # 1 and 1.5 ms over the stub
+    assert figures["passthrough"]["self_reported_gap_ms"] == 0.65  # 1.25 against its own 0.6
+    assert figures["ours"]["self_reported_gap_ms"] == 1.5  # 12 against its own 10.5
+    assert figures["against-1"]["self_reported_gap_ms"] is None  # it states none
+    assert figures["stub"]["self_reported_gap_ms"] is None
+    # A yardstick, not a rival: no ratio is taken against it.
+    assert [(r["target"], r["against"]) for r in level["ratios"]] == [("ours", "against-1")]
+    targets = [{"name": t.name, "kind": t.kind, "url": t.base_url, "model": t.model} for t in [*TARGETS, hop]]
+    report = {
+        "settings": {"concurrency": [1], "rounds": 2, "requests": 3, "warmup": 0},
+        "targets": targets,
+        "levels": [level],
+    }
+    assert "own account under the client's overhead: ours 1.50 ms, passthrough 0.65 ms" in format_table(
+        report
+    )
+
+
 @pytest.mark.integration
 def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Path) -> None:
     # A second stub stands in for another proxy the user started: it must be found by its port.
@@ -203,7 +233,7 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
                 sys.executable, "-m", "hybrid.cli", "eval", "overhead", "--concurrency", "1,2",
                 "--rounds", "1", "--requests", "5", "--warmup", "2", "--json",
                 "--stub-port", str(free_port()), "--against", f"http://127.0.0.1:{other}",
-                "--against-model", "m",
+                "--against-model", "m", "--passthrough",
             ],
             env=env | {"OVERHEAD_AGAINST_KEY": "sk-test"},
             capture_output=True, text=True, check=False, cwd=REPO, timeout=280,
@@ -213,13 +243,13 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
         assert result.stderr == ""  # not a terminal: no progress lines in logs
         assert process.poll() is None  # the other proxy is the user's: left running
 
-    assert [t["name"] for t in report["targets"]] == ["stub", "ours", "against-1"]
-    assert [t["cpu_measured"] for t in report["targets"]] == [True, True, True]
-    assert report["targets"][2]["url"] == f"http://127.0.0.1:{other}/v1"
+    assert [t["name"] for t in report["targets"]] == ["stub", "ours", "passthrough", "against-1"]
+    assert [t["cpu_measured"] for t in report["targets"]] == [True, True, True, True]
+    assert report["targets"][3]["url"] == f"http://127.0.0.1:{other}/v1"
     assert [lvl["concurrency"] for lvl in report["levels"]] == [1, 2]
     assert report["errors_total"] == 0
     for level in report["levels"]:
-        assert set(level["targets"]) == {"stub", "ours", "against-1"}
+        assert set(level["targets"]) == {"stub", "ours", "passthrough", "against-1"}
         for name, figures in level["targets"].items():
             assert figures["requests"] == 5, name
             assert figures["errors"] == 0, figures["error_samples"]
@@ -237,6 +267,11 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
         assert ours["outside_clock_ms_p50"] > 0
         assert 0 < ours["self_reported_models_ms_p50"] < ours["latency_ms"]["p50"]
         assert level["targets"]["stub"]["upstream_calls_per_request"] == 1
+        # The pass-through forwards each request to the stub once, and states its own overhead.
+        hop = level["targets"]["passthrough"]
+        assert hop["upstream_calls_per_request"] == 1
+        assert hop["self_reported_overhead_ms_p50"] >= 0
+        assert isinstance(hop["self_reported_gap_ms"], float)
         # The stand-in proxy is an instant server of its own, not in front of the stub.
         assert level["targets"]["against-1"]["upstream_calls_per_request"] == 0
         assert [(r["target"], r["against"]) for r in level["ratios"]] == [("ours", "against-1")]

@@ -7,6 +7,8 @@ graph, the shipped learned router and verifiers, a key check) has both tiers poi
 
 - the stub directly: the floor;
 - our server (and, with `heuristic=True`, a second one with the heuristic router);
+- with `passthrough=True`, a proxy that only forwards (`hybrid.evals.passthrough`): what the hop
+  itself costs on this machine, and how much of it a proxy's own clock cannot see;
 - every other OpenAI-compatible proxy the user started in front of the same stub (`against`).
 
 At each concurrency level the targets take turns within a round, in a balanced order that changes
@@ -14,8 +16,9 @@ from round to round (`round_order`), so each sees the same machine. Per target: 
 latency, overhead (the target's p50 minus the stub's p50 in the same round, the median over
 rounds), CPU time of the target's processes per request, requests per second, and upstream calls
 per request. Ours also reports the overhead it measures itself (`hybrid.timings_ms.overhead`), as
-LiteLLM's proxy does in a header. Ratios compare our servers with every other proxy, with their
-range over the rounds.
+LiteLLM's proxy and the pass-through do in a header; how far each account falls under the client's
+is `self_reported_gap_ms`. Ratios compare our servers with every other proxy (not the
+pass-through, a yardstick rather than a rival), with their range over the rounds.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ from urllib.parse import urlsplit
 from hybrid.evals.load import load_question
 from hybrid.evals.stats import percentile
 
-Kind = Literal["stub", "ours", "other"]
+Kind = Literal["stub", "ours", "passthrough", "other"]
 STUB = "stub"
 # Where another proxy states its own overhead on each response (LiteLLM's proxy does, in
-# milliseconds): read beside ours, so both accounts can be checked against the client's.
-PEER_OVERHEAD_HEADERS = ("x-litellm-overhead-duration-ms",)
+# milliseconds, and our pass-through): read beside ours, so every account can be checked against
+# the client's.
+PEER_OVERHEAD_HEADERS = ("x-litellm-overhead-duration-ms", "x-passthrough-overhead-ms")
 
 
 def peer_reported_overhead(headers: Any) -> float | None:
@@ -186,6 +190,12 @@ def _median(values: Sequence[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+def _gap(overhead: float | None, self_overheads: Sequence[float]) -> float | None:
+    if overhead is None or not self_overheads:
+        return None
+    return round(overhead - percentile(self_overheads, 50), 3)
+
+
 def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence[Target]) -> dict[str, Any]:
     """The figures of one concurrency level from its blocks (every target, every round)."""
     stub_p50 = {
@@ -232,6 +242,8 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             "self_reported_overhead_ms_p50": (
                 round(percentile(self_overheads, 50), 3) if self_overheads else None
             ),
+            # How much of the client's overhead the target's own account leaves out.
+            "self_reported_gap_ms": _gap(_median(overheads), self_overheads),
             # Time our requests waited for a run slot (HYBRID_MAX_ACTIVE_RUNS), outside `overhead`.
             "self_reported_queued_ms_p50": (
                 round(percentile(queued, 50), 3) if target.kind == "ours" and queued else None
@@ -245,7 +257,7 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
         }
     ratios = []
     for ours in (t for t in targets if t.kind == "ours"):
-        for other in (t for t in targets if t.kind != "stub" and t.name != ours.name):
+        for other in (t for t in targets if t.kind in ("ours", "other") and t.name != ours.name):
             a, b = figures[ours.name], figures[other.name]
             ratios.append(
                 {
@@ -438,6 +450,29 @@ def _our_servers(folder: Path, stub_url: str, routers: Sequence[str]) -> Iterato
         yield targets
 
 
+@contextlib.contextmanager
+def _passthrough(folder: Path, stub_root: str, *, enabled: bool) -> Iterator[list[Target]]:
+    """The pass-through proxy in front of the stub, as a target (none when not `enabled`)."""
+    if not enabled:
+        yield []
+        return
+    from hybrid.evals.servers import free_port, running
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "hybrid.evals.passthrough",
+        "--port",
+        str(port),
+        "--upstream",
+        stub_root,
+    ]
+    root = f"http://127.0.0.1:{port}"
+    with running(command, f"{root}/health", folder / "passthrough.log") as process:
+        yield [Target("passthrough", "passthrough", f"{root}/v1", "stub", None, (process.pid,))]
+
+
 def evaluate_overhead(
     *,
     concurrency: Sequence[int] = (1, 8),
@@ -448,6 +483,7 @@ def evaluate_overhead(
     against_key: str | None = None,
     against_model: str = "stub",
     heuristic: bool = False,
+    passthrough: bool = False,
     stub_port: int | None = None,
     log: Callable[[str], None] = lambda _m: None,
     tick: Callable[[str], None] = lambda _m: None,
@@ -455,8 +491,9 @@ def evaluate_overhead(
     """Start the stub and our server(s), measure every target, return the report.
 
     `against`: base URLs of other proxies in front of the stub (started by the user: they must be
-    pointed at `stub_port`). `rounds`: default `balanced_rounds` of the targets. `tick` is called
-    before each block (a progress bar)."""
+    pointed at `stub_port`). `passthrough`: also measure a proxy that only forwards to the stub.
+    `rounds`: default `balanced_rounds` of the targets. `tick` is called before each block (a
+    progress bar)."""
     from hybrid.evals.servers import free_port, running
 
     with tempfile.TemporaryDirectory(prefix="hybrid-overhead-") as tmp:
@@ -469,14 +506,17 @@ def evaluate_overhead(
             stub = Target(STUB, "stub", f"{stub_root}/v1", "stub", None, (stub_process.pid,))
             routers = ["learned", "heuristic"] if heuristic else ["learned"]
             log(f"starting hybrid serve ({', '.join(routers)} router) with both tiers on the stub ...")
-            with _our_servers(folder, stub.base_url, routers) as ours:
+            with (
+                _our_servers(folder, stub.base_url, routers) as ours,
+                _passthrough(folder, stub_root, enabled=passthrough) as hop,
+            ):
                 others = []
                 for n, url in enumerate(against, start=1):
                     pids = listening_pids(url)
                     others.append(
                         Target(f"against-{n}", "other", openai_base(url), against_model, against_key, pids)
                     )
-                targets = [stub, *ours, *others]
+                targets = [stub, *ours, *hop, *others]
                 rounds = rounds or balanced_rounds(len(targets))
                 log(f"measuring {len(targets)} targets: {rounds} rounds x {requests} requests per level ...")
                 levels, warnings = asyncio.run(
@@ -571,6 +611,10 @@ def format_table(report: dict[str, Any]) -> str:
                 for label, key in (("overhead", "overhead"), ("req/s", "rps"), ("CPU/req", "cpu_per_request"))
             ]
             lines.append(f"{ratio['target']} / {ratio['against']}: " + ", ".join(parts))
+        gaps = [f"{name} {f['self_reported_gap_ms']:.2f} ms" for name, f in level["targets"].items()
+                if f.get("self_reported_gap_ms") is not None]  # fmt: skip
+        if gaps:
+            lines.append("own account under the client's overhead: " + ", ".join(gaps))
         for name, f in level["targets"].items():
             if f["outcomes"]:
                 lines.append(

@@ -45,7 +45,7 @@ _WIRE_OPENS = ("connect_tcp.started", "start_tls.started", "send_request_body.co
 _WIRE_CLOSES = ("receive_response_body.complete",)
 
 
-class _WireMarks:
+class WireMarks:
     """A `trace` hook: when the exchange first touched the wire, and when its body was all in.
     A hook the caller had set still gets every event."""
 
@@ -76,7 +76,7 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
     import openai
 
     class _TimedStream(httpx2.SyncByteStream):
-        def __init__(self, inner: Any, started: float, spent: list[float], marks: _WireMarks) -> None:
+        def __init__(self, inner: Any, started: float, spent: list[float], marks: WireMarks) -> None:
             self._inner, self._started, self._spent, self._marks = inner, started, spent, marks
             self._closed = False
 
@@ -99,7 +99,7 @@ def timed_http_client(inner: Any = None, **kwargs: Any) -> Any:
             spent, started = _spent.get(), time.perf_counter()
             if spent is None:  # nobody collects: no hook to run
                 return self._inner.handle_request(request)
-            marks = _WireMarks(request.extensions.get("trace"))
+            marks = WireMarks(request.extensions.get("trace"))
             request.extensions["trace"] = marks
             try:
                 response = self._inner.handle_request(request)

@@ -1,0 +1,71 @@
+"""The pass-through proxy of `hybrid eval overhead --passthrough`: what it forwards, what it returns,
+and its own account of its overhead (driven in-process, its upstream a mock)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from hybrid.evals.passthrough import OVERHEAD_HEADER, Passthrough
+
+
+def _through(app: Passthrough, request: httpx.Request) -> httpx.Response:
+    async def send() -> httpx.Response:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://proxy"
+        ) as client:
+            response = await client.send(request)
+            await response.aread()
+            return response
+
+    return asyncio.run(send())
+
+
+@pytest.mark.unit
+def test_a_request_goes_on_as_it_came_and_its_answer_comes_back_with_the_proxys_overhead() -> None:
+    seen: list[httpx.Request] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            201, content=b'{"id": "x"}', headers={"content-type": "application/json", "x-up": "1"}
+        )
+
+    app = Passthrough("http://stub:9/", transport=httpx.MockTransport(upstream))
+    body = b'{"model": "stub", "messages": []}'
+    response = _through(
+        app,
+        httpx.Request(
+            "POST",
+            "http://proxy/v1/chat/completions?trace=1",
+            content=body,
+            headers={
+                "content-type": "application/json",
+                "authorization": "Bearer k",
+            },
+        ),
+    )
+
+    (forwarded,) = seen
+    assert (forwarded.method, str(forwarded.url)) == ("POST", "http://stub:9/v1/chat/completions?trace=1")
+    assert forwarded.content == body
+    assert forwarded.headers["content-type"] == "application/json"
+    assert forwarded.headers["authorization"] == "Bearer k"  # the upstream checks keys, not the hop
+    assert forwarded.headers["host"] == "stub:9"  # the hop's own headers are its client's, not copied
+    assert (response.status_code, response.content, response.headers["x-up"]) == (201, b'{"id": "x"}', "1")
+    assert float(response.headers[OVERHEAD_HEADER]) >= 0
+
+
+@pytest.mark.unit
+def test_an_upstream_that_cannot_be_reached_is_a_502_with_its_overhead_still_stated() -> None:
+    def upstream(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    app = Passthrough("http://stub:9", transport=httpx.MockTransport(upstream))
+    response = _through(app, httpx.Request("GET", "http://proxy/health"))
+
+    assert response.status_code == 502
+    assert response.json() == {"error": {"message": "upstream: ConnectError"}}
+    assert float(response.headers[OVERHEAD_HEADER]) >= 0
