@@ -37,7 +37,7 @@ def _blocks() -> list[Block]:
         Block("against-1", 0, [6.0, 6.0, 6.0], wall_s=0.05, upstream_calls=3),
         Block("stub", 1, [3.0, 3.0, 3.0], wall_s=0.02, cpu_s=0.003, upstream_calls=3),
         Block("ours", 1, [17.0, 17.0, 18.0], wall_s=0.3, cpu_s=0.03, upstream_calls=4,
-              self_overheads_ms=[11.0, 12.0, 13.0],
+              self_overheads_ms=[11.0, 12.0, 13.0], queued_ms=[0.0, 0.0, 0.0],
               outcomes=Counter({"small/answered": 2, "large/answered": 1})),
         Block("against-1", 1, [10.0, 10.0], ["HTTP 500: boom"], wall_s=0.05, upstream_calls=2),
     ]  # fmt: skip
@@ -205,7 +205,8 @@ def test_each_own_account_is_set_against_the_clients_and_the_passthrough_is_no_r
     figures = level["targets"]
     assert figures["passthrough"]["overhead_ms"] == 1.25  # 1 and 1.5 ms over the stub
     assert figures["passthrough"]["self_reported_gap_ms"] == 0.65  # 1.25 against its own 0.6
-    assert figures["ours"]["self_reported_gap_ms"] == 1.5  # 12 against its own 10.5
+    # 12 against its own 11.5: each request's overhead and wait for a run slot (4 ms in one) added
+    assert figures["ours"]["self_reported_gap_ms"] == 0.5
     assert figures["against-1"]["self_reported_gap_ms"] is None  # it states none
     assert figures["stub"]["self_reported_gap_ms"] is None
     # A yardstick, not a rival: no ratio is taken against it.
@@ -216,7 +217,7 @@ def test_each_own_account_is_set_against_the_clients_and_the_passthrough_is_no_r
         "targets": targets,
         "levels": [level],
     }
-    assert "own account under the client's overhead: ours 1.50 ms, passthrough 0.65 ms" in format_table(
+    assert "own account under the client's overhead: ours 0.50 ms, passthrough 0.65 ms" in format_table(
         report
     )
 
