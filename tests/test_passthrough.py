@@ -55,6 +55,7 @@ def test_a_request_goes_on_as_it_came_and_its_answer_comes_back_with_the_proxys_
     assert forwarded.headers["authorization"] == "Bearer k"  # the upstream checks keys, not the hop
     assert forwarded.headers["host"] == "stub:9"  # the hop's own headers are its client's, not copied
     assert (response.status_code, response.content, response.headers["x-up"]) == (201, b'{"id": "x"}', "1")
+    assert response.headers["content-length"] == "11"  # whole, as the upstream sent it: not chunked
     assert float(response.headers[OVERHEAD_HEADER]) >= 0
 
 

@@ -22,7 +22,11 @@ import time
 from typing import Any
 
 OVERHEAD_HEADER = "x-passthrough-overhead-ms"
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"host"})
+# Not copied: the hop's own framing (its body goes out whole, with its own length) and the
+# upstream's compression, which its client has already undone.
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding", b"host"}
+)
 
 
 class Passthrough:
@@ -77,6 +81,7 @@ class Passthrough:
             status, content = 502, f'{{"error": {{"message": "upstream: {type(exc).__name__}"}}}}'.encode()
             answer_headers = [(b"content-type", b"application/json")]
         overhead = (time.perf_counter() - received) * 1000 - marks.milliseconds(started)
+        answer_headers.append((b"content-length", str(len(content)).encode()))
         answer_headers.append((OVERHEAD_HEADER.encode(), f"{max(0.0, overhead):.3f}".encode()))
         await send({"type": "http.response.start", "status": status, "headers": answer_headers})
         await send({"type": "http.response.body", "body": content})
