@@ -310,3 +310,17 @@ def test_calibration_reports_bootstrap_intervals() -> None:
     assert expected_calibration_error(score, good) < 0.08
     assert auroc(score, good) > 0.7
     assert auroc(np.array([0.1, 0.9, 0.5, 0.5]), np.array([0, 1, 0, 1])) == pytest.approx(0.875)
+
+
+def test_rows_from_one_group_keep_the_first_strength_without_an_empty_fold() -> None:
+    # Nothing can be held out of one group: no fold to learn on, so no mean of nothing (a warning).
+    import warnings
+
+    from hybrid.verification.training import CS, choose_c
+
+    values = [{name: float(i % 3) for name in FEATURE_NAMES} for i in range(8)]
+    labels = np.array([0, 1] * 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_c(values, labels, np.zeros(8, dtype=int)) == CS[0]
+        assert choose_c(values, labels, np.arange(8) % 4) in CS  # four groups: a real choice

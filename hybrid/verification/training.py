@@ -118,7 +118,10 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
 def choose_c(
     values: Sequence[dict[str, float | None]], y: np.ndarray, groups: np.ndarray, seed: int = 0
 ) -> float:
-    """The regularisation strength with the best grouped inner-CV log loss."""
+    """The regularisation strength with the best grouped inner-CV log loss (the first of `CS` when
+    the rows come from one group: nothing can be held out)."""
+    if len(np.unique(groups)) < 2:
+        return CS[0]
     folds = grouped_folds(groups, min(5, len(np.unique(groups))), seed + 7)
     best, best_loss = CS[0], np.inf
     for c in CS:
