@@ -8,6 +8,7 @@ GGUF's chat template when it has one, or as a few-shot `Q:`/`A:` transcript when
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import io
@@ -15,6 +16,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -173,7 +175,26 @@ class _LoadedModel:
 @lru_cache(maxsize=8)
 def load_model(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
     """Load a GGUF once per process for a given runtime configuration."""
-    return _LoadedModel(path, n_ctx, n_threads)
+    loaded = _LoadedModel(path, n_ctx, n_threads)
+    # A weak reference: a model the cache dropped and nothing uses is freed then, not at exit.
+    atexit.register(_free_at_exit, weakref.ref(loaded))
+    return loaded
+
+
+def _free_at_exit(model: weakref.ref[_LoadedModel], wait_s: float = 2.0) -> None:
+    """Free a model's llama.cpp memory if it is still loaded, before the interpreter tears its
+    modules down.
+
+    Left to the interpreter's last collection, a model could be freed after llama_cpp's module was
+    cleared, and printed a traceback ("'NoneType' object is not callable") at the end of a run's
+    output. A model another thread is still generating with after `wait_s` is left alone: freeing
+    it under that thread would be worse than the traceback."""
+    loaded = model()
+    if loaded is not None and loaded.lock.acquire(timeout=wait_s):
+        try:
+            loaded.llm.close()
+        finally:
+            loaded.lock.release()
 
 
 _loaded_names: set[tuple[str, int, int]] = set()
