@@ -19,14 +19,32 @@ EXPORT_COLUMNS = ("id", "at", "event", "trace_id", "thread_id", "case_id", "acto
 
 
 def masked(value: Any) -> Any:
-    """A JSON value with sensitive data masked in every string (the audit log never holds it)."""
+    """`value` as JSON would hold it, with sensitive data masked in every string (the audit log
+    never holds it): tuples become lists, keys strings, and anything JSON has no type for its
+    `str()`, masked too.
+
+    The same value `json.loads(json.dumps(value, default=str))` gives, masked, in one walk: the
+    database's JSON column serialises it once more anyway (tests/test_audit.py compares the two)."""
     if isinstance(value, str):
         return mask(value)
-    if isinstance(value, list):
-        return [masked(v) for v in value]
     if isinstance(value, dict):
-        return {k: masked(v) for k, v in value.items()}
-    return value
+        return {_json_key(k): masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask(str(value))
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as `json.dumps` writes it."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int | float):
+        return json.dumps(key) if isinstance(key, float) else str(int(key))
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
 def record(
@@ -48,7 +66,7 @@ def record(
         "thread_id": thread_id,
         "case_id": case_id,
         "actor": actor,
-        "data": masked(json.loads(json.dumps(data, default=str))),
+        "data": masked(data),
         "event_key": key,
     }
     engine = database_for(settings).engine

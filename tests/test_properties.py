@@ -245,3 +245,40 @@ def test_any_openai_messages_become_a_question_and_history_or_a_400(messages: li
     assert all(turn["role"] in ("user", "assistant") and isinstance(turn["content"], str) for turn in history)
     user_turns = [m for m in messages if m["role"] in ("user", "assistant")]
     assert len(history) == len(user_turns) - 1
+
+
+# -- the audit log's masking ---------------------------------------------------------------------
+
+_sensitive_text = st.one_of(
+    _text,
+    st.sampled_from(
+        ["mail me at ann.lee@example.org", "call +44 20 7946 0958", "key sk-abc123def456ghi789jkl"]
+    ),
+)
+_audit_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),  # NaN is JSON's too, but never equal to itself
+    _sensitive_text,
+    st.datetimes(),
+)
+_audit_values = st.recursive(
+    _audit_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(
+            st.one_of(_text, st.integers(), st.booleans(), st.none(), st.floats()), inner, max_size=4
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@FAST
+@given(value=_audit_values)
+def test_the_audit_masks_in_one_walk_what_a_json_round_trip_then_masking_gave(value: Any) -> None:
+    from hybrid.audit import masked
+
+    assert masked(value) == masked(json.loads(json.dumps(value, default=str)))
