@@ -24,7 +24,7 @@ def masked(value: Any) -> Any:
     `str()`, masked too.
 
     The same value `json.loads(json.dumps(value, default=str))` gives, masked, in one walk: the
-    database's JSON column serialises it once more anyway (tests/test_audit.py compares the two)."""
+    database's JSON column serialises it once more anyway (tests/test_properties.py compares the two)."""
     if isinstance(value, str):
         return mask(value)
     if isinstance(value, dict):
@@ -40,10 +40,10 @@ def _json_key(key: Any) -> str:
     """A dict key as `json.dumps` writes it."""
     if isinstance(key, str):
         return key
-    if key is None or isinstance(key, bool):
+    if key is None or isinstance(key, bool | float):
         return json.dumps(key)
-    if isinstance(key, int | float):
-        return json.dumps(key) if isinstance(key, float) else str(int(key))
+    if isinstance(key, int):
+        return str(int(key))  # an IntEnum as its number
     raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
 
 
