@@ -585,8 +585,8 @@ def eval_load(
 @click.option(
     "--rounds",
     type=click.IntRange(1),
-    help="Interleaved rounds per level [default: a full cycle of the balanced order, at least 3: "
-    "3 for the stub and ours, 6 with one --against proxy].",
+    help="Interleaved rounds per level [default: a full cycle of the balanced order, at least 3: as "
+    "many rounds as targets, twice that for an odd number; 3 for the stub and ours, 6 with one more].",
 )
 @click.option(
     "--requests", default=200, show_default=True, type=click.IntRange(1), help="Per target, round and level."

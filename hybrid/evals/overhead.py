@@ -216,6 +216,7 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
         }
         rps_by_round[target.name] = {b.round: len(b.latencies_ms) / b.wall_s for b in mine if b.wall_s > 0}
         overheads = list(overhead_by_round[target.name].values())
+        overhead = _median(overheads)
         self_overheads = [ms for b in mine for ms in b.self_overheads_ms]
         queued = [ms for b in mine for ms in b.queued_ms]
         outside = [ms for b in mine for ms in b.outside_ms]
@@ -233,7 +234,7 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
                 "p95": round(percentile(latencies, 95), 3),
             },
             # The stub's overhead over itself is 0 by definition; kept for a uniform table.
-            "overhead_ms": 0.0 if target.kind == "stub" else _median(overheads),
+            "overhead_ms": 0.0 if target.kind == "stub" else overhead,
             "overhead_ms_rounds": [round(o, 3) for o in overheads],
             "cpu_ms_per_request": _per_answer([b.cpu_s for b in mine], answered, scale=1000),
             "rps": _median(list(rps_by_round[target.name].values())),
@@ -245,7 +246,7 @@ def summarise_level(concurrency: int, blocks: Sequence[Block], targets: Sequence
             # How much of the client's overhead the target's own account leaves out. Ours counts
             # the wait for a run slot apart from its overhead: both are its account of the hop.
             "self_reported_gap_ms": _gap(
-                _median(overheads),
+                overhead,
                 [o + q for o, q in zip(self_overheads, queued, strict=True)] if queued else self_overheads,
             ),
             # Time our requests waited for a run slot (HYBRID_MAX_ACTIVE_RUNS), outside `overhead`.

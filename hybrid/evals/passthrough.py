@@ -18,6 +18,7 @@ benchmark can set ours against, on the same machine in the same rounds.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from typing import Any
 
@@ -78,7 +79,8 @@ class Passthrough:
                 (k.encode(), v.encode()) for k, v in answer.headers.items() if k.encode() not in _HOP_BY_HOP
             ]
         except httpx.HTTPError as exc:
-            status, content = 502, f'{{"error": {{"message": "upstream: {type(exc).__name__}"}}}}'.encode()
+            status = 502
+            content = json.dumps({"error": {"message": f"upstream: {type(exc).__name__}"}}).encode()
             answer_headers = [(b"content-type", b"application/json")]
         overhead = (time.perf_counter() - received) * 1000 - marks.milliseconds(started)
         answer_headers.append((b"content-length", str(len(content)).encode()))

@@ -120,9 +120,10 @@ def choose_c(
 ) -> float:
     """The regularisation strength with the best grouped inner-CV log loss (the first of `CS` when
     the rows come from one group: nothing can be held out)."""
-    if len(np.unique(groups)) < 2:
+    count = len(np.unique(groups))
+    if count < 2:
         return CS[0]
-    folds = grouped_folds(groups, min(5, len(np.unique(groups))), seed + 7)
+    folds = grouped_folds(groups, min(5, count), seed + 7)
     best, best_loss = CS[0], np.inf
     for c in CS:
         p = np.zeros(len(y))
