@@ -626,7 +626,8 @@ def eval_load(
     "--passthrough",
     is_flag=True,
     help="Also measure a proxy that only forwards to the stub: the hop's own cost on this machine, "
-    "and how much of it a proxy's own clock misses.",
+    "and how much of it a proxy's own clock misses; at concurrency 1 also one that holds each "
+    "request as long as ours takes (what a proxy's clock misses when a client waits that long).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @_handle_errors
@@ -657,10 +658,11 @@ def eval_overhead(
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        from hybrid.evals.overhead import balanced_rounds
+        from hybrid.evals.overhead import balanced_rounds, target_count
 
-        targets = 2 + heuristic + passthrough + len(against)
-        blocks = len(levels) * (1 + (rounds or balanced_rounds(targets))) * targets
+        counts = [target_count(level, heuristic, passthrough, len(against)) for level in levels]
+        planned = rounds or max(balanced_rounds(count) for count in counts)
+        blocks = sum((1 + planned) * count for count in counts)
         bar = tqdm(total=blocks, unit="block", file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def tick(label: str) -> None:

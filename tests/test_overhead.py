@@ -222,6 +222,36 @@ def test_each_own_account_is_set_against_the_clients_and_the_passthrough_is_no_r
     )
 
 
+@pytest.mark.unit
+def test_a_held_passthrough_is_measured_at_concurrency_1_and_sets_what_ours_misses_beyond_it() -> None:
+    from hybrid.evals.overhead import _against_held, target_count
+
+    held = Target("passthrough-held", "passthrough", "http://h/v1", "stub", pids=(5,), holds_as="ours")
+    assert held.measured_at(1)
+    assert not held.measured_at(8)
+    assert TARGETS[1].measured_at(8)
+    # stub, ours, the heuristic one, the pass-through, the held one (at 1 only), two others
+    assert [target_count(level, True, True, 2) for level in (1, 8)] == [7, 6]
+    assert [target_count(level, False, False, 1) for level in (1, 8)] == [3, 3]
+
+    figures = {"ours": {"self_reported_gap_ms": 1.4}, "passthrough-held": {"self_reported_gap_ms": 1.1}}
+    _against_held(figures, held, 9.2344)
+    assert figures["passthrough-held"]["hold_ms"] == 9.234
+    assert figures["ours"]["self_reported_gap_beyond_held_ms"] == 0.3
+    report = {
+        "settings": {"concurrency": [1], "rounds": 1, "requests": 3, "warmup": 0},
+        "targets": [],
+        "levels": [{"concurrency": 1, "targets": {}, "ratios": []}],
+    }
+    report["levels"][0]["targets"]["ours"] = {
+        **summarise_level(1, _blocks(), TARGETS)["targets"]["ours"],
+        "self_reported_gap_beyond_held_ms": 0.3,
+    }
+    assert "ours's account misses 0.30 ms more than a pass-through held as long as it takes" in format_table(
+        report
+    )
+
+
 @pytest.mark.integration
 def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Path) -> None:
     # A second stub stands in for another proxy the user started: it must be found by its port.
@@ -244,13 +274,25 @@ def test_the_command_measures_our_server_the_stub_and_another_proxy(tmp_path: Pa
         assert result.stderr == ""  # not a terminal: no progress lines in logs
         assert process.poll() is None  # the other proxy is the user's: left running
 
-    assert [t["name"] for t in report["targets"]] == ["stub", "ours", "passthrough", "against-1"]
-    assert [t["cpu_measured"] for t in report["targets"]] == [True, True, True, True]
-    assert report["targets"][3]["url"] == f"http://127.0.0.1:{other}/v1"
+    names = ["stub", "ours", "passthrough", "passthrough-held", "against-1"]
+    assert [t["name"] for t in report["targets"]] == names
+    assert [t["cpu_measured"] for t in report["targets"]] == [True] * 5
+    assert report["targets"][4]["url"] == f"http://127.0.0.1:{other}/v1"
     assert [lvl["concurrency"] for lvl in report["levels"]] == [1, 2]
     assert report["errors_total"] == 0
+    # Held as long as ours took in the warm-up, and only at concurrency 1 (it serves one at a time).
+    held = report["levels"][0]["targets"]["passthrough-held"]
+    assert held["hold_ms"] > 0
+    assert held["latency_ms"]["p50"] > held["hold_ms"]  # the client waited for the hold
+    assert held["self_reported_overhead_ms_p50"] >= held["hold_ms"]  # and the proxy counts it as its own
+    assert held["upstream_calls_per_request"] == 1
+    ours_at_1 = report["levels"][0]["targets"]["ours"]
+    assert ours_at_1["self_reported_gap_beyond_held_ms"] == pytest.approx(
+        ours_at_1["self_reported_gap_ms"] - held["self_reported_gap_ms"], abs=0.002
+    )
     for level in report["levels"]:
-        assert set(level["targets"]) == {"stub", "ours", "passthrough", "against-1"}
+        expected = set(names) if level["concurrency"] == 1 else set(names) - {"passthrough-held"}
+        assert set(level["targets"]) == expected
         for name, figures in level["targets"].items():
             assert figures["requests"] == 5, name
             assert figures["errors"] == 0, figures["error_samples"]

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from hybrid.evals.passthrough import OVERHEAD_HEADER, Passthrough
+from hybrid.evals.passthrough import HOLD_HEADER, OVERHEAD_HEADER, Passthrough, hold_ms
 
 
 def _through(app: Passthrough, request: httpx.Request) -> httpx.Response:
@@ -70,3 +70,56 @@ def test_an_upstream_that_cannot_be_reached_is_a_502_with_its_overhead_still_sta
     assert response.status_code == 502
     assert response.json() == {"error": {"message": "upstream: ConnectError"}}
     assert float(response.headers[OVERHEAD_HEADER]) >= 0
+
+
+@pytest.mark.unit
+def test_a_held_request_waits_on_a_busy_proxy_is_forwarded_without_the_hold_and_counts_it_as_overhead() -> (
+    None
+):
+    import time
+
+    seen: list[httpx.Request] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"{}")
+
+    app = Passthrough("http://stub:9", transport=httpx.MockTransport(upstream))
+    began_wall, began_cpu = time.perf_counter(), time.process_time()
+    response = _through(
+        app, httpx.Request("POST", "http://proxy/v1/x", content=b"{}", headers={HOLD_HEADER: "30"})
+    )
+    wall_ms = (time.perf_counter() - began_wall) * 1000
+    cpu_ms = (time.process_time() - began_cpu) * 1000
+
+    assert response.status_code == 200
+    assert wall_ms >= 30
+    assert cpu_ms >= 25  # working, not asleep (a busy proxy, as the one it stands in for)
+    assert float(response.headers[OVERHEAD_HEADER]) >= 30  # its own account includes the hold
+    (forwarded,) = seen
+    assert HOLD_HEADER not in forwarded.headers  # the hold is the hop's, not the upstream's
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf", "10001"])
+def test_a_hold_that_is_not_0_to_10_seconds_is_a_400_and_nothing_goes_upstream(value: str) -> None:
+    seen: list[httpx.Request] = []
+    app = Passthrough(
+        "http://stub:9", transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200))
+    )
+
+    response = _through(
+        app, httpx.Request("POST", "http://proxy/v1/x", content=b"{}", headers={HOLD_HEADER: value})
+    )
+
+    assert response.status_code == 400
+    assert (
+        HOLD_HEADER in response.json()["error"]["message"] or "float" in response.json()["error"]["message"]
+    )
+    assert seen == []
+
+
+@pytest.mark.unit
+def test_a_request_without_a_hold_is_not_held() -> None:
+    assert hold_ms([(b"content-type", b"application/json")]) == 0.0
+    assert hold_ms([(b"X-Passthrough-Hold-Ms", b"2.5")]) == 2.5

@@ -8,7 +8,10 @@ graph, the shipped learned router and verifiers, a key check) has both tiers poi
 - the stub directly: the floor;
 - our server (and, with `heuristic=True`, a second one with the heuristic router);
 - with `passthrough=True`, a proxy that only forwards (`hybrid.evals.passthrough`): what the hop
-  itself costs on this machine, and how much of it a proxy's own clock cannot see;
+  itself costs on this machine, and how much of it a proxy's own clock cannot see; and at
+  concurrency 1 a second one that holds each request as long as our server's own overhead (its
+  median in the warm-up) before forwarding it: how much a proxy's own clock misses when the
+  client waits as long as it waits for ours;
 - every other OpenAI-compatible proxy the user started in front of the same stub (`against`).
 
 At each concurrency level the targets take turns within a round, in a balanced order that changes
@@ -74,6 +77,12 @@ class Target:
     key: str | None = None
     pids: tuple[int, ...] = ()
     """Processes whose CPU time counts as the target's (empty: unknown, CPU is reported as n/a)."""
+    holds_as: str | None = None
+    """A held pass-through: each request held as long as this target's own overhead (the median
+    it reported in its warm-up at the level). Measured at concurrency 1 only."""
+
+    def measured_at(self, concurrency: int) -> bool:
+        return self.holds_as is None or concurrency == 1
 
 
 @dataclass
@@ -300,6 +309,11 @@ def balanced_rounds(targets: int) -> int:
     return max(3, len(_williams_rows(targets)))
 
 
+def target_count(concurrency: int, heuristic: bool, passthrough: bool, against: int) -> int:
+    """How many targets `evaluate_overhead` measures at a level (for a progress bar)."""
+    return 2 + heuristic + passthrough + (passthrough and concurrency == 1) + against
+
+
 def round_order(targets: Sequence[Target], round_: int) -> list[Target]:
     """The order of round `round_`, from a Williams design: over a full cycle of its rows (one
     round each) each target comes first equally often and straight after every other target
@@ -314,12 +328,23 @@ def round_order(targets: Sequence[Target], round_: int) -> list[Target]:
 
 
 async def _block(
-    client: Any, target: Target, concurrency: int, requests: int, numbers: Iterator[int], *, round_: int
+    client: Any,
+    target: Target,
+    concurrency: int,
+    requests: int,
+    numbers: Iterator[int],
+    *,
+    round_: int,
+    hold_ms: float | None = None,
 ) -> Block:
     import httpx
 
+    from hybrid.evals.passthrough import HOLD_HEADER
+
     block = Block(target=target.name, round=round_)
     headers = {"Authorization": f"Bearer {target.key}"} if target.key else {}
+    if hold_ms is not None:
+        headers[HOLD_HEADER] = f"{hold_ms:.3f}"
     left = requests
 
     async def worker() -> None:
@@ -370,6 +395,40 @@ async def _stub_calls(client: Any, stub_url: str) -> int:
     return int((await client.get(f"{stub_url}/health", timeout=10)).json()["completions"])
 
 
+async def _warm_up(
+    clients: dict[str, Any],
+    targets: Sequence[Target],
+    level: int,
+    *,
+    warmup: int,
+    numbers: Iterator[int],
+    stub_url: str,
+    tick: Callable[[str], None],
+    warnings: list[str],
+) -> dict[str, float]:
+    """Warm every target up at `level` (unmeasured), in order; the hold of each held target, from
+    the warm-up of the target it stands in for (none without warm-up answers: it is left out)."""
+    holds: dict[str, float] = {}
+    for target in targets:
+        if target.holds_as is not None and target.name not in holds:
+            continue
+        tick(f"c={level} warm-up {target.name}")
+        before = await _stub_calls(clients[STUB], stub_url)
+        warm = await _block(
+            clients[target.name], target, level, warmup, numbers, round_=-1, hold_ms=holds.get(target.name)
+        )
+        if warm.errors:
+            raise RuntimeError(f"{target.name} failed in the warm-up: {warm.errors[0]}")
+        if warmup and await _stub_calls(clients[STUB], stub_url) == before:
+            warning = f"{target.name} ({target.base_url}) answered without calling the stub"
+            if warning not in warnings:
+                warnings.append(warning)
+        if warm.self_overheads_ms:
+            for held in (t for t in targets if t.holds_as == target.name):
+                holds[held.name] = statistics.median(warm.self_overheads_ms)
+    return holds
+
+
 async def _measure(
     targets: Sequence[Target],
     stub_url: str,
@@ -392,28 +451,51 @@ async def _measure(
         # One client per target for the whole run: connections are opened once, in the warm-up.
         clients = {t.name: await stack.enter_async_context(httpx.AsyncClient(limits=limits)) for t in targets}
         for level in concurrency:
-            for target in targets:
-                tick(f"c={level} warm-up {target.name}")
-                before = await _stub_calls(clients[STUB], stub_url)
-                warm = await _block(clients[target.name], target, level, warmup, numbers, round_=-1)
-                if warm.errors:
-                    raise RuntimeError(f"{target.name} failed in the warm-up: {warm.errors[0]}")
-                if warmup and await _stub_calls(clients[STUB], stub_url) == before:
-                    warning = f"{target.name} ({target.base_url}) answered without calling the stub"
-                    if warning not in warnings:
-                        warnings.append(warning)
+            measured = [t for t in targets if t.measured_at(level)]
+            holds = await _warm_up(
+                clients,
+                measured,
+                level,
+                warmup=warmup,
+                numbers=numbers,
+                stub_url=stub_url,
+                tick=tick,
+                warnings=warnings,
+            )
+            measured = [t for t in measured if t.holds_as is None or t.name in holds]
             blocks = []
             for round_ in range(rounds):
-                for target in round_order(targets, round_):
+                for target in round_order(measured, round_):
                     tick(f"c={level} round {round_ + 1}/{rounds} {target.name}")
                     before = await _stub_calls(clients[STUB], stub_url)
                     block = await _block(
-                        clients[target.name], target, level, requests, numbers, round_=round_
+                        clients[target.name],
+                        target,
+                        level,
+                        requests,
+                        numbers,
+                        round_=round_,
+                        hold_ms=holds.get(target.name),
                     )
                     block.upstream_calls = await _stub_calls(clients[STUB], stub_url) - before
                     blocks.append(block)
-            levels.append(summarise_level(level, blocks, targets))
+            summary = summarise_level(level, blocks, measured)
+            for target in (t for t in measured if t.holds_as is not None):
+                _against_held(summary["targets"], target, holds[target.name])
+            levels.append(summary)
     return levels, warnings
+
+
+def _against_held(figures: dict[str, dict[str, Any]], held: Target, hold_ms: float) -> None:
+    """Record a held pass-through's hold, and how much more than it the target it stood in for
+    leaves out of its own account: the part of that target's gap a proxy taking as long would not
+    have, and so the part its own clock could see."""
+    figures[held.name]["hold_ms"] = round(hold_ms, 3)
+    mine, yardstick = figures[held.holds_as or ""], figures[held.name]
+    if mine.get("self_reported_gap_ms") is not None and yardstick.get("self_reported_gap_ms") is not None:
+        mine["self_reported_gap_beyond_held_ms"] = round(
+            mine["self_reported_gap_ms"] - yardstick["self_reported_gap_ms"], 3
+        )
 
 
 # The servers.
@@ -456,26 +538,31 @@ def _our_servers(folder: Path, stub_url: str, routers: Sequence[str]) -> Iterato
 
 
 @contextlib.contextmanager
-def _passthrough(folder: Path, stub_root: str, *, enabled: bool) -> Iterator[list[Target]]:
-    """The pass-through proxy in front of the stub, as a target (none when not `enabled`)."""
+def _passthrough(folder: Path, stub_root: str, *, enabled: bool, held: bool) -> Iterator[list[Target]]:
+    """The pass-through proxy in front of the stub, as a target (none when not `enabled`), and
+    with `held` a second one, in a process of its own, holding each request as long as ours."""
     if not enabled:
         yield []
         return
     from hybrid.evals.servers import free_port, running
 
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "hybrid.evals.passthrough",
-        "--port",
-        str(port),
-        "--upstream",
-        stub_root,
-    ]
-    root = f"http://127.0.0.1:{port}"
-    with running(command, f"{root}/health", folder / "passthrough.log") as process:
-        yield [Target("passthrough", "passthrough", f"{root}/v1", "stub", None, (process.pid,))]
+    targets = []
+    with contextlib.ExitStack() as stack:
+        for name, holds_as in (("passthrough", None), ("passthrough-held", "ours"))[: 2 if held else 1]:
+            port = free_port()
+            command = [
+                sys.executable,
+                "-m",
+                "hybrid.evals.passthrough",
+                "--port",
+                str(port),
+                "--upstream",
+                stub_root,
+            ]
+            root = f"http://127.0.0.1:{port}"
+            process = stack.enter_context(running(command, f"{root}/health", folder / f"{name}.log"))
+            targets.append(Target(name, "passthrough", f"{root}/v1", "stub", None, (process.pid,), holds_as))
+        yield targets
 
 
 def evaluate_overhead(
@@ -513,7 +600,7 @@ def evaluate_overhead(
             log(f"starting hybrid serve ({', '.join(routers)} router) with both tiers on the stub ...")
             with (
                 _our_servers(folder, stub.base_url, routers) as ours,
-                _passthrough(folder, stub_root, enabled=passthrough) as hop,
+                _passthrough(folder, stub_root, enabled=passthrough, held=1 in concurrency) as hop,
             ):
                 others = []
                 for n, url in enumerate(against, start=1):
@@ -522,7 +609,9 @@ def evaluate_overhead(
                         Target(f"against-{n}", "other", openai_base(url), against_model, against_key, pids)
                     )
                 targets = [stub, *ours, *hop, *others]
-                rounds = rounds or balanced_rounds(len(targets))
+                rounds = rounds or max(
+                    balanced_rounds(sum(t.measured_at(level) for t in targets)) for level in concurrency
+                )
                 log(f"measuring {len(targets)} targets: {rounds} rounds x {requests} requests per level ...")
                 levels, warnings = asyncio.run(
                     _measure(
@@ -620,6 +709,12 @@ def format_table(report: dict[str, Any]) -> str:
                 if f.get("self_reported_gap_ms") is not None]  # fmt: skip
         if gaps:
             lines.append("own account under the client's overhead: " + ", ".join(gaps))
+        for name, f in level["targets"].items():
+            if f.get("self_reported_gap_beyond_held_ms") is not None:
+                lines.append(
+                    f"{name}'s account misses {f['self_reported_gap_beyond_held_ms']:.2f} ms more than a "
+                    "pass-through held as long as it takes"
+                )
         for name, f in level["targets"].items():
             if f["outcomes"]:
                 lines.append(

@@ -13,21 +13,57 @@ models.
 No key check, no parsing, no state, one thread: the least a proxy in Python on uvicorn adds to a
 hop, and the least its own account misses of what a client measures. Both are floors the same
 benchmark can set ours against, on the same machine in the same rounds.
+
+A request carrying `x-passthrough-hold-ms: T` is held for T milliseconds before it is forwarded,
+the proxy working the whole time (a busy loop, counted in its own account): a proxy that takes as
+long as another one, doing nothing a client could see. How much of a hop a proxy's own clock misses
+grows with how long the client waits for it, on this kind of machine (a client that waited longer
+takes longer to wake up, docs/benchmarks.md); the held pass-through measures that part at a given
+latency. Holds are served one at a time (the loop is busy): meant for concurrency 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
 OVERHEAD_HEADER = "x-passthrough-overhead-ms"
+HOLD_HEADER = "x-passthrough-hold-ms"
+MAX_HOLD_MS = 10_000.0
 # Not copied: the hop's own framing (its body goes out whole, with its own length) and the
 # upstream's compression, which its client has already undone.
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding", b"host"}
 )
+
+
+_NOT_FORWARDED = _HOP_BY_HOP | {HOLD_HEADER.encode()}
+
+
+def hold_ms(headers: list[tuple[bytes, bytes]]) -> float:
+    """The hold a request asks for (`x-passthrough-hold-ms`), 0 without one; `ValueError` for a
+    value that is not a number of milliseconds from 0 to `MAX_HOLD_MS`."""
+    for name, value in headers:
+        if name.lower() == HOLD_HEADER.encode():
+            try:
+                held = float(value)
+            except ValueError:
+                held = math.nan
+            if not 0.0 <= held <= MAX_HOLD_MS:  # nan too
+                raise ValueError(f"{HOLD_HEADER} must be 0 to {MAX_HOLD_MS:g} ms, not {value.decode()!r}")
+            return held
+    return 0.0
+
+
+def _busy(milliseconds: float) -> None:
+    # Working, not sleeping: a process asleep leaves its core idle, and how long a wake-up takes
+    # depends on how idle the machine is, which is what a hold is there to reproduce.
+    deadline = time.perf_counter() + milliseconds / 1000
+    while time.perf_counter() < deadline:
+        pass
 
 
 class Passthrough:
@@ -56,13 +92,19 @@ class Passthrough:
         from hybrid.models.timing import WireMarks
 
         received = scope.get("state", {}).get("received_at") or time.perf_counter()
+        try:
+            held = hold_ms(scope["headers"])
+        except ValueError as exc:
+            await _answer(send, 400, json.dumps({"error": {"message": str(exc)}}).encode())
+            return
         body = bytearray()
         while True:
             message = await receive()
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        _busy(held)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _NOT_FORWARDED]
         target = scope["path"] + (f"?{scope['query_string'].decode()}" if scope.get("query_string") else "")
         marks = WireMarks()
 
@@ -98,6 +140,12 @@ class Passthrough:
                     await self._client.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _answer(send: Any, status: int, content: bytes) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def main(argv: list[str] | None = None) -> None:
