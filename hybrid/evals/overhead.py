@@ -82,6 +82,7 @@ class Target:
     it reported in its warm-up at the level). Measured at concurrency 1 only."""
 
     def measured_at(self, concurrency: int) -> bool:
+        """Whether the target is measured at this concurrency (a held one serves one at a time)."""
         return self.holds_as is None or concurrency == 1
 
 
@@ -583,9 +584,9 @@ def evaluate_overhead(
     """Start the stub and our server(s), measure every target, return the report.
 
     `against`: base URLs of other proxies in front of the stub (started by the user: they must be
-    pointed at `stub_port`). `passthrough`: also measure a proxy that only forwards to the stub.
-    `rounds`: default `balanced_rounds` of the targets. `tick` is called before each block (a
-    progress bar)."""
+    pointed at `stub_port`). `passthrough`: also measure a proxy that only forwards to the stub
+    (and at concurrency 1 one held as long as ours). `rounds`: default `balanced_rounds` of the
+    most targets measured at one level. `tick` is called before each block (a progress bar)."""
     from hybrid.evals.servers import free_port, running
 
     with tempfile.TemporaryDirectory(prefix="hybrid-overhead-") as tmp:
