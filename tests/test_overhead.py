@@ -234,6 +234,13 @@ def test_a_held_passthrough_is_measured_at_concurrency_1_and_sets_what_ours_miss
     assert [target_count(level, True, True, 2) for level in (1, 8)] == [7, 6]
     assert [target_count(level, False, False, 1) for level in (1, 8)] == [3, 3]
 
+    # It holds as long as ours' own overhead so far (the warm-up, then every round): it follows ours.
+    from hybrid.evals.overhead import _hold
+
+    assert _hold(held, {"ours": []}) is None  # nothing reported yet: not measured
+    assert _hold(held, {"ours": [9.0, 11.0, 10.0]}) == 10.0
+    assert _hold(TARGETS[1], {"ours": [9.0]}) is None  # ours holds nothing
+
     figures = {"ours": {"self_reported_gap_ms": 1.4}, "passthrough-held": {"self_reported_gap_ms": 1.1}}
     _against_held(figures, held, 9.2344)
     assert figures["passthrough-held"]["hold_ms"] == 9.234

@@ -10,8 +10,8 @@ graph, the shipped learned router and verifiers, a key check) has both tiers poi
 - with `passthrough=True`, a proxy that only forwards (`hybrid.evals.passthrough`): what the hop
   itself costs on this machine, and how much of it a proxy's own clock cannot see; and at
   concurrency 1 a second one that holds each request as long as our server's own overhead (its
-  median in the warm-up) before forwarding it: how much a proxy's own clock misses when the
-  client waits as long as it waits for ours;
+  median so far at the level, the warm-up included) before forwarding it: how much a proxy's own
+  clock misses when the client waits as long as it waits for ours;
 - every other OpenAI-compatible proxy the user started in front of the same stub (`against`).
 
 At each concurrency level the targets take turns within a round, in a balanced order that changes
@@ -78,8 +78,8 @@ class Target:
     pids: tuple[int, ...] = ()
     """Processes whose CPU time counts as the target's (empty: unknown, CPU is reported as n/a)."""
     holds_as: str | None = None
-    """A held pass-through: each request held as long as this target's own overhead (the median
-    it reported in its warm-up at the level). Measured at concurrency 1 only."""
+    """A held pass-through: each request held as long as this target's own overhead (the median of
+    what it reported at the level so far, its warm-up included). Measured at concurrency 1 only."""
 
     def measured_at(self, concurrency: int) -> bool:
         """Whether the target is measured at this concurrency (a held one serves one at a time)."""
@@ -406,28 +406,34 @@ async def _warm_up(
     stub_url: str,
     tick: Callable[[str], None],
     warnings: list[str],
-) -> dict[str, float]:
-    """Warm every target up at `level` (unmeasured), in order; the hold of each held target, from
-    the warm-up of the target it stands in for (none without warm-up answers: it is left out)."""
-    holds: dict[str, float] = {}
+    reported: dict[str, list[float]],
+) -> None:
+    """Warm every target up at `level` (unmeasured), in order, adding to `reported` the own
+    overheads of each target a held one stands in for. A held target whose stand-in reported none
+    (no warm-up) is not warmed up."""
     for target in targets:
-        if target.holds_as is not None and target.name not in holds:
+        hold = _hold(target, reported)
+        if target.holds_as is not None and hold is None:
             continue
         tick(f"c={level} warm-up {target.name}")
         before = await _stub_calls(clients[STUB], stub_url)
-        warm = await _block(
-            clients[target.name], target, level, warmup, numbers, round_=-1, hold_ms=holds.get(target.name)
-        )
+        warm = await _block(clients[target.name], target, level, warmup, numbers, round_=-1, hold_ms=hold)
         if warm.errors:
             raise RuntimeError(f"{target.name} failed in the warm-up: {warm.errors[0]}")
         if warmup and await _stub_calls(clients[STUB], stub_url) == before:
             warning = f"{target.name} ({target.base_url}) answered without calling the stub"
             if warning not in warnings:
                 warnings.append(warning)
-        if warm.self_overheads_ms:
-            for held in (t for t in targets if t.holds_as == target.name):
-                holds[held.name] = statistics.median(warm.self_overheads_ms)
-    return holds
+        if target.name in reported:
+            reported[target.name].extend(warm.self_overheads_ms)
+
+
+def _hold(target: Target, reported: dict[str, list[float]]) -> float | None:
+    """How long a held target holds each request now: the median own overhead its stand-in has
+    reported at this level so far (None for a target that holds nothing, or nothing reported)."""
+    if target.holds_as is None or not reported.get(target.holds_as):
+        return None
+    return statistics.median(reported[target.holds_as])
 
 
 async def _measure(
@@ -453,7 +459,9 @@ async def _measure(
         clients = {t.name: await stack.enter_async_context(httpx.AsyncClient(limits=limits)) for t in targets}
         for level in concurrency:
             measured = [t for t in targets if t.measured_at(level)]
-            holds = await _warm_up(
+            # The own overheads of each target a held one stands in for, reported so far at this level.
+            reported: dict[str, list[float]] = {t.holds_as: [] for t in measured if t.holds_as}
+            await _warm_up(
                 clients,
                 measured,
                 level,
@@ -462,27 +470,28 @@ async def _measure(
                 stub_url=stub_url,
                 tick=tick,
                 warnings=warnings,
+                reported=reported,
             )
-            measured = [t for t in measured if t.holds_as is None or t.name in holds]
+            measured = [t for t in measured if t.holds_as is None or _hold(t, reported) is not None]
+            held: dict[str, list[float]] = {t.name: [] for t in measured if t.holds_as}
             blocks = []
             for round_ in range(rounds):
                 for target in round_order(measured, round_):
                     tick(f"c={level} round {round_ + 1}/{rounds} {target.name}")
                     before = await _stub_calls(clients[STUB], stub_url)
+                    hold = _hold(target, reported)
                     block = await _block(
-                        clients[target.name],
-                        target,
-                        level,
-                        requests,
-                        numbers,
-                        round_=round_,
-                        hold_ms=holds.get(target.name),
+                        clients[target.name], target, level, requests, numbers, round_=round_, hold_ms=hold
                     )
                     block.upstream_calls = await _stub_calls(clients[STUB], stub_url) - before
                     blocks.append(block)
+                    if hold is not None:
+                        held[target.name].append(hold)
+                    if target.name in reported:  # the held one follows it through the run
+                        reported[target.name].extend(block.self_overheads_ms)
             summary = summarise_level(level, blocks, measured)
             for target in (t for t in measured if t.holds_as is not None):
-                _against_held(summary["targets"], target, holds[target.name])
+                _against_held(summary["targets"], target, statistics.median(held[target.name]))
             levels.append(summary)
     return levels, warnings
 
