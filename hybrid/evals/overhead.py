@@ -556,9 +556,12 @@ def _passthrough(folder: Path, stub_root: str, *, enabled: bool, held: bool) -> 
         return
     from hybrid.evals.servers import free_port, running
 
+    kinds: list[tuple[str, str | None]] = [("passthrough", None)]
+    if held:
+        kinds.append(("passthrough-held", "ours"))
     targets = []
     with contextlib.ExitStack() as stack:
-        for name, holds_as in (("passthrough", None), ("passthrough-held", "ours"))[: 2 if held else 1]:
+        for name, holds_as in kinds:
             port = free_port()
             command = [
                 sys.executable,

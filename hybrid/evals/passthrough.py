@@ -38,16 +38,15 @@ MAX_HOLD_MS = 10_000.0
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding", b"host"}
 )
-
-
-_NOT_FORWARDED = _HOP_BY_HOP | {HOLD_HEADER.encode()}
+_HOLD = HOLD_HEADER.encode()
+_NOT_FORWARDED = _HOP_BY_HOP | {_HOLD}  # the hold is the hop's, not the upstream's
 
 
 def hold_ms(headers: list[tuple[bytes, bytes]]) -> float:
     """The hold a request asks for (`x-passthrough-hold-ms`), 0 without one; `ValueError` for a
     value that is not a number of milliseconds from 0 to `MAX_HOLD_MS`."""
     for name, value in headers:
-        if name.lower() == HOLD_HEADER.encode():
+        if name.lower() == _HOLD:
             try:
                 held = float(value)
             except ValueError:
@@ -95,7 +94,8 @@ class Passthrough:
         try:
             held = hold_ms(scope["headers"])
         except ValueError as exc:
-            await _answer(send, 400, json.dumps({"error": {"message": str(exc)}}).encode())
+            content = json.dumps({"error": {"message": str(exc)}}).encode()
+            await _answer(send, 400, [(b"content-type", b"application/json")], content)
             return
         body = bytearray()
         while True:
@@ -125,10 +125,8 @@ class Passthrough:
             content = json.dumps({"error": {"message": f"upstream: {type(exc).__name__}"}}).encode()
             answer_headers = [(b"content-type", b"application/json")]
         overhead = (time.perf_counter() - received) * 1000 - marks.milliseconds(started)
-        answer_headers.append((b"content-length", str(len(content)).encode()))
         answer_headers.append((OVERHEAD_HEADER.encode(), f"{max(0.0, overhead):.3f}".encode()))
-        await send({"type": "http.response.start", "status": status, "headers": answer_headers})
-        await send({"type": "http.response.body", "body": content})
+        await _answer(send, status, answer_headers, content)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -142,8 +140,9 @@ class Passthrough:
                 return
 
 
-async def _answer(send: Any, status: int, content: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+async def _answer(send: Any, status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+    """Send a whole answer, with its own length."""
+    headers = [*headers, (b"content-length", str(len(content)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 
